@@ -1,0 +1,7 @@
+"""``python -m minikubelet``."""
+
+import sys
+
+from minikubelet.cli import main
+
+sys.exit(main())

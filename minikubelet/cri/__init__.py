@@ -1,0 +1,1 @@
+"""The Container Runtime Interface: our runtime.v1 wire contract and its client."""

@@ -1,0 +1,1 @@
+"""What every bundled CRI server shares: the domain model, the gRPC adapter, the listener."""

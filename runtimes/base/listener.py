@@ -1,0 +1,87 @@
+"""Serve a runtime's CRI services on a unix socket (0600) or a TCP address."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+
+from minikubelet.cri.client import MAX_MESSAGE_BYTES
+from minikubelet.cri.endpoint import Endpoint, parse_endpoint
+from minikubelet.cri.v1 import api_pb2_grpc as pb_grpc
+from runtimes.base import model as m
+from runtimes.base.service import ImageServicer, RuntimeServicer
+
+log = logging.getLogger(__name__)
+
+
+class ListenError(RuntimeError):
+    """The endpoint cannot be served: in use, bad path, no permission."""
+
+
+def _prepare_unix(path: Path) -> None:
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True)
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise ListenError(f"{path} exists and is not a socket; refusing to replace it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # a stale socket left by a process that died
+        else:
+            raise ListenError(f"{path} is in use by another server")
+        finally:
+            probe.close()
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    endpoint: str | Endpoint,
+    runtime: m.RuntimeBackend,
+    images: m.ImageBackend,
+    *,
+    grace: float = 5.0,
+) -> AsyncIterator[Endpoint]:
+    """Serve both CRI services until the context exits, then stop with ``grace`` seconds."""
+    ep = parse_endpoint(endpoint) if isinstance(endpoint, str) else endpoint
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ]
+    )
+    pb_grpc.add_RuntimeServiceServicer_to_server(RuntimeServicer(runtime), server)
+    pb_grpc.add_ImageServiceServicer_to_server(ImageServicer(images), server)
+    if ep.scheme == "unix":
+        path = Path(ep.address)
+        _prepare_unix(path)
+        old_umask = os.umask(0o177)
+        try:
+            server.add_insecure_port(ep.grpc_target)
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, 0o600)
+    else:
+        port = server.add_insecure_port(ep.address)
+        if port == 0:
+            raise ListenError(f"cannot listen on {ep}")
+        host = ep.address.rpartition(":")[0]
+        ep = Endpoint("tcp", f"{host}:{port}")
+    await server.start()
+    log.info("serving CRI runtime.v1 on %s", ep)
+    try:
+        yield ep
+    finally:
+        await asyncio.shield(server.stop(grace))
+        if ep.scheme == "unix":
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(ep.address)

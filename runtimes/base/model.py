@@ -1,0 +1,326 @@
+"""The CRI's nouns as plain dataclasses, for the server layer of every bundled runtime.
+
+The gRPC adapter (:mod:`runtimes.base.service`) converts protos to these and
+back; a runtime's server layer sees only these. Times are nanoseconds since the
+epoch, as the CRI carries them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class SandboxState(enum.IntEnum):
+    READY = 0  # SANDBOX_READY
+    NOTREADY = 1  # SANDBOX_NOTREADY
+
+
+class ContainerState(enum.IntEnum):
+    CREATED = 0
+    RUNNING = 1
+    EXITED = 2
+    UNKNOWN = 3
+
+
+class ContainerEventType(enum.IntEnum):
+    CREATED = 0
+    STARTED = 1
+    STOPPED = 2
+    DELETED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxMetadata:
+    name: str
+    uid: str
+    namespace: str
+    attempt: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerMetadata:
+    name: str
+    attempt: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PortMapping:
+    protocol: int  # 0 TCP, 1 UDP, 2 SCTP
+    container_port: int
+    host_port: int
+    host_ip: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DNSConfig:
+    servers: tuple[str, ...] = ()
+    searches: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceOptions:
+    """0 = POD, 1 = CONTAINER, 2 = NODE, 3 = TARGET (the CRI's NamespaceMode)."""
+
+    network: int = 0
+    pid: int = 1
+    ipc: int = 0
+    target_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PodSandboxSpec:
+    metadata: SandboxMetadata
+    hostname: str = ""
+    log_directory: str = ""
+    dns: DNSConfig = DNSConfig()
+    port_mappings: tuple[PortMapping, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    runtime_handler: str = ""
+    cgroup_parent: str = ""
+    namespaces: NamespaceOptions = NamespaceOptions()
+    sysctls: Mapping[str, str] = field(default_factory=dict)
+    privileged: bool = False
+
+
+@dataclass(slots=True)
+class PodSandbox:
+    id: str
+    spec: PodSandboxSpec
+    state: SandboxState
+    created_at: int
+    ip: str = ""
+    additional_ips: tuple[str, ...] = ()
+    generation: int = 0  # bumped on every change, so views can be cached
+
+    @property
+    def metadata(self) -> SandboxMetadata:
+        return self.spec.metadata
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    container_path: str
+    host_path: str
+    readonly: bool = False
+    propagation: int = 0  # 0 private, 1 host-to-container, 2 bidirectional
+    selinux_relabel: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    container_path: str
+    host_path: str
+    permissions: str = "rwm"
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    cpu_period: int = 0
+    cpu_quota: int = 0
+    cpu_shares: int = 0
+    memory_limit_in_bytes: int = 0
+    oom_score_adj: int = 0
+    cpuset_cpus: str = ""
+    cpuset_mems: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityOptions:
+    privileged: bool = False
+    run_as_user: int | None = None
+    run_as_username: str = ""
+    run_as_group: int | None = None
+    supplemental_groups: tuple[int, ...] = ()
+    readonly_rootfs: bool = False
+    no_new_privs: bool = False
+    add_capabilities: tuple[str, ...] = ()
+    drop_capabilities: tuple[str, ...] = ()
+    seccomp: str = ""  # "", "unconfined", "runtime/default", "localhost/<path>"
+    masked_paths: tuple[str, ...] = ()
+    readonly_paths: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerSpec:
+    metadata: ContainerMetadata
+    image: str
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    working_dir: str = ""
+    envs: tuple[tuple[str, str], ...] = ()
+    mounts: tuple[Mount, ...] = ()
+    devices: tuple[Device, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    log_path: str = ""
+    stdin: bool = False
+    stdin_once: bool = False
+    tty: bool = False
+    resources: Resources = Resources()
+    security: SecurityOptions = SecurityOptions()
+    image_annotations: Mapping[str, str] = field(default_factory=dict)
+    user_specified_image: str = ""
+
+
+@dataclass(slots=True)
+class Container:
+    id: str
+    sandbox_id: str
+    spec: ContainerSpec
+    image_ref: str  # what the runtime resolved the image to (its ID)
+    image_name: str  # the reference that found it (normalised)
+    state: ContainerState
+    created_at: int
+    started_at: int = 0
+    finished_at: int = 0
+    exit_code: int = 0
+    reason: str = ""
+    message: str = ""
+    log_path: str = ""  # absolute: sandbox log_directory joined with spec.log_path
+    pid: int = 0
+    generation: int = 0
+
+    @property
+    def metadata(self) -> ContainerMetadata:
+        return self.spec.metadata
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    id: str  # sha256:<hex>, the image config digest
+    repo_tags: tuple[str, ...]
+    repo_digests: tuple[str, ...]
+    size: int
+    uid: int | None = None
+    username: str = ""
+    pinned: bool = False
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecResult:
+    stdout: bytes
+    stderr: bytes
+    exit_code: int
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    type: str
+    status: bool
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeStatus:
+    conditions: tuple[Condition, ...]
+    handlers: tuple[str, ...] = ("",)
+    info: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    runtime_name: str
+    runtime_version: str
+    runtime_api_version: str = "v1"
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerStats:
+    container_id: str
+    metadata: ContainerMetadata
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    timestamp: int
+    cpu_usage_core_nanoseconds: int = 0
+    memory_working_set_bytes: int = 0
+    writable_layer_bytes: int = 0
+    writable_layer_inodes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FilesystemUsage:
+    timestamp: int
+    mountpoint: str
+    used_bytes: int
+    inodes_used: int
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxFilter:
+    id: str = ""
+    state: SandboxState | None = None
+    label_selector: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerFilter:
+    id: str = ""
+    state: ContainerState | None = None
+    pod_sandbox_id: str = ""
+    label_selector: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerEvent:
+    container_id: str
+    type: ContainerEventType
+    created_at: int
+    sandbox: PodSandbox | None
+    containers: tuple[Container, ...]
+
+
+def labels_match(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
+    """The CRI's label selector: every key/value of the selector is present."""
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+class RuntimeBackend(Protocol):
+    """The server layer of a CRI runtime: CRI semantics over domain objects.
+
+    Errors are raised from :mod:`minikubelet.errors` (NotFound, AlreadyExists,
+    InvalidArgument, FailedPrecondition ...); the adapter turns them into status codes.
+    """
+
+    async def version(self) -> VersionInfo: ...
+    async def status(self) -> RuntimeStatus: ...
+    async def cgroup_driver(self) -> int: ...  # 0 systemd, 1 cgroupfs
+    async def update_runtime_config(self, pod_cidr: str) -> None: ...
+
+    async def run_pod_sandbox(self, spec: PodSandboxSpec) -> str: ...
+    async def stop_pod_sandbox(self, sandbox_id: str) -> None: ...
+    async def remove_pod_sandbox(self, sandbox_id: str) -> None: ...
+    async def pod_sandbox_status(self, sandbox_id: str) -> PodSandbox: ...
+    async def list_pod_sandbox(self, filter: SandboxFilter) -> Sequence[PodSandbox]: ...
+
+    async def create_container(
+        self, sandbox_id: str, spec: ContainerSpec, sandbox_spec: PodSandboxSpec | None
+    ) -> str: ...
+    async def start_container(self, container_id: str) -> None: ...
+    async def stop_container(self, container_id: str, timeout: int) -> None: ...
+    async def remove_container(self, container_id: str) -> None: ...
+    async def container_status(self, container_id: str) -> Container: ...
+    async def list_containers(self, filter: ContainerFilter) -> Sequence[Container]: ...
+    async def exec_sync(self, container_id: str, cmd: Sequence[str], timeout: int) -> ExecResult: ...
+    async def reopen_container_log(self, container_id: str) -> None: ...
+    async def container_stats(self, container_id: str) -> ContainerStats: ...
+    async def list_container_stats(
+        self, container_id: str, sandbox_id: str, label_selector: Mapping[str, str]
+    ) -> Sequence[ContainerStats]: ...
+    def container_events(self) -> AsyncIterator[ContainerEvent]: ...
+
+
+class ImageBackend(Protocol):
+    """The image half of a CRI runtime."""
+
+    async def pull_image(self, reference: str, auth: Mapping[str, str]) -> str: ...
+    async def image_status(self, reference: str) -> Image | None: ...
+    async def list_images(self, reference_filter: str) -> Sequence[Image]: ...
+    async def remove_image(self, reference: str) -> None: ...
+    async def image_fs_info(self) -> Sequence[FilesystemUsage]: ...

@@ -1,0 +1,673 @@
+"""The simulated runtime's CRI semantics: sandboxes, containers and their simulated processes.
+
+State lives in memory. A started container plays its :class:`Program` in a
+task owned by :meth:`FakeRuntime.run`: log lines appear in the CRI log file at
+``log_path`` when the command would print them, and the container exits when
+the command would exit. Time comes from an injectable :class:`Clock`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import logging
+import os
+import posixpath
+import secrets
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from minikubelet import crilog
+from minikubelet.errors import (
+    AlreadyExists,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from runtimes.base import model as m
+from runtimes.fake import program as prog
+from runtimes.fake.images import FakeImages
+
+log = logging.getLogger(__name__)
+
+RUNTIME_NAME = "minikubelet-fake"
+RUNTIME_VERSION = "0.1.0"
+POD_CIDR = ipaddress.ip_network("10.88.0.0/16")
+EXIT_SIGKILL = 137
+_T = TypeVar("_T")
+
+
+class Clock(Protocol):
+    def now_ns(self) -> int: ...
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class RealClock:
+    def now_ns(self) -> int:
+        return time.time_ns()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+@dataclass(slots=True)
+class _Process:
+    """A simulated process: its files, its partial output, and how to signal it."""
+
+    program: prog.Program
+    files: dict[str, bytes] = field(default_factory=dict)
+    pending: dict[str, str] = field(default_factory=dict)  # stream -> unterminated text
+    term: asyncio.Event = field(default_factory=asyncio.Event)
+    kill: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
+def _new_id() -> str:
+    return secrets.token_hex(32)
+
+
+class FakeRuntime:
+    """RuntimeService semantics with simulated processes. Call :meth:`run` before use."""
+
+    def __init__(self, images: FakeImages, *, clock: Clock | None = None) -> None:
+        self.images = images
+        self.clock: Clock = clock or RealClock()
+        self._sandboxes: dict[str, m.PodSandbox] = {}
+        self._containers: dict[str, m.Container] = {}
+        self._sandbox_names: dict[tuple[str, str, str, int], str] = {}
+        self._container_names: dict[tuple[str, str, int], str] = {}
+        self._by_sandbox: dict[str, set[str]] = {}
+        self._processes: dict[str, _Process] = {}
+        self._next_ip = 2
+        self._free_ips: list[str] = []
+        self._subscribers: list[asyncio.Queue[m.ContainerEvent]] = []
+        self._tasks: asyncio.TaskGroup | None = None
+        self.pod_cidr = str(POD_CIDR)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Own the simulated processes until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            self._tasks = tg
+            try:
+                await asyncio.Future()
+            finally:
+                self._tasks = None
+                for proc in self._processes.values():
+                    if proc.task is not None:
+                        proc.task.cancel()
+
+    # -- runtime -----------------------------------------------------------------
+
+    async def version(self) -> m.VersionInfo:
+        return m.VersionInfo(RUNTIME_NAME, RUNTIME_VERSION)
+
+    async def status(self) -> m.RuntimeStatus:
+        return m.RuntimeStatus(
+            conditions=(m.Condition("RuntimeReady", True), m.Condition("NetworkReady", True)),
+            handlers=("",),
+            info={"config": '{"simulated": true}'},
+        )
+
+    async def cgroup_driver(self) -> int:
+        return 1  # cgroupfs
+
+    async def update_runtime_config(self, pod_cidr: str) -> None:
+        if pod_cidr:
+            try:
+                ipaddress.ip_network(pod_cidr)
+            except ValueError as exc:
+                raise InvalidArgument(f"pod CIDR {pod_cidr!r}: {exc}") from None
+            self.pod_cidr = pod_cidr
+
+    # -- lookups -----------------------------------------------------------------
+
+    def _sandbox(self, sandbox_id: str) -> m.PodSandbox:
+        found = self._sandboxes.get(sandbox_id) or _by_prefix(self._sandboxes, sandbox_id)
+        if found is None:
+            raise NotFound(f"pod sandbox {sandbox_id!r} not found")
+        return found
+
+    def _container(self, container_id: str) -> m.Container:
+        found = self._containers.get(container_id) or _by_prefix(self._containers, container_id)
+        if found is None:
+            raise NotFound(f"container {container_id!r} not found")
+        return found
+
+    # -- sandboxes ---------------------------------------------------------------
+
+    async def run_pod_sandbox(self, spec: m.PodSandboxSpec) -> str:
+        md = spec.metadata
+        key = (md.name, md.namespace, md.uid, md.attempt)
+        if key in self._sandbox_names:
+            raise AlreadyExists(
+                f"pod sandbox name {md.namespace}/{md.name} (uid {md.uid}, attempt {md.attempt})"
+                f" is reserved for {self._sandbox_names[key]}"
+            )
+        if spec.runtime_handler:
+            raise NotFound(
+                f"runtime handler {spec.runtime_handler!r} is not configured "
+                "(the simulated runtime has only the default handler)"
+            )
+        sandbox_id = _new_id()
+        ip = "" if spec.namespaces.network == 2 else self._allocate_ip()
+        self._sandboxes[sandbox_id] = m.PodSandbox(
+            id=sandbox_id,
+            spec=spec,
+            state=m.SandboxState.READY,
+            created_at=self.clock.now_ns(),
+            ip=ip,
+        )
+        self._sandbox_names[key] = sandbox_id
+        self._by_sandbox[sandbox_id] = set()
+        log.info("sandbox %s for pod %s/%s is ready, ip %s", sandbox_id[:13], md.namespace,
+                 md.name, ip or "(host network)")
+        return sandbox_id
+
+    def _allocate_ip(self) -> str:
+        if self._free_ips:
+            return self._free_ips.pop()
+        net = ipaddress.ip_network(self.pod_cidr)
+        if self._next_ip >= net.num_addresses - 1:
+            raise FailedPrecondition(f"no free address left in pod CIDR {self.pod_cidr}")
+        ip = str(net.network_address + self._next_ip)
+        self._next_ip += 1
+        return ip
+
+    async def stop_pod_sandbox(self, sandbox_id: str) -> None:
+        try:
+            sandbox = self._sandbox(sandbox_id)
+        except NotFound:
+            return  # already gone: stopping is idempotent
+        for cid in list(self._by_sandbox.get(sandbox.id, ())):
+            await self._stop(self._containers[cid], 0)
+        if sandbox.state == m.SandboxState.READY:
+            sandbox.state = m.SandboxState.NOTREADY
+            sandbox.generation += 1
+            if sandbox.ip:
+                self._free_ips.append(sandbox.ip)
+            log.info("sandbox %s stopped", sandbox.id[:13])
+
+    async def remove_pod_sandbox(self, sandbox_id: str) -> None:
+        try:
+            sandbox = self._sandbox(sandbox_id)
+        except NotFound:
+            return
+        await self.stop_pod_sandbox(sandbox.id)
+        for cid in list(self._by_sandbox.get(sandbox.id, ())):
+            await self.remove_container(cid)
+        md = sandbox.metadata
+        self._sandbox_names.pop((md.name, md.namespace, md.uid, md.attempt), None)
+        self._by_sandbox.pop(sandbox.id, None)
+        del self._sandboxes[sandbox.id]
+        log.info("sandbox %s removed", sandbox.id[:13])
+
+    async def pod_sandbox_status(self, sandbox_id: str) -> m.PodSandbox:
+        return self._sandbox(sandbox_id)
+
+    async def list_pod_sandbox(self, filter: m.SandboxFilter) -> Sequence[m.PodSandbox]:
+        if filter.id:
+            found = self._sandboxes.get(filter.id) or _by_prefix(self._sandboxes, filter.id)
+            candidates: Sequence[m.PodSandbox] = [found] if found else []
+        else:
+            candidates = list(self._sandboxes.values())
+        return [
+            s
+            for s in candidates
+            if (filter.state is None or s.state == filter.state)
+            and m.labels_match(s.spec.labels, filter.label_selector)
+        ]
+
+    # -- containers --------------------------------------------------------------
+
+    async def create_container(
+        self, sandbox_id: str, spec: m.ContainerSpec, sandbox_spec: m.PodSandboxSpec | None
+    ) -> str:
+        sandbox = self._sandbox(sandbox_id)
+        if sandbox.state != m.SandboxState.READY:
+            raise FailedPrecondition(f"pod sandbox {sandbox.id} is not ready")
+        key = (sandbox.id, spec.metadata.name, spec.metadata.attempt)
+        if key in self._container_names:
+            raise AlreadyExists(
+                f"container name {spec.metadata.name!r} (attempt {spec.metadata.attempt}) in pod"
+                f" sandbox {sandbox.id} is reserved for {self._container_names[key]}"
+            )
+        resolved = self.images.resolve(spec.image)
+        if resolved is None:
+            raise NotFound(f"image {spec.image!r} not found: pull it first")
+        image, image_name = resolved
+        log_path = _log_path(sandbox.spec.log_directory, spec.log_path)
+        container_id = _new_id()
+        container = m.Container(
+            id=container_id,
+            sandbox_id=sandbox.id,
+            spec=spec,
+            image_ref=image.id,
+            image_name=image_name,
+            state=m.ContainerState.CREATED,
+            created_at=self.clock.now_ns(),
+            log_path=log_path,
+        )
+        if log_path:
+            await asyncio.to_thread(_touch_log, log_path)
+        self._containers[container_id] = container
+        self._container_names[key] = container_id
+        self._by_sandbox[sandbox.id].add(container_id)
+        self._emit(container, m.ContainerEventType.CREATED)
+        return container_id
+
+    async def start_container(self, container_id: str) -> None:
+        container = self._container(container_id)
+        if container.state != m.ContainerState.CREATED:
+            raise FailedPrecondition(
+                f"container {container.id} is in state {container.state.name}, not CREATED"
+            )
+        sandbox = self._sandboxes[container.sandbox_id]
+        if sandbox.state != m.SandboxState.READY:
+            raise FailedPrecondition(f"pod sandbox {sandbox.id} is not ready")
+        if self._tasks is None:
+            raise FailedPrecondition("the simulated runtime is not running")
+        program = prog.parse(container.spec.command, container.spec.args)
+        proc = _Process(program)
+        self._processes[container.id] = proc
+        container.state = m.ContainerState.RUNNING
+        container.started_at = self.clock.now_ns()
+        container.pid = 1000 + int(hashlib.sha256(container.id.encode()).hexdigest()[:5], 16)
+        container.generation += 1
+        self._emit(container, m.ContainerEventType.STARTED)
+        proc.task = self._tasks.create_task(
+            self._play(container, proc), name=f"fake-container-{container.id[:13]}"
+        )
+
+    async def _play(self, container: m.Container, proc: _Process) -> None:
+        status = 0
+        try:
+            status = await self._steps(container, proc, proc.program.steps)
+        except _Exited as exc:
+            status = exc.code
+        except asyncio.CancelledError:
+            proc.done.set()
+            raise
+        self._finish(container, proc, status)
+
+    async def _steps(
+        self, container: m.Container, proc: _Process, steps: Sequence[prog.Step]
+    ) -> int:
+        status = 0
+        for step in steps:
+            if (step.connector == "&&" and status != 0) or (step.connector == "||" and status == 0):
+                continue
+            status = await self._step(container, proc, step)
+        if proc.program.forever and not steps:
+            await self._wait_signal(proc, None)
+        return status
+
+    async def _step(self, container: m.Container, proc: _Process, step: prog.Step) -> int:
+        if step.kind == "sleep":
+            await self._wait_signal(proc, step.seconds)
+            return 0
+        if step.kind == "forever":
+            await self._wait_signal(proc, None)
+            return 0
+        if step.kind == "exit":
+            raise _Exited(step.code)
+        if step.kind == "status":
+            return step.code
+        if step.kind == "write":
+            await self._output(container, proc, step, step.text.encode())
+            return 0
+        if step.kind == "touch":
+            proc.files.setdefault(step.path, b"")
+            return 0
+        if step.kind == "rm":
+            proc.files.pop(step.path, None)
+            return 0
+        if step.kind == "builtin":
+            out, err, code = self._builtin(container, proc, step.argv)
+            await self._output(container, proc, step, out)
+            if err:
+                await self._write_log(container, proc, "stderr", err.decode(errors="replace"))
+            return code
+        return 0  # trap: handled when the program was read
+
+    async def _output(
+        self, container: m.Container, proc: _Process, step: prog.Step, data: bytes
+    ) -> None:
+        if step.path:
+            before = proc.files.get(step.path, b"") if step.append else b""
+            proc.files[step.path] = before + data
+        else:
+            await self._write_log(container, proc, step.stream, data.decode(errors="replace"))
+
+    async def _wait_signal(self, proc: _Process, seconds: float | None) -> None:
+        """Sleep ``seconds`` (None: forever) unless SIGTERM or SIGKILL arrives first."""
+        waits = [asyncio.ensure_future(proc.kill.wait())]
+        if not proc.program.ignores_term:
+            waits.append(asyncio.ensure_future(proc.term.wait()))
+        if seconds is not None:
+            waits.append(asyncio.ensure_future(self.clock.sleep(seconds)))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        if proc.kill.is_set():
+            raise _Exited(EXIT_SIGKILL)
+        if proc.term.is_set() and not proc.program.ignores_term:
+            raise _Exited(proc.program.term_exit_code)
+
+    def _builtin(
+        self, container: m.Container, proc: _Process, argv: Sequence[str]
+    ) -> tuple[bytes, bytes, int]:
+        name, args = argv[0], list(argv[1:])
+        env = dict(container.spec.envs)
+        if name == "cat":
+            out = b""
+            for path in args:
+                if path not in proc.files:
+                    return out, f"cat: can't open '{path}': No such file or directory\n".encode(), 1
+                out += proc.files[path]
+            return out, b"", 0
+        if name in ("test", "["):
+            args = [a for a in args if a != "]"]
+            if len(args) == 2 and args[0] in ("-f", "-e", "-s"):
+                present = args[1] in proc.files
+                if args[0] == "-s":
+                    present = present and bool(proc.files[args[1]])
+                return b"", b"", 0 if present else 1
+            return b"", b"", 0
+        if name == "ls":
+            missing = [p for p in args if not p.startswith("-") and p not in proc.files]
+            if missing:
+                return b"", f"ls: {missing[0]}: No such file or directory\n".encode(), 1
+            return "".join(f"{p}\n" for p in args if not p.startswith("-")).encode(), b"", 0
+        if name == "hostname":
+            sandbox = self._sandboxes.get(container.sandbox_id)
+            host = sandbox.spec.hostname if sandbox else ""
+            return f"{host or container.sandbox_id[:12]}\n".encode(), b"", 0
+        if name in ("env", "printenv"):
+            if name == "printenv" and args:
+                values = [env[a] for a in args if a in env]
+                return "".join(v + "\n" for v in values).encode(), b"", 0 if values else 1
+            return "".join(f"{k}={v}\n" for k, v in env.items()).encode(), b"", 0
+        if name == "pwd":
+            return f"{container.spec.working_dir or '/'}\n".encode(), b"", 0
+        if name in ("id", "whoami"):
+            uid = container.spec.security.run_as_user or 0
+            user = "root" if uid == 0 else str(uid)
+            if name == "whoami":
+                return f"{user}\n".encode(), b"", 0
+            return f"uid={uid}({user}) gid={uid}({user})\n".encode(), b"", 0
+        return b"", b"", 0
+
+    async def _write_log(self, container: m.Container, proc: _Process, stream: str, text: str) -> None:
+        if not text:
+            return
+        data = proc.pending.pop(stream, "") + text
+        *lines, rest = data.split("\n")
+        if rest:
+            proc.pending[stream] = rest
+        if not container.log_path or not lines:
+            return
+        now = self.clock.now_ns()
+        out = "".join(
+            crilog.format_line(now, "stderr" if stream == "stderr" else "stdout", line)
+            for line in lines
+        )
+        await asyncio.to_thread(_append, container.log_path, out)
+
+    def _finish(self, container: m.Container, proc: _Process, code: int) -> None:
+        if container.log_path and proc.pending:
+            now = self.clock.now_ns()
+            tail = "".join(
+                crilog.format_line(now, "stderr" if s == "stderr" else "stdout", text)
+                for s, text in proc.pending.items()
+            )
+            proc.pending.clear()
+            with contextlib.suppress(OSError):
+                _append(container.log_path, tail)  # a line or two, at exit
+        container.state = m.ContainerState.EXITED
+        container.exit_code = code
+        container.finished_at = self.clock.now_ns()
+        container.reason = "Completed" if code == 0 else "Error"
+        container.pid = 0
+        container.generation += 1
+        proc.done.set()
+        self._emit(container, m.ContainerEventType.STOPPED)
+
+    async def stop_container(self, container_id: str, timeout: int) -> None:
+        try:
+            container = self._container(container_id)
+        except NotFound:
+            return  # already removed: stopping is idempotent
+        await self._stop(container, timeout)
+
+    async def _stop(self, container: m.Container, timeout: int) -> None:
+        if container.state == m.ContainerState.CREATED:
+            # never started: it simply becomes exited, as runc does with a created container
+            container.state = m.ContainerState.EXITED
+            container.exit_code = EXIT_SIGKILL if timeout <= 0 else 0
+            container.finished_at = self.clock.now_ns()
+            container.reason = "Error" if container.exit_code else "Completed"
+            container.generation += 1
+            return
+        proc = self._processes.get(container.id)
+        if container.state != m.ContainerState.RUNNING or proc is None:
+            return
+        if timeout > 0:
+            proc.term.set()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await proc.done.wait()
+        if not proc.done.is_set():
+            proc.kill.set()
+            await proc.done.wait()
+
+    async def remove_container(self, container_id: str) -> None:
+        try:
+            container = self._container(container_id)
+        except NotFound:
+            return
+        if container.state == m.ContainerState.RUNNING:
+            await self._stop(container, 0)
+        self._processes.pop(container.id, None)
+        self._container_names.pop(
+            (container.sandbox_id, container.metadata.name, container.metadata.attempt), None
+        )
+        self._by_sandbox.get(container.sandbox_id, set()).discard(container.id)
+        del self._containers[container.id]
+        self._emit(container, m.ContainerEventType.DELETED)
+
+    async def container_status(self, container_id: str) -> m.Container:
+        return self._container(container_id)
+
+    async def list_containers(self, filter: m.ContainerFilter) -> Sequence[m.Container]:
+        if filter.id:
+            found = self._containers.get(filter.id) or _by_prefix(self._containers, filter.id)
+            candidates: Sequence[m.Container] = [found] if found else []
+        elif filter.pod_sandbox_id:
+            ids = self._by_sandbox.get(filter.pod_sandbox_id, set())
+            candidates = [self._containers[i] for i in ids]
+        else:
+            candidates = list(self._containers.values())
+        return [
+            c
+            for c in candidates
+            if (not filter.pod_sandbox_id or c.sandbox_id == filter.pod_sandbox_id)
+            and (filter.state is None or c.state == filter.state)
+            and m.labels_match(c.spec.labels, filter.label_selector)
+        ]
+
+    async def exec_sync(self, container_id: str, cmd: Sequence[str], timeout: int) -> m.ExecResult:
+        container = self._container(container_id)
+        proc = self._processes.get(container.id)
+        if container.state != m.ContainerState.RUNNING or proc is None:
+            raise FailedPrecondition(f"container {container.id} is not running")
+        program = prog.parse(list(cmd), [])
+        if program.forever and not program.steps and not _is_forever_command(cmd):
+            return m.ExecResult(b"", b"", 0)  # a command the simulation does not model
+        out = bytearray()
+        err = bytearray()
+        status = 0
+        try:
+            async with asyncio.timeout(timeout if timeout > 0 else None):
+                status = await self._exec_steps(container, proc, program, out, err)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"command {list(cmd)} timed out after {timeout}s in container {container.id}"
+            ) from None
+        return m.ExecResult(bytes(out), bytes(err), status)
+
+    async def _exec_steps(
+        self,
+        container: m.Container,
+        proc: _Process,
+        program: prog.Program,
+        out: bytearray,
+        err: bytearray,
+    ) -> int:
+        status = 0
+        for step in program.steps:
+            if (step.connector == "&&" and status != 0) or (step.connector == "||" and status == 0):
+                continue
+            if step.kind == "exit":
+                return step.code
+            if step.kind in ("sleep", "forever"):
+                await self.clock.sleep(step.seconds if step.kind == "sleep" else 1e9)
+                status = 0
+            elif step.kind == "status":
+                status = step.code
+            elif step.kind in ("write", "builtin"):
+                if step.kind == "write":
+                    data, e, status = step.text.encode(), b"", 0
+                else:
+                    data, e, status = self._builtin(container, proc, step.argv)
+                err += e
+                if step.path:
+                    before = proc.files.get(step.path, b"") if step.append else b""
+                    proc.files[step.path] = before + data
+                elif step.stream == "stderr":
+                    err += data
+                else:
+                    out += data
+            elif step.kind == "touch":
+                proc.files.setdefault(step.path, b"")
+                status = 0
+            elif step.kind == "rm":
+                proc.files.pop(step.path, None)
+                status = 0
+        return status
+
+    async def reopen_container_log(self, container_id: str) -> None:
+        container = self._container(container_id)
+        if container.state != m.ContainerState.RUNNING:
+            raise FailedPrecondition(f"container {container.id} is not running")
+        if container.log_path:
+            await asyncio.to_thread(_touch_log, container.log_path)
+
+    def _stats(self, c: m.Container) -> m.ContainerStats:
+        now = self.clock.now_ns()
+        running = c.state == m.ContainerState.RUNNING
+        cpu = (now - c.started_at) // 1000 if running and c.started_at else 0
+        memory = (4 << 20) + int(c.id[:4], 16) * 64 if running else 0
+        return m.ContainerStats(
+            container_id=c.id,
+            metadata=c.metadata,
+            labels=c.spec.labels,
+            annotations=c.spec.annotations,
+            timestamp=now,
+            cpu_usage_core_nanoseconds=cpu,
+            memory_working_set_bytes=memory,
+            writable_layer_bytes=4096,
+            writable_layer_inodes=1,
+        )
+
+    async def container_stats(self, container_id: str) -> m.ContainerStats:
+        return self._stats(self._container(container_id))
+
+    async def list_container_stats(
+        self, container_id: str, sandbox_id: str, label_selector: Mapping[str, str]
+    ) -> Sequence[m.ContainerStats]:
+        found = await self.list_containers(
+            m.ContainerFilter(container_id, None, sandbox_id, label_selector)
+        )
+        return [self._stats(c) for c in found if c.state == m.ContainerState.RUNNING]
+
+    # -- events ------------------------------------------------------------------
+
+    def _emit(self, container: m.Container, kind: m.ContainerEventType) -> None:
+        if not self._subscribers:
+            return
+        event = m.ContainerEvent(
+            container_id=container.id,
+            type=kind,
+            created_at=self.clock.now_ns(),
+            sandbox=self._sandboxes.get(container.sandbox_id),
+            containers=(container,),
+        )
+        for queue in self._subscribers:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(event)
+
+    async def container_events(self) -> AsyncIterator[m.ContainerEvent]:
+        queue: asyncio.Queue[m.ContainerEvent] = asyncio.Queue(maxsize=10_000)
+        self._subscribers.append(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._subscribers.remove(queue)
+
+
+class _Exited(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def _by_prefix(table: dict[str, _T], prefix: str) -> _T | None:
+    """A unique id prefix finds its object, as crictl users expect."""
+    if len(prefix) < 3:
+        return None
+    found = [v for k, v in table.items() if k.startswith(prefix)]
+    return found[0] if len(found) == 1 else None
+
+
+def _is_forever_command(cmd: Sequence[str]) -> bool:
+    return bool(cmd) and posixpath.basename(cmd[0]) == "sleep"
+
+
+def _log_path(directory: str, relative: str) -> str:
+    """The container's log file; refuses a ``log_path`` that leaves the log directory."""
+    if not relative:
+        return ""
+    if not directory:
+        raise InvalidArgument("ContainerConfig.log_path is set but the sandbox has no log_directory")
+    if not os.path.isabs(directory):
+        raise InvalidArgument(f"sandbox log_directory {directory!r} must be absolute")
+    full = os.path.normpath(os.path.join(directory, relative))
+    if not full.startswith(os.path.normpath(directory) + os.sep):
+        raise InvalidArgument(f"log_path {relative!r} escapes the log directory {directory!r}")
+    return full
+
+
+def _touch_log(path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    os.close(fd)
+
+
+def _append(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)

@@ -1,0 +1,1 @@
+"""Test harness: a real containerd, a local registry and locally built images."""
