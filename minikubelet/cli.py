@@ -44,16 +44,20 @@ def _cmd_runtime_serve(args: argparse.Namespace) -> int:
         except (OSError, ValueError, RuntimeError) as exc:
             print(f"minikubelet runtime serve: {exc}", file=sys.stderr)
             return 1
-    print(f"minikubelet runtime serve: runtime {args.runtime!r} is not available yet",
-          file=sys.stderr)
+    print(
+        f"minikubelet runtime serve: runtime {args.runtime!r} is not available yet", file=sys.stderr
+    )
     return 2
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from minikubelet.demo import pod_life
 
-    return _run(pod_life(args.manifest, runtime=args.runtime, trace_file=args.trace_file,
-                         output=args.output))
+    return _run(
+        pod_life(
+            args.manifest, runtime=args.runtime, trace_file=args.trace_file, output=args.output
+        )
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,19 +65,24 @@ def build_parser() -> argparse.ArgumentParser:
         prog="minikubelet",
         description="A Kubernetes node in Python, driving containers through the CRI.",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more log output (-v info, -vv debug)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-v info, -vv debug)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     runtime = sub.add_parser("runtime", help="container runtimes shipped with minikubelet")
     runtime_sub = runtime.add_subparsers(dest="runtime_command", required=True)
     serve = runtime_sub.add_parser("serve", help="serve a CRI runtime on a socket")
     serve.add_argument("runtime", choices=["fake"], help="which runtime to serve")
-    serve.add_argument("--listen", required=True,
-                       help="unix:///PATH (made 0600) or tcp://HOST:PORT")
-    serve.add_argument("--fail-image", action="append", metavar="PATTERN",
-                       help="fake: references matching this glob fail to pull "
-                            "(default: *.invalid/*); repeatable")
+    serve.add_argument(
+        "--listen", required=True, help="unix:///PATH (made 0600) or tcp://HOST:PORT"
+    )
+    serve.add_argument(
+        "--fail-image",
+        action="append",
+        metavar="PATTERN",
+        help="fake: references matching this glob fail to pull (default: *.invalid/*); repeatable",
+    )
     serve.set_defaults(func=_cmd_runtime_serve)
 
     demo = sub.add_parser(
@@ -81,8 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="play one pod's life through a CRI runtime and print every CRI call",
     )
     demo.add_argument("manifest", help="a Pod YAML file (e.g. manifests/hello.yaml)")
-    demo.add_argument("--runtime", default="fake",
-                      help="'fake' (started for the demo) or a CRI endpoint unix:///PATH")
+    demo.add_argument(
+        "--runtime",
+        default="fake",
+        help="'fake' (started for the demo) or a CRI endpoint unix:///PATH",
+    )
     demo.add_argument("--trace-file", help="also write the trace as JSON lines to this file")
     demo.add_argument("-o", "--output", choices=["text", "jsonl"], default="text")
     demo.set_defaults(func=_cmd_demo)

@@ -40,7 +40,14 @@ async def fake_runtime(workdir: Path) -> AsyncIterator[str]:
     """Start ``minikubelet runtime serve fake`` as its own process, as a real node would."""
     endpoint = f"unix://{workdir}/fake.sock"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "minikubelet", "runtime", "serve", "fake", "--listen", endpoint,
+        sys.executable,
+        "-m",
+        "minikubelet",
+        "runtime",
+        "serve",
+        "fake",
+        "--listen",
+        endpoint,
         stdout=asyncio.subprocess.PIPE,
     )
     try:
@@ -84,8 +91,11 @@ async def play(cri: CRIClient, pod: Mapping[str, Any], logdir: Path) -> list[str
         metadata=pb.PodSandboxMetadata(name=name, namespace=namespace, uid=uid, attempt=0),
         hostname=name,
         log_directory=str(logdir),
-        labels={"io.kubernetes.pod.name": name, "io.kubernetes.pod.namespace": namespace,
-                "io.kubernetes.pod.uid": uid},
+        labels={
+            "io.kubernetes.pod.name": name,
+            "io.kubernetes.pod.namespace": namespace,
+            "io.kubernetes.pod.uid": uid,
+        },
     )
     containers = spec.get("containers", [])
     for c in containers:
@@ -100,8 +110,9 @@ async def play(cri: CRIClient, pod: Mapping[str, Any], logdir: Path) -> list[str
             image=pb.ImageSpec(image=c["image"]),
             command=c.get("command", []),
             args=c.get("args", []),
-            envs=[pb.KeyValue(key=e["name"], value=str(e.get("value", "")))
-                  for e in c.get("env", [])],
+            envs=[
+                pb.KeyValue(key=e["name"], value=str(e.get("value", ""))) for e in c.get("env", [])
+            ],
             log_path=f"{c['name']}/0.log",
             labels={**sandbox_config.labels, "io.kubernetes.container.name": c["name"]},
         )

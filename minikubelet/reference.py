@@ -98,9 +98,7 @@ def parse(text: str) -> Reference:
     if text != text.strip():
         raise InvalidReference(f"image reference {text!r} has surrounding whitespace")
     if _SHA256.match(text) or re.fullmatch(r"[0-9a-f]{64}", text):
-        raise InvalidReference(
-            f"{text!r} is an image ID, not a reference; use repository@{text}"
-        )
+        raise InvalidReference(f"{text!r} is an image ID, not a reference; use repository@{text}")
     match = _REFERENCE.match(text)
     if match is None:
         if text != text.lower() and _REFERENCE.match(text.lower()):

@@ -56,8 +56,8 @@ class CRIClient:
         self.recorder = recorder
         self.version_info: pb.VersionResponse | None = None
         self._channel: grpc.aio.Channel | None = None
-        self._runtime: pb_grpc.RuntimeServiceStub | None = None
-        self._image: pb_grpc.ImageServiceStub | None = None
+        self._runtime: pb_grpc.RuntimeServiceAsyncStub | None = None
+        self._image: pb_grpc.ImageServiceAsyncStub | None = None
 
     async def __aenter__(self) -> CRIClient:
         await self.connect()
@@ -70,7 +70,7 @@ class CRIClient:
         """Open the channel without the handshake (for callers that must skip it)."""
         if self._channel is not None:
             return
-        options = [
+        options: list[tuple[str, str | int]] = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ]
@@ -112,7 +112,11 @@ class CRIClient:
     # -- the one call path -------------------------------------------------
 
     async def _call(
-        self, stub: Any, method: str, request: Message, response_type: type[R],
+        self,
+        stub: Any,
+        method: str,
+        request: Message,
+        response_type: type[R],
         timeout: float | None = None,
     ) -> R:
         if stub is None:

@@ -83,9 +83,9 @@ class TraceRecorder:
 
         return unsubscribe
 
-    async def follow(self, *, pod: str | None = None, maxsize: int = 10_000) -> AsyncIterator[
-        CallRecord
-    ]:
+    async def follow(
+        self, *, pod: str | None = None, maxsize: int = 10_000
+    ) -> AsyncIterator[CallRecord]:
         """New records as they arrive; a slow reader loses the oldest, never blocks callers."""
         queue: asyncio.Queue[CallRecord] = asyncio.Queue(maxsize=maxsize)
 
@@ -226,7 +226,10 @@ def _describe_response(rec: CallRecord, resp: Any) -> None:
         else:
             rec.container = rec.container or status.metadata.name
             labels = status.labels
-            ns, name = labels.get("io.kubernetes.pod.namespace"), labels.get("io.kubernetes.pod.name")
+            ns, name = (
+                labels.get("io.kubernetes.pod.namespace"),
+                labels.get("io.kubernetes.pod.name"),
+            )
             if ns and name and not rec.pod:
                 rec.pod = f"{ns}/{name}"
     if _has(status, "state"):
@@ -281,7 +284,7 @@ class _TracingBase:
         )
 
 
-class TracingUnaryUnary(_TracingBase, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class TracingUnaryUnary(_TracingBase, grpc.aio.UnaryUnaryClientInterceptor):
     """Records every unary CRI call."""
 
     async def intercept_unary_unary(
@@ -293,7 +296,12 @@ class TracingUnaryUnary(_TracingBase, grpc.aio.UnaryUnaryClientInterceptor):  # 
             response = await call
         except grpc.aio.AioRpcError as exc:
             self._finish(
-                client_call_details, request, None, exc.code().name, started, t0,
+                client_call_details,
+                request,
+                None,
+                exc.code().name,
+                started,
+                t0,
                 exc.details() or "",
             )
             raise
@@ -304,7 +312,7 @@ class TracingUnaryUnary(_TracingBase, grpc.aio.UnaryUnaryClientInterceptor):  # 
         return call
 
 
-class TracingUnaryStream(_TracingBase, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+class TracingUnaryStream(_TracingBase, grpc.aio.UnaryStreamClientInterceptor):
     """Records the opening of a server-streaming call (GetContainerEvents)."""
 
     async def intercept_unary_stream(
@@ -372,8 +380,10 @@ def read_jsonl(path: Path) -> list[CallRecord]:
 
 
 def format_text_header() -> str:
-    return f"{'TIME':<12} {'SERVICE':<14} {'METHOD':<22} {'POD/CONTAINER':<34} {'CODE':<10} " \
+    return (
+        f"{'TIME':<12} {'SERVICE':<14} {'METHOD':<22} {'POD/CONTAINER':<34} {'CODE':<10} "
         f"{'LATENCY':>9}  DETAILS"
+    )
 
 
 def format_text(rec: CallRecord) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import grpc
@@ -23,14 +24,15 @@ from runtimes.base import model as m
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[T]]
+Context = grpc.aio.ServicerContext[Any, Any]
+Handler = Callable[[Any, Any, Context], Awaitable[T]]
 
 
 def _rpc(fn: Handler[T]) -> Handler[T]:
     """Map domain errors to status codes; never let an exception escape as a traceback."""
 
     @functools.wraps(fn)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
+    async def wrapper(self: Any, request: Any, context: Context) -> T:
         try:
             return await fn(self, request, context)
         except CRIError as exc:
@@ -40,9 +42,7 @@ def _rpc(fn: Handler[T]) -> Handler[T]:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
             log.exception("%s failed", fn.__name__)
-            await context.abort(
-                grpc.StatusCode.INTERNAL, f"{fn.__name__}: internal error: {exc!r}"
-            )
+            await context.abort(grpc.StatusCode.INTERNAL, f"{fn.__name__}: internal error: {exc!r}")
             raise
 
     return wrapper
@@ -119,8 +119,9 @@ def container_spec_from_pb(config: pb.ContainerConfig) -> m.ContainerSpec:
         working_dir=config.working_dir,
         envs=tuple((kv.key, kv.value) for kv in config.envs),
         mounts=tuple(
-            m.Mount(mt.container_path, mt.host_path, mt.readonly, mt.propagation,
-                    mt.selinux_relabel)
+            m.Mount(
+                mt.container_path, mt.host_path, mt.readonly, mt.propagation, mt.selinux_relabel
+            )
             for mt in config.mounts
         ),
         devices=tuple(
@@ -133,8 +134,13 @@ def container_spec_from_pb(config: pb.ContainerConfig) -> m.ContainerSpec:
         stdin_once=config.stdin_once,
         tty=config.tty,
         resources=m.Resources(
-            res.cpu_period, res.cpu_quota, res.cpu_shares, res.memory_limit_in_bytes,
-            res.oom_score_adj, res.cpuset_cpus, res.cpuset_mems,
+            res.cpu_period,
+            res.cpu_quota,
+            res.cpu_shares,
+            res.memory_limit_in_bytes,
+            res.oom_score_adj,
+            res.cpuset_cpus,
+            res.cpuset_mems,
         ),
         security=m.SecurityOptions(
             privileged=sec.privileged,
@@ -169,8 +175,9 @@ def container_filter_from_pb(f: pb.ContainerFilter) -> m.ContainerFilter:
 
 
 def _sandbox_metadata(md: m.SandboxMetadata) -> pb.PodSandboxMetadata:
-    return pb.PodSandboxMetadata(name=md.name, uid=md.uid, namespace=md.namespace,
-                                 attempt=md.attempt)
+    return pb.PodSandboxMetadata(
+        name=md.name, uid=md.uid, namespace=md.namespace, attempt=md.attempt
+    )
 
 
 def sandbox_to_pb(s: m.PodSandbox) -> pb.PodSandbox:
@@ -244,7 +251,7 @@ def container_status_to_pb(c: m.Container) -> pb.ContainerStatus:
         finished_at=c.finished_at,
         exit_code=c.exit_code,
         image=_image_spec(c),
-        image_ref=c.image_ref,
+        image_ref=c.repo_digest or c.image_ref,
         reason=c.reason,
         message=c.message,
         labels=c.spec.labels,
@@ -336,7 +343,28 @@ class _ViewCache:
 # -- the servicers ------------------------------------------------------------
 
 
-class RuntimeServicer(pb_grpc.RuntimeServiceServicer):  # type: ignore[misc]
+def _unimplemented(name: str) -> Any:
+    async def handler(self: Any, request: Any, context: Context) -> Any:
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, f"{name} is not implemented by this runtime"
+        )
+
+    handler.__name__ = name
+    return handler
+
+
+def _unimplemented_stream(name: str) -> Any:
+    async def handler(self: Any, request: Any, context: Context) -> AsyncIterator[Any]:
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, f"{name} is not implemented by this runtime"
+        )
+        yield  # pragma: no cover - makes this an async generator
+
+    handler.__name__ = name
+    return handler
+
+
+class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
     """runtime.v1.RuntimeService over a :class:`~runtimes.base.model.RuntimeBackend`."""
 
     def __init__(self, backend: m.RuntimeBackend) -> None:
@@ -360,8 +388,9 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):  # type: ignore[misc]
         return pb.StatusResponse(
             status=pb.RuntimeStatus(
                 conditions=[
-                    pb.RuntimeCondition(type=c.type, status=c.status, reason=c.reason,
-                                        message=c.message)
+                    pb.RuntimeCondition(
+                        type=c.type, status=c.status, reason=c.reason, message=c.message
+                    )
                     for c in st.conditions
                 ]
             ),
@@ -382,9 +411,7 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):  # type: ignore[misc]
     async def UpdateRuntimeConfig(
         self, request: pb.UpdateRuntimeConfigRequest, context: Any
     ) -> pb.UpdateRuntimeConfigResponse:
-        await self._backend.update_runtime_config(
-            request.runtime_config.network_config.pod_cidr
-        )
+        await self._backend.update_runtime_config(request.runtime_config.network_config.pod_cidr)
         return pb.UpdateRuntimeConfigResponse()
 
     @_rpc
@@ -474,9 +501,7 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):  # type: ignore[misc]
     async def ContainerStatus(
         self, request: pb.ContainerStatusRequest, context: Any
     ) -> pb.ContainerStatusResponse:
-        container = await self._backend.container_status(
-            _id(request.container_id, "container_id")
-        )
+        container = await self._backend.container_status(_id(request.container_id, "container_id"))
         return pb.ContainerStatusResponse(status=container_status_to_pb(container))
 
     @_rpc
@@ -525,6 +550,44 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):  # type: ignore[misc]
         )
         return pb.ListContainerStatsResponse(stats=[stats_to_pb(s) for s in stats])
 
+    async def StreamPodSandboxes(
+        self, request: pb.StreamPodSandboxesRequest, context: Any
+    ) -> AsyncIterator[pb.StreamPodSandboxesResponse]:
+        items = await self._backend.list_pod_sandbox(sandbox_filter_from_pb(request.filter))
+        for chunk in _chunks([self._sandbox_views.get(s) for s in items]):
+            yield pb.StreamPodSandboxesResponse(pod_sandboxes=chunk)
+
+    async def StreamContainers(
+        self, request: pb.StreamContainersRequest, context: Any
+    ) -> AsyncIterator[pb.StreamContainersResponse]:
+        items = await self._backend.list_containers(container_filter_from_pb(request.filter))
+        for chunk in _chunks([self._container_views.get(c) for c in items]):
+            yield pb.StreamContainersResponse(containers=chunk)
+
+    async def StreamContainerStats(
+        self, request: pb.StreamContainerStatsRequest, context: Any
+    ) -> AsyncIterator[pb.StreamContainerStatsResponse]:
+        f = request.filter
+        stats = await self._backend.list_container_stats(
+            f.id, f.pod_sandbox_id, dict(f.label_selector)
+        )
+        for chunk in _chunks([stats_to_pb(s) for s in stats]):
+            yield pb.StreamContainerStatsResponse(container_stats=chunk)
+
+    # Not offered by the bundled runtimes yet: each answers UNIMPLEMENTED with its name.
+    UpdateContainerResources = _unimplemented("UpdateContainerResources")
+    UpdatePodSandboxResources = _unimplemented("UpdatePodSandboxResources")
+    Exec = _unimplemented("Exec")
+    Attach = _unimplemented("Attach")
+    PortForward = _unimplemented("PortForward")
+    PodSandboxStats = _unimplemented("PodSandboxStats")
+    ListPodSandboxStats = _unimplemented("ListPodSandboxStats")
+    CheckpointContainer = _unimplemented("CheckpointContainer")
+    ListMetricDescriptors = _unimplemented("ListMetricDescriptors")
+    ListPodSandboxMetrics = _unimplemented("ListPodSandboxMetrics")
+    StreamPodSandboxStats = _unimplemented_stream("StreamPodSandboxStats")
+    StreamPodSandboxMetrics = _unimplemented_stream("StreamPodSandboxMetrics")
+
     async def GetContainerEvents(
         self, request: pb.GetEventsRequest, context: Any
     ) -> AsyncIterator[pb.ContainerEventResponse]:
@@ -533,20 +596,24 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):  # type: ignore[misc]
                 container_id=event.container_id,
                 container_event_type=int(event.type),  # type: ignore[arg-type]
                 created_at=event.created_at,
-                pod_sandbox_status=(
-                    sandbox_status_to_pb(event.sandbox) if event.sandbox else None
-                ),
+                pod_sandbox_status=(sandbox_status_to_pb(event.sandbox) if event.sandbox else None),
                 containers_statuses=[container_status_to_pb(c) for c in event.containers],
             )
 
 
-def _with_handler(spec: m.PodSandboxSpec, handler: str) -> m.PodSandboxSpec:
-    from dataclasses import replace
+STREAM_CHUNK = 1000
 
+
+def _chunks(items: list[T]) -> list[list[T]]:
+    """Split a listing into messages of at most STREAM_CHUNK items (at least one message)."""
+    return [items[i : i + STREAM_CHUNK] for i in range(0, len(items), STREAM_CHUNK)] or [[]]
+
+
+def _with_handler(spec: m.PodSandboxSpec, handler: str) -> m.PodSandboxSpec:
     return replace(spec, runtime_handler=handler)
 
 
-class ImageServicer(pb_grpc.ImageServiceServicer):  # type: ignore[misc]
+class ImageServicer(pb_grpc.ImageServiceServicer):
     """runtime.v1.ImageService over an :class:`~runtimes.base.model.ImageBackend`."""
 
     def __init__(self, backend: m.ImageBackend) -> None:
@@ -571,6 +638,13 @@ class ImageServicer(pb_grpc.ImageServiceServicer):  # type: ignore[misc]
         image_ref = await self._backend.pull_image(reference, auth)
         return pb.PullImageResponse(image_ref=image_ref)
 
+    async def StreamImages(
+        self, request: pb.StreamImagesRequest, context: Any
+    ) -> AsyncIterator[pb.StreamImagesResponse]:
+        images = await self._backend.list_images(request.filter.image.image)
+        for chunk in _chunks([image_to_pb(i) for i in images]):
+            yield pb.StreamImagesResponse(images=chunk)
+
     @_rpc
     async def ImageStatus(
         self, request: pb.ImageStatusRequest, context: Any
@@ -583,7 +657,9 @@ class ImageServicer(pb_grpc.ImageServiceServicer):  # type: ignore[misc]
         return pb.ImageStatusResponse(image=image_to_pb(image))
 
     @_rpc
-    async def ListImages(self, request: pb.ListImagesRequest, context: Any) -> pb.ListImagesResponse:
+    async def ListImages(
+        self, request: pb.ListImagesRequest, context: Any
+    ) -> pb.ListImagesResponse:
         images = await self._backend.list_images(request.filter.image.image)
         return pb.ListImagesResponse(images=[image_to_pb(i) for i in images])
 

@@ -63,8 +63,10 @@ class FakeImages:
     async def pull_image(self, ref_text: str, auth: Mapping[str, str]) -> str:
         ref = self._parse(ref_text)
         repository = ref.repository
-        if any(fnmatch.fnmatchcase(str(ref), p) or fnmatch.fnmatchcase(ref_text, p)
-               for p in self.fail_patterns):
+        if any(
+            fnmatch.fnmatchcase(str(ref), p) or fnmatch.fnmatchcase(ref_text, p)
+            for p in self.fail_patterns
+        ):
             raise NotFound(
                 f"failed to pull image {ref_text!r}: {repository}: manifest unknown "
                 "(the simulated registry is set to fail this reference)"
@@ -111,8 +113,11 @@ class FakeImages:
 
     async def image_fs_info(self) -> Sequence[m.FilesystemUsage]:
         used = sum(i.size for i in self._images.values())
-        return [m.FilesystemUsage(time.time_ns(), "/var/lib/minikubelet/fake/images", used,
-                                  len(self._images))]
+        return [
+            m.FilesystemUsage(
+                time.time_ns(), "/var/lib/minikubelet/fake/images", used, len(self._images)
+            )
+        ]
 
 
 def _replace_tags(image: m.Image, tags: tuple[str, ...]) -> m.Image:

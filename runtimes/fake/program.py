@@ -15,9 +15,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Literal
 
-StepKind = Literal[
-    "sleep", "write", "exit", "status", "touch", "rm", "trap", "forever", "builtin"
-]
+StepKind = Literal["sleep", "write", "exit", "status", "touch", "rm", "trap", "forever", "builtin"]
 Stream = Literal["stdout", "stderr"]
 
 
@@ -131,6 +129,12 @@ def _redirect(words: list[str]) -> tuple[list[str], Stream, str, bool] | None:
     i = 0
     while i < len(words):
         w = words[i]
+        if w == ">&":  # the lexer splits `>&2` into `>&` and `2`
+            if i + 1 >= len(words) or words[i + 1] not in ("1", "2"):
+                return None
+            stream = "stderr" if words[i + 1] == "2" else stream
+            i += 2
+            continue
         if w in (">", ">>"):
             if i + 1 >= len(words):
                 return None
@@ -191,16 +195,20 @@ def _command(words: list[str], connector: str) -> list[Step] | None:
         if rest and rest[0] == "-n":
             newline, rest = False, rest[1:]
         text = " ".join(rest) + ("\n" if newline else "")
-        return [Step("write", text=text, stream=stream, path=path, append=append,
-                     connector=connector)]
+        return [
+            Step("write", text=text, stream=stream, path=path, append=append, connector=connector)
+        ]
     if name == "printf":
         if not rest:
             return None
-        text = _printf(rest[0], rest[1:])
-        if text is None:
+        printed = _printf(rest[0], rest[1:])
+        if printed is None:
             return None
-        return [Step("write", text=text, stream=stream, path=path, append=append,
-                     connector=connector)]
+        return [
+            Step(
+                "write", text=printed, stream=stream, path=path, append=append, connector=connector
+            )
+        ]
     if name == "exit":
         code = int(rest[0]) if rest and rest[0].lstrip("-").isdigit() else 0
         return [Step("exit", code=code & 0xFF, connector=connector)]
@@ -216,8 +224,16 @@ def _command(words: list[str], connector: str) -> list[Step] | None:
     if name == "mkdir":
         return [Step("status", code=0, connector=connector)]
     if name in BUILTINS:
-        return [Step("builtin", argv=(name, *rest), stream=stream, path=path, append=append,
-                     connector=connector)]
+        return [
+            Step(
+                "builtin",
+                argv=(name, *rest),
+                stream=stream,
+                path=path,
+                append=append,
+                connector=connector,
+            )
+        ]
     if name == "trap" and len(rest) >= 2:
         if any(sig in ("TERM", "SIGTERM", "15") for sig in rest[1:]):
             return [Step("trap", text=rest[0], connector=connector)]

@@ -15,12 +15,13 @@ import ipaddress
 import logging
 import os
 import posixpath
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from minikubelet import crilog
 from minikubelet.errors import (
@@ -168,8 +169,13 @@ class FakeRuntime:
         )
         self._sandbox_names[key] = sandbox_id
         self._by_sandbox[sandbox_id] = set()
-        log.info("sandbox %s for pod %s/%s is ready, ip %s", sandbox_id[:13], md.namespace,
-                 md.name, ip or "(host network)")
+        log.info(
+            "sandbox %s for pod %s/%s is ready, ip %s",
+            sandbox_id[:13],
+            md.namespace,
+            md.name,
+            ip or "(host network)",
+        )
         return sandbox_id
 
     def _allocate_ip(self) -> str:
@@ -252,6 +258,7 @@ class FakeRuntime:
             spec=spec,
             image_ref=image.id,
             image_name=image_name,
+            repo_digest=image.repo_digests[0] if image.repo_digests else "",
             state=m.ContainerState.CREATED,
             created_at=self.clock.now_ns(),
             log_path=log_path,
@@ -322,7 +329,7 @@ class FakeRuntime:
         if step.kind == "status":
             return step.code
         if step.kind == "write":
-            await self._output(container, proc, step, step.text.encode())
+            await self._output(container, proc, step, _expand(step.text, container).encode())
             return 0
         if step.kind == "touch":
             proc.files.setdefault(step.path, b"")
@@ -349,7 +356,7 @@ class FakeRuntime:
 
     async def _wait_signal(self, proc: _Process, seconds: float | None) -> None:
         """Sleep ``seconds`` (None: forever) unless SIGTERM or SIGKILL arrives first."""
-        waits = [asyncio.ensure_future(proc.kill.wait())]
+        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(proc.kill.wait())]
         if not proc.program.ignores_term:
             waits.append(asyncio.ensure_future(proc.term.wait()))
         if seconds is not None:
@@ -408,7 +415,9 @@ class FakeRuntime:
             return f"uid={uid}({user}) gid={uid}({user})\n".encode(), b"", 0
         return b"", b"", 0
 
-    async def _write_log(self, container: m.Container, proc: _Process, stream: str, text: str) -> None:
+    async def _write_log(
+        self, container: m.Container, proc: _Process, stream: str, text: str
+    ) -> None:
         if not text:
             return
         data = proc.pending.pop(stream, "") + text
@@ -547,7 +556,7 @@ class FakeRuntime:
                 status = step.code
             elif step.kind in ("write", "builtin"):
                 if step.kind == "write":
-                    data, e, status = step.text.encode(), b"", 0
+                    data, e, status = _expand(step.text, container).encode(), b"", 0
                 else:
                     data, e, status = self._builtin(container, proc, step.argv)
                 err += e
@@ -641,6 +650,17 @@ def _by_prefix(table: dict[str, _T], prefix: str) -> _T | None:
     return found[0] if len(found) == 1 else None
 
 
+_VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+
+
+def _expand(text: str, container: m.Container) -> str:
+    """``$NAME`` and ``${NAME}`` from the container's environment, as the shell would."""
+    if "$" not in text:
+        return text
+    env = {"HOME": "/root", "PATH": "/usr/local/bin:/usr/bin:/bin", **dict(container.spec.envs)}
+    return _VAR.sub(lambda mt: env.get(mt.group(1) or mt.group(2), ""), text)
+
+
 def _is_forever_command(cmd: Sequence[str]) -> bool:
     return bool(cmd) and posixpath.basename(cmd[0]) == "sleep"
 
@@ -650,7 +670,9 @@ def _log_path(directory: str, relative: str) -> str:
     if not relative:
         return ""
     if not directory:
-        raise InvalidArgument("ContainerConfig.log_path is set but the sandbox has no log_directory")
+        raise InvalidArgument(
+            "ContainerConfig.log_path is set but the sandbox has no log_directory"
+        )
     if not os.path.isabs(directory):
         raise InvalidArgument(f"sandbox log_directory {directory!r} must be absolute")
     full = os.path.normpath(os.path.join(directory, relative))

@@ -28,7 +28,7 @@ SHIM_SOCKET_DIR = Path("/run/containerd/s")
 # libcni caches ADD results here; containerd 1.6 has no setting to move it.
 CNI_CACHE_DIR = Path("/var/lib/cni")
 CNI_NETWORK_NAME = "minikubelet-test"
-CGROUP_V1_ROOT = Path("/sys/fs/cgroup")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 # Without a cgroup_parent, CRI puts containers under /<namespace>/<id> in each hierarchy.
 CRI_NAMESPACE = "k8s.io"
 
@@ -225,7 +225,6 @@ class Containerd:
             f"server = {_toml_str(url)}\n\n"
             f"[host.{_toml_str(url)}]\n"
             '  capabilities = ["pull", "resolve"]\n'
-            "  skip_verify = true\n"
         )
 
     def render_config(self) -> str:
@@ -262,6 +261,8 @@ oom_score = 0
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   enable_tls_streaming = false
+  # Refresh snapshot usage (ImageFsInfo) every second instead of every 10.
+  stats_collect_period = 1
 
 [{cri}.containerd]
   snapshotter = "overlayfs"
@@ -302,10 +303,12 @@ oom_score = 0
 
     def _cri_version_ok(self) -> bool:
         """Whether the CRI RuntimeService answers Version (raw gRPC, no generated stubs)."""
-        import grpc  # type: ignore[import-untyped]
+        import grpc
 
         with grpc.insecure_channel(self.endpoint) as channel:
-            call = channel.unary_unary("/runtime.v1.RuntimeService/Version")
+            call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                "/runtime.v1.RuntimeService/Version"
+            )
             try:
                 call(b"", timeout=2)
             except grpc.RpcError:
@@ -410,7 +413,7 @@ oom_score = 0
     def stop(self) -> None:
         """Stop containerd and leave nothing behind: tasks, shims, mounts, dirs, bridge."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None and self.run_dir is not None:
+        if proc is not None and proc.poll() is None:
             self._kill_tasks(time.monotonic() + 20)
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -422,13 +425,13 @@ oom_score = 0
         if self._log is not None:
             self._log.close()
             self._log = None
-        if self.run_dir is not None:
-            self._kill_shims()
-            self._delete_runc_containers()
+        if self.run_dir is None:
+            return  # never started: nothing of ours on the host
+        self._kill_shims()
+        self._delete_runc_containers()
         self._unmount_all()
         sandbox_ids = self._sandbox_ids()
-        if self.run_dir is not None:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
         for path in (self.root, self.workdir / "cni", self.certs_dir):
             shutil.rmtree(path, ignore_errors=True)
         # The bridge name is the harness's own: delete it even if a crashed run left it.
@@ -440,8 +443,9 @@ oom_score = 0
     def _host_paths() -> list[Path]:
         """Directories outside our own that a run may create, parents before children."""
         paths = [SHIM_SOCKET_DIR.parent, SHIM_SOCKET_DIR, CNI_CACHE_DIR, CNI_CACHE_DIR / "results"]
-        if CGROUP_V1_ROOT.is_dir():
-            paths += sorted(p / CRI_NAMESPACE for p in CGROUP_V1_ROOT.iterdir() if p.is_dir())
+        if CGROUP_ROOT.is_dir():
+            paths.append(CGROUP_ROOT / CRI_NAMESPACE)  # cgroup v2 (unified) layout
+            paths += sorted(p / CRI_NAMESPACE for p in CGROUP_ROOT.iterdir() if p.is_dir())
         return paths
 
     def _sandbox_ids(self) -> set[str]:
@@ -495,10 +499,7 @@ oom_score = 0
                 _run([runc, "--root", str(ns_root), "delete", "--force", cid], timeout=20)
 
     def _unmount_all(self) -> None:
-        prefixes = [self.workdir]
-        if self.run_dir is not None:
-            prefixes.append(self.run_dir)
-        for point in mounts_under(prefixes):
+        for point in mounts_under([self.workdir, self._require_run_dir()]):
             if _run(["umount", point]).returncode != 0:
                 _run(["umount", "-l", point])
 

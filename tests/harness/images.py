@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import platform
+import re
 import shutil
 import subprocess
 import tarfile
@@ -25,8 +26,8 @@ MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
 MEDIA_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
 
-# Bump when the layout written for the same inputs changes, to invalidate caches.
-_BUILDER_VERSION = "1"
+# Cache keys include this module's own source, so changing the builder invalidates them.
+_BUILDER_DIGEST = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 _FIXED_MTIME = 0
 _CREATED = "1970-01-01T00:00:00Z"
 
@@ -181,11 +182,22 @@ def _load_layout(dest: Path, tag: str) -> OciImage | None:
     return None
 
 
+def _prune(cache_dir: Path, prefix: str, keep: Path) -> None:
+    """Delete stale ``PREFIX-<16 hex>`` cache entries other than ``keep``."""
+    pattern = re.compile(re.escape(prefix) + r"-[0-9a-f]{16}")
+    for entry in cache_dir.iterdir():
+        if entry != keep and pattern.fullmatch(entry.name):
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
 def _cached_build(
     cache_dir: Path, name: str, tag: str, key_parts: list[bytes], build: Callable[[Path], OciImage]
 ) -> OciImage:
     """Build into ``cache_dir/name-KEY`` unless an image with that key is already there."""
-    key = hashlib.sha256(b"\0".join([_BUILDER_VERSION.encode(), *key_parts])).hexdigest()[:16]
+    key = hashlib.sha256(b"\0".join([_BUILDER_DIGEST.encode(), *key_parts])).hexdigest()[:16]
     dest = cache_dir / f"{name}-{key}"
     cached = _load_layout(dest, tag)
     if cached is not None:
@@ -198,6 +210,7 @@ def _cached_build(
         (tmp / "layout").rename(dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    _prune(cache_dir, name, dest)
     return OciImage(layout=dest, tag=tag, manifest_digest=image.manifest_digest)
 
 
@@ -261,6 +274,7 @@ def compile_pause(cache_dir: Path, source: Path = PAUSE_SOURCE) -> Path:
     if proc.returncode != 0:
         raise ImageBuildError(f"compiling {source} failed:\n{proc.stderr}")
     tmp.rename(out)
+    _prune(cache_dir, "pause-bin", out)
     return out
 
 

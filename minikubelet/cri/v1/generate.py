@@ -1,9 +1,9 @@
 """Regenerate the Python modules for the CRI runtime.v1 contract from ``api.proto``.
 
 Run ``python -m minikubelet.cri.v1.generate`` after editing ``api.proto``. It writes
-``api_pb2.py``, ``api_pb2.pyi`` and ``api_pb2_grpc.py`` next to the proto, or into the
+``api_pb2.py``, ``api_pb2_grpc.py`` and their ``.pyi`` stubs next to the proto, or into the
 directory given with ``--out DIR`` (the drift test uses that). Needs grpcio-tools and
-mypy-protobuf; the stub comes from mypy-protobuf because it passes ``mypy --strict``.
+mypy-protobuf; the stubs come from mypy-protobuf because they pass ``mypy --strict``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 # root so the generated gRPC module imports ``from minikubelet.cri.v1 import api_pb2``.
 INCLUDE_ROOT = PACKAGE_DIR.parents[2]
 PROTO = "minikubelet/cri/v1/api.proto"
-GENERATED_FILES = ("api_pb2.py", "api_pb2.pyi", "api_pb2_grpc.py")
+GENERATED_FILES = ("api_pb2.py", "api_pb2.pyi", "api_pb2_grpc.py", "api_pb2_grpc.pyi")
 
 
 def _grpc_tools_include() -> str:
@@ -31,14 +31,14 @@ def _grpc_tools_include() -> str:
     return str(importlib.resources.files("grpc_tools") / "_proto")
 
 
-def _mypy_plugin() -> str:
-    """Locate mypy-protobuf's ``protoc-gen-mypy``, preferring this interpreter's scripts."""
-    local = Path(sysconfig.get_path("scripts")) / "protoc-gen-mypy"
+def _plugin(name: str) -> str:
+    """Locate a mypy-protobuf plugin (``protoc-gen-mypy``, ``protoc-gen-mypy_grpc``)."""
+    local = Path(sysconfig.get_path("scripts")) / name
     if local.is_file():
         return str(local)
-    found = shutil.which("protoc-gen-mypy")
+    found = shutil.which(name)
     if found is None:
-        raise RuntimeError("protoc-gen-mypy not found: install mypy-protobuf (dev extra)")
+        raise RuntimeError(f"{name} not found: install mypy-protobuf (dev extra)")
     return found
 
 
@@ -56,10 +56,12 @@ def generate(out_dir: Path | None = None) -> list[Path]:
             "grpc_tools.protoc",
             f"-I{INCLUDE_ROOT}",
             f"-I{_grpc_tools_include()}",
-            f"--plugin=protoc-gen-mypy={_mypy_plugin()}",
+            f"--plugin=protoc-gen-mypy={_plugin('protoc-gen-mypy')}",
+            f"--plugin=protoc-gen-mypy_grpc={_plugin('protoc-gen-mypy_grpc')}",
             f"--python_out={tmp}",
             f"--mypy_out={tmp}",
             f"--grpc_python_out={tmp}",
+            f"--mypy_grpc_out={tmp}",
             PROTO,
         ]
         result = subprocess.run(cmd, cwd=INCLUDE_ROOT, capture_output=True, text=True)
@@ -80,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(
         prog="python -m minikubelet.cri.v1.generate",
-        description="Regenerate api_pb2.py, api_pb2.pyi and api_pb2_grpc.py from api.proto.",
+        description="Regenerate api_pb2.py, api_pb2_grpc.py and their stubs from api.proto.",
     )
     parser.add_argument(
         "--out",

@@ -1,0 +1,1 @@
+"""The terminal dashboard; it reads the kubelet's observer feed and nothing else."""
