@@ -11,6 +11,8 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
+from minikubelet.cri.endpoint import InvalidEndpoint, parse_endpoint
+
 log = logging.getLogger("minikubelet")
 
 
@@ -31,6 +33,13 @@ def _run(main: Coroutine[Any, Any, int | None]) -> int:
     return asyncio.run(guarded())
 
 
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The errors inside (possibly nested) exception groups, as a person wants to read them."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
 def _cmd_runtime_serve(args: argparse.Namespace) -> int:
     if args.runtime == "fake":
         from runtimes.fake.main import serve
@@ -40,9 +49,18 @@ def _cmd_runtime_serve(args: argparse.Namespace) -> int:
         if patterns is not None:
             kwargs["fail_patterns"] = patterns
         try:
-            return _run(serve(args.listen, **kwargs))
-        except (OSError, ValueError, RuntimeError) as exc:
+            parse_endpoint(args.listen)
+        except InvalidEndpoint as exc:
             print(f"minikubelet runtime serve: {exc}", file=sys.stderr)
+            return 1
+        try:
+            return _run(serve(args.listen, **kwargs))
+        except (OSError, RuntimeError, ExceptionGroup) as exc:
+            errors = _leaves(exc)
+            if not all(isinstance(e, OSError | RuntimeError) for e in errors):
+                raise
+            for error in errors:
+                print(f"minikubelet runtime serve: {error}", file=sys.stderr)
             return 1
     print(
         f"minikubelet runtime serve: runtime {args.runtime!r} is not available yet", file=sys.stderr

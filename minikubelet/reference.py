@@ -107,6 +107,9 @@ def parse(text: str) -> Reference:
     name = match.group("name")
     if len(name) > _MAX_NAME:
         raise InvalidReference(f"repository name in {text!r} is longer than {_MAX_NAME}")
+    first, sep, _ = name.partition("/")
+    if sep and match.group("domain") is None and ("." in first or ":" in first):
+        raise InvalidReference(f"{first!r} in {text!r} is not a valid registry host")
     domain, path = _split_domain(name)
     if not _PATH.match(path):
         raise InvalidReference(f"repository path in {text!r} must be lowercase")

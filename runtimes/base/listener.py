@@ -15,9 +15,8 @@ import grpc
 
 from minikubelet.cri.client import MAX_MESSAGE_BYTES
 from minikubelet.cri.endpoint import Endpoint, parse_endpoint
-from minikubelet.cri.v1 import api_pb2_grpc as pb_grpc
 from runtimes.base import model as m
-from runtimes.base.service import ImageServicer, RuntimeServicer
+from runtimes.base.service import ImageServicer, RuntimeServicer, rpc_handler
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +58,12 @@ async def serving(
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ]
     )
-    pb_grpc.add_RuntimeServiceServicer_to_server(RuntimeServicer(runtime), server)
-    pb_grpc.add_ImageServiceServicer_to_server(ImageServicer(images), server)
+    server.add_generic_rpc_handlers(
+        (
+            rpc_handler(RuntimeServicer(runtime), "RuntimeService"),
+            rpc_handler(ImageServicer(images), "ImageService"),
+        )
+    )
     if ep.scheme == "unix":
         path = Path(ep.address)
         _prepare_unix(path)

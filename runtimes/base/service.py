@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 from minikubelet.cri.v1 import api_pb2 as pb
-from minikubelet.cri.v1 import api_pb2_grpc as pb_grpc
 from minikubelet.errors import CRIError, InvalidArgument
 from runtimes.base import model as m
 
@@ -34,6 +34,7 @@ def _rpc(fn: Handler[T]) -> Handler[T]:
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Any, context: Context) -> T:
         try:
+            _well_formed(request, fn.__name__)
             return await fn(self, request, context)
         except CRIError as exc:
             await context.abort(grpc.StatusCode[exc.code], exc.message)
@@ -46,6 +47,41 @@ def _rpc(fn: Handler[T]) -> Handler[T]:
             raise
 
     return wrapper
+
+
+def _stream_rpc(
+    fn: Callable[[Any, Any, Context], AsyncIterator[T]],
+) -> Callable[[Any, Any, Context], AsyncIterator[T]]:
+    """The streaming twin of :func:`_rpc`."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Any, context: Context) -> AsyncIterator[T]:
+        try:
+            _well_formed(request, fn.__name__)
+            async for item in fn(self, request, context):
+                yield item
+        except CRIError as exc:
+            await context.abort(grpc.StatusCode[exc.code], exc.message)
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            log.exception("%s failed", fn.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, f"{fn.__name__}: internal error: {exc!r}")
+
+    return wrapper
+
+
+class Malformed:
+    """What the deserializer hands over when the request bytes are not the message."""
+
+    def __init__(self, type_name: str, error: str) -> None:
+        self.type_name = type_name
+        self.error = error
+
+
+def _well_formed(request: Any, method: str) -> None:
+    if isinstance(request, Malformed):
+        raise InvalidArgument(f"{method}: malformed {request.type_name}: {request.error}")
 
 
 def _require(cond: bool, message: str) -> None:
@@ -317,23 +353,56 @@ def stats_to_pb(s: m.ContainerStats) -> pb.ContainerStats:
     )
 
 
-class _ViewCache:
-    """Proto views of records, rebuilt only when a record's generation changes.
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
 
-    ListContainers over 10,000 containers must not rebuild 10,000 messages.
+
+def _repeated_field_number(message: type[Message], name: str) -> int:
+    number: int = message.DESCRIPTOR.fields_by_name[name].number
+    return number
+
+
+# Every list response carries its items as field 1; the encoded views rely on it.
+_ITEMS_FIELD = 1
+assert {
+    _repeated_field_number(pb.ListContainersResponse, "containers"),
+    _repeated_field_number(pb.ListPodSandboxResponse, "items"),
+    _repeated_field_number(pb.StreamContainersResponse, "containers"),
+    _repeated_field_number(pb.StreamPodSandboxesResponse, "pod_sandboxes"),
+} == {_ITEMS_FIELD}
+_ITEMS_TAG = _varint((_ITEMS_FIELD << 3) | 2)  # field 1, length-delimited
+
+
+class _EncodedViews:
+    """Records encoded as list-response items, re-encoded only when a record changes.
+
+    A ListContainers over 10,000 containers then costs one join of cached
+    bytes instead of building and serializing 10,000 messages.
     """
 
-    def __init__(self, build: Callable[[Any], Any]) -> None:
+    def __init__(self, build: Callable[[Any], Message]) -> None:
         self._build = build
-        self._views: dict[str, tuple[int, Any]] = {}
+        self._views: dict[str, tuple[int, bytes]] = {}
 
-    def get(self, record: Any) -> Any:
+    def get(self, record: Any) -> bytes:
         hit = self._views.get(record.id)
         if hit is not None and hit[0] == record.generation:
             return hit[1]
-        view = self._build(record)
+        body = self._build(record).SerializeToString()
+        view = _ITEMS_TAG + _varint(len(body)) + body
         self._views[record.id] = (record.generation, view)
         return view
+
+    def encode(self, records: Sequence[Any]) -> bytes:
+        return b"".join([self.get(r) for r in records])
 
     def prune(self, live: set[str]) -> None:
         if len(self._views) > 2 * max(len(live), 64):
@@ -364,13 +433,13 @@ def _unimplemented_stream(name: str) -> Any:
     return handler
 
 
-class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
+class RuntimeServicer:
     """runtime.v1.RuntimeService over a :class:`~runtimes.base.model.RuntimeBackend`."""
 
     def __init__(self, backend: m.RuntimeBackend) -> None:
         self._backend = backend
-        self._sandbox_views = _ViewCache(sandbox_to_pb)
-        self._container_views = _ViewCache(container_to_pb)
+        self._sandbox_views = _EncodedViews(sandbox_to_pb)
+        self._container_views = _EncodedViews(container_to_pb)
 
     @_rpc
     async def Version(self, request: pb.VersionRequest, context: Any) -> pb.VersionResponse:
@@ -449,15 +518,12 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
         return pb.PodSandboxStatusResponse(status=sandbox_status_to_pb(sandbox))
 
     @_rpc
-    async def ListPodSandbox(
-        self, request: pb.ListPodSandboxRequest, context: Any
-    ) -> pb.ListPodSandboxResponse:
+    async def ListPodSandbox(self, request: pb.ListPodSandboxRequest, context: Any) -> bytes:
+        """An encoded ListPodSandboxResponse."""
         items = await self._backend.list_pod_sandbox(sandbox_filter_from_pb(request.filter))
-        resp = pb.ListPodSandboxResponse()
-        resp.items.extend(self._sandbox_views.get(s) for s in items)
         if not request.HasField("filter"):
             self._sandbox_views.prune({s.id for s in items})
-        return resp
+        return self._sandbox_views.encode(items)
 
     @_rpc
     async def CreateContainer(
@@ -505,15 +571,12 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
         return pb.ContainerStatusResponse(status=container_status_to_pb(container))
 
     @_rpc
-    async def ListContainers(
-        self, request: pb.ListContainersRequest, context: Any
-    ) -> pb.ListContainersResponse:
+    async def ListContainers(self, request: pb.ListContainersRequest, context: Any) -> bytes:
+        """An encoded ListContainersResponse."""
         items = await self._backend.list_containers(container_filter_from_pb(request.filter))
-        resp = pb.ListContainersResponse()
-        resp.containers.extend(self._container_views.get(c) for c in items)
         if not request.HasField("filter"):
             self._container_views.prune({c.id for c in items})
-        return resp
+        return self._container_views.encode(items)
 
     @_rpc
     async def ExecSync(self, request: pb.ExecSyncRequest, context: Any) -> pb.ExecSyncResponse:
@@ -550,20 +613,25 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
         )
         return pb.ListContainerStatsResponse(stats=[stats_to_pb(s) for s in stats])
 
+    @_stream_rpc
     async def StreamPodSandboxes(
         self, request: pb.StreamPodSandboxesRequest, context: Any
-    ) -> AsyncIterator[pb.StreamPodSandboxesResponse]:
+    ) -> AsyncIterator[bytes]:
+        """Encoded StreamPodSandboxesResponse messages."""
         items = await self._backend.list_pod_sandbox(sandbox_filter_from_pb(request.filter))
-        for chunk in _chunks([self._sandbox_views.get(s) for s in items]):
-            yield pb.StreamPodSandboxesResponse(pod_sandboxes=chunk)
+        for chunk in _chunks(list(items)):
+            yield self._sandbox_views.encode(chunk)
 
+    @_stream_rpc
     async def StreamContainers(
         self, request: pb.StreamContainersRequest, context: Any
-    ) -> AsyncIterator[pb.StreamContainersResponse]:
+    ) -> AsyncIterator[bytes]:
+        """Encoded StreamContainersResponse messages."""
         items = await self._backend.list_containers(container_filter_from_pb(request.filter))
-        for chunk in _chunks([self._container_views.get(c) for c in items]):
-            yield pb.StreamContainersResponse(containers=chunk)
+        for chunk in _chunks(list(items)):
+            yield self._container_views.encode(chunk)
 
+    @_stream_rpc
     async def StreamContainerStats(
         self, request: pb.StreamContainerStatsRequest, context: Any
     ) -> AsyncIterator[pb.StreamContainerStatsResponse]:
@@ -588,6 +656,7 @@ class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
     StreamPodSandboxStats = _unimplemented_stream("StreamPodSandboxStats")
     StreamPodSandboxMetrics = _unimplemented_stream("StreamPodSandboxMetrics")
 
+    @_stream_rpc
     async def GetContainerEvents(
         self, request: pb.GetEventsRequest, context: Any
     ) -> AsyncIterator[pb.ContainerEventResponse]:
@@ -613,7 +682,7 @@ def _with_handler(spec: m.PodSandboxSpec, handler: str) -> m.PodSandboxSpec:
     return replace(spec, runtime_handler=handler)
 
 
-class ImageServicer(pb_grpc.ImageServiceServicer):
+class ImageServicer:
     """runtime.v1.ImageService over an :class:`~runtimes.base.model.ImageBackend`."""
 
     def __init__(self, backend: m.ImageBackend) -> None:
@@ -638,6 +707,7 @@ class ImageServicer(pb_grpc.ImageServiceServicer):
         image_ref = await self._backend.pull_image(reference, auth)
         return pb.PullImageResponse(image_ref=image_ref)
 
+    @_stream_rpc
     async def StreamImages(
         self, request: pb.StreamImagesRequest, context: Any
     ) -> AsyncIterator[pb.StreamImagesResponse]:
@@ -676,3 +746,49 @@ class ImageServicer(pb_grpc.ImageServiceServicer):
     ) -> pb.ImageFsInfoResponse:
         usage = await self._backend.image_fs_info()
         return pb.ImageFsInfoResponse(image_filesystems=[_fs_usage(u) for u in usage])
+
+
+# -- registration -------------------------------------------------------------
+
+
+def _deserializer(message: type[Message]) -> Callable[[bytes], Any]:
+    """Parse a request; bytes that are not the message become a :class:`Malformed`.
+
+    grpc would otherwise log a traceback for a request it cannot parse; this way
+    the method answers INVALID_ARGUMENT like for any other bad input.
+    """
+
+    def parse(data: bytes) -> Any:
+        try:
+            return message.FromString(data)
+        except DecodeError as exc:
+            return Malformed(message.DESCRIPTOR.full_name, str(exc))
+
+    return parse
+
+
+def _serialize(response: Message | bytes) -> bytes:
+    """Responses are messages, or already encoded (the cached list views)."""
+    if isinstance(response, bytes):
+        return response
+    return response.SerializeToString()
+
+
+def rpc_handler(servicer: object, service_name: str) -> grpc.GenericRpcHandler:
+    """The handler of one CRI service; every RPC of the proto must be on the servicer."""
+    service = pb.DESCRIPTOR.services_by_name[service_name]
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for method in service.methods:
+        fn = getattr(servicer, method.name, None)
+        if fn is None:
+            raise TypeError(f"{type(servicer).__name__} lacks {service_name}.{method.name}")
+        request_type = getattr(pb, method.input_type.name)
+        make = (
+            grpc.unary_stream_rpc_method_handler
+            if method.server_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[method.name] = make(
+            fn, request_deserializer=_deserializer(request_type), response_serializer=_serialize
+        )
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
