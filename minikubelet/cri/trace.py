@@ -344,16 +344,20 @@ class JsonlTraceWriter:
         self._wakeup.set()
 
     async def run(self) -> None:
-        """Write until cancelled; whatever is pending when cancelled is written first."""
+        """Write until cancelled; a write under way and whatever is pending finish first."""
         unsubscribe = self._recorder.subscribe(self._push)
+        inflight: asyncio.Future[None] | None = None
         try:
             while True:
                 await self._wakeup.wait()
                 self._wakeup.clear()
-                await self._flush()
+                inflight = asyncio.ensure_future(self._flush())
+                await asyncio.shield(inflight)
                 await asyncio.sleep(self._flush_interval)
         finally:
             unsubscribe()
+            if inflight is not None and not inflight.done():
+                await asyncio.shield(inflight)
             await asyncio.shield(self._flush())
 
     async def _flush(self) -> None:

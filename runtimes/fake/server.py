@@ -507,6 +507,8 @@ class FakeRuntime:
             candidates = [self._containers[i] for i in ids]
         else:
             candidates = list(self._containers.values())
+        if filter.state is None and not filter.label_selector and not filter.pod_sandbox_id:
+            return candidates
         return [
             c
             for c in candidates
