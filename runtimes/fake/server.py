@@ -132,13 +132,13 @@ class FakeRuntime:
     # -- lookups -----------------------------------------------------------------
 
     def _sandbox(self, sandbox_id: str) -> m.PodSandbox:
-        found = self._sandboxes.get(sandbox_id) or _by_prefix(self._sandboxes, sandbox_id)
+        found = _find(self._sandboxes, sandbox_id)
         if found is None:
             raise NotFound(f"pod sandbox {sandbox_id!r} not found")
         return found
 
     def _container(self, container_id: str) -> m.Container:
-        found = self._containers.get(container_id) or _by_prefix(self._containers, container_id)
+        found = _find(self._containers, container_id)
         if found is None:
             raise NotFound(f"container {container_id!r} not found")
         return found
@@ -221,7 +221,7 @@ class FakeRuntime:
 
     async def list_pod_sandbox(self, filter: m.SandboxFilter) -> Sequence[m.PodSandbox]:
         if filter.id:
-            found = self._sandboxes.get(filter.id) or _by_prefix(self._sandboxes, filter.id)
+            found = _find(self._sandboxes, filter.id)
             candidates: Sequence[m.PodSandbox] = [found] if found else []
         else:
             candidates = list(self._sandboxes.values())
@@ -500,7 +500,7 @@ class FakeRuntime:
 
     async def list_containers(self, filter: m.ContainerFilter) -> Sequence[m.Container]:
         if filter.id:
-            found = self._containers.get(filter.id) or _by_prefix(self._containers, filter.id)
+            found = _find(self._containers, filter.id)
             candidates: Sequence[m.Container] = [found] if found else []
         elif filter.pod_sandbox_id:
             ids = self._by_sandbox.get(filter.pod_sandbox_id, set())
@@ -644,12 +644,13 @@ class _Exited(Exception):
         self.code = code
 
 
-def _by_prefix(table: dict[str, _T], prefix: str) -> _T | None:
-    """A unique id prefix finds its object, as crictl users expect."""
-    if len(prefix) < 3:
-        return None
-    found = [v for k, v in table.items() if k.startswith(prefix)]
-    return found[0] if len(found) == 1 else None
+def _find(table: dict[str, _T], key: str) -> _T | None:
+    """By full id, or by a unique id prefix of 3+ characters, as crictl users expect."""
+    found = table.get(key)
+    if found is not None or len(key) < 3:
+        return found
+    matches = [v for k, v in table.items() if k.startswith(key)]
+    return matches[0] if len(matches) == 1 else None
 
 
 _VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)")

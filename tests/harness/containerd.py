@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from tests.harness.process import stop_process
 from tests.harness.registry import log_tail
 
 CONTAINERD_BINARY = "containerd"
@@ -415,13 +416,7 @@ oom_score = 0
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             self._kill_tasks(time.monotonic() + 20)
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop_process(proc, grace=15)
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -13,6 +13,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from tests.harness.process import stop_process
+
 REGISTRY_BINARY = "docker-registry"
 READY_TIMEOUT = 30.0
 
@@ -133,13 +135,7 @@ class LocalRegistry:
     def close(self) -> None:
         """Stop the registry (terminate, then kill) and remove its files if we made them."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop_process(proc)
         if self._log is not None:
             self._log.close()
             self._log = None
