@@ -1,0 +1,184 @@
+"""The file source against a real directory, watched through watchfiles."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from minikubelet.config.file import FileSource
+from minikubelet.config.types import FILE_SOURCE, Pod, PodOperation, PodUpdate
+
+NODE = "node-1"
+
+
+def manifest(name: str, image: str = "nginx:1.27") -> bytes:
+    return (
+        f"apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n"
+        f"spec:\n  containers:\n    - name: main\n      image: {image}\n"
+    ).encode()
+
+
+BROKEN = b"apiVersion: v1\nkind: Pod\nmetadata:\n  name: broken\n  labels: [oops\n"
+BROKEN_LINE = 6  # the parser notices the unclosed sequence at the end of the stream
+
+
+def write(path: Path, data: bytes) -> None:
+    """Replace a file the way editors and config tools do: a dotfile renamed into place."""
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_bytes(data)
+    os.replace(temp, path)
+
+
+def names(update: PodUpdate) -> list[str]:
+    return sorted(p["metadata"]["name"] for p in update.pods)
+
+
+def uids(update: PodUpdate) -> list[str]:
+    return [p["metadata"]["uid"] for p in update.pods]
+
+
+async def next_set(
+    queue: asyncio.Queue[PodUpdate],
+    condition: Callable[[PodUpdate], bool] = lambda _: True,
+    timeout: float = 5.0,
+) -> PodUpdate:
+    """The next snapshot that satisfies ``condition`` (earlier ones are skipped)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            update = await queue.get()
+            assert update.op is PodOperation.SET
+            assert update.source == FILE_SOURCE
+            if condition(update):
+                return update
+
+
+@asynccontextmanager
+async def running(source: FileSource) -> AsyncIterator[asyncio.Queue[PodUpdate]]:
+    queue: asyncio.Queue[PodUpdate] = asyncio.Queue()
+    task = asyncio.create_task(source.run(queue), name="file-source-under-test")
+    try:
+        yield queue
+    finally:
+        task.cancel()
+        async with asyncio.timeout(5):  # cancellation must also release the watcher thread
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+
+async def test_add_edit_delete(tmp_path: Path) -> None:
+    web = tmp_path / "web.yaml"
+    web.write_bytes(manifest("web"))
+    async with running(FileSource(tmp_path, node_name=NODE, period=3600)) as queue:
+        first = await next_set(queue)
+        assert names(first) == ["web-node-1"]
+        (pod,) = first.pods
+        assert pod["spec"]["nodeName"] == NODE
+        old_uid = pod["metadata"]["uid"]
+
+        write(web, manifest("web", image="nginx:1.28"))
+        edited = await next_set(queue, lambda u: uids(u) not in ([old_uid], []))
+        assert names(edited) == ["web-node-1"]
+        assert edited.pods[0]["spec"]["containers"][0]["image"] == "nginx:1.28"
+        assert edited.pods[0]["metadata"]["uid"] != old_uid
+
+        web.unlink()
+        await next_set(queue, lambda u: u.pods == [])
+
+
+async def test_dotfiles_and_subdirectories_are_ignored(tmp_path: Path) -> None:
+    (tmp_path / ".hidden.yaml").write_bytes(manifest("hidden"))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "nested.yaml").write_bytes(manifest("nested"))
+    (tmp_path / "web.yaml").write_bytes(manifest("web"))
+    async with running(FileSource(tmp_path, node_name=NODE, period=3600)) as queue:
+        assert names(await next_set(queue)) == ["web-node-1"]
+        (tmp_path / ".other.yaml").write_bytes(manifest("other"))
+        (tmp_path / "sub" / "more.yaml").write_bytes(manifest("more"))
+        write(tmp_path / "db.yaml", manifest("db"))
+        latest = await next_set(queue, lambda u: "db-node-1" in names(u))
+        assert names(latest) == ["db-node-1", "web-node-1"]
+
+
+async def test_broken_file_is_reported_and_others_still_arrive(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_bytes(BROKEN)
+    (tmp_path / "good.yaml").write_bytes(manifest("good"))
+    source = FileSource(tmp_path, node_name=NODE, period=3600)
+    with caplog.at_level(logging.WARNING, logger="minikubelet.config"):
+        async with running(source) as queue:
+            assert names(await next_set(queue)) == ["good-node-1"]
+            error = source.errors[broken]
+            assert (error.path, error.line) == (str(broken), BROKEN_LINE)
+            assert error.reason.startswith("not YAML")
+            assert f"file={broken} line={BROKEN_LINE}" in caplog.text
+
+            # A broken edit of a good file drops that pod only; a fix brings it back.
+            write(tmp_path / "good.yaml", b"kind: Service\n")
+            write(tmp_path / "other.yaml", manifest("other"))
+            latest = await next_set(queue, lambda u: names(u) == ["other-node-1"])
+            assert latest.pods[0]["metadata"]["annotations"]["kubernetes.io/config.hash"]
+            assert source.errors[tmp_path / "good.yaml"].reason.startswith("kind is Service")
+            write(broken, manifest("fixed"))
+            await next_set(queue, lambda u: names(u) == ["fixed-node-1", "other-node-1"])
+            assert broken not in source.errors
+
+
+async def test_periodic_resync_without_changes(tmp_path: Path) -> None:
+    (tmp_path / "web.yaml").write_bytes(manifest("web"))
+    async with running(FileSource(tmp_path, node_name=NODE, period=0.05)) as queue:
+        first = await next_set(queue)
+        second = await next_set(queue)
+        assert uids(first) == uids(second)
+
+
+async def test_single_manifest_file(tmp_path: Path) -> None:
+    web = tmp_path / "web.yaml"
+    web.write_bytes(manifest("web"))
+    (tmp_path / "neighbour.yaml").write_bytes(manifest("neighbour"))
+    source = FileSource(web, node_name=NODE, period=3600)
+    async with running(source) as queue:
+        first = await next_set(queue)
+        assert names(first) == ["web-node-1"]
+        write(web, manifest("web", image="nginx:1.28"))
+        await next_set(queue, lambda u: uids(u) != uids(first))
+
+
+async def test_single_broken_file_sends_nothing(tmp_path: Path) -> None:
+    web = tmp_path / "web.yaml"
+    web.write_bytes(BROKEN)
+    source = FileSource(web, node_name=NODE, period=3600)
+    queue: asyncio.Queue[PodUpdate] = asyncio.Queue()
+    await source.list_once(queue)
+    assert queue.empty(), "the kubelet keeps what it had when a lone manifest breaks"
+    assert source.errors[web].line == BROKEN_LINE
+
+
+async def test_missing_path_is_an_empty_snapshot(tmp_path: Path) -> None:
+    source = FileSource(tmp_path / "absent", node_name=NODE)
+    queue: asyncio.Queue[PodUpdate] = asyncio.Queue()
+    await source.list_once(queue)
+    update = queue.get_nowait()
+    assert (update.op, update.pods) == (PodOperation.SET, [])
+
+
+async def test_uid_follows_the_kubelet_hash(tmp_path: Path) -> None:
+    from minikubelet.config.manifest import decode_manifest, static_pod_uid
+
+    web = tmp_path / "web.yaml"
+    web.write_bytes(manifest("web"))
+    queue: asyncio.Queue[PodUpdate] = asyncio.Queue()
+    await FileSource(tmp_path, node_name=NODE).list_once(queue)
+    (pod,) = queue.get_nowait().pods
+    (decoded,) = decode_manifest(manifest("web"), str(web))
+    expected: Pod = decoded
+    assert pod["metadata"]["uid"] == static_pod_uid(
+        expected, node_name=NODE, source=FILE_SOURCE, source_path=str(web)
+    )
