@@ -59,9 +59,11 @@ def test_the_check_sees_a_forbidden_import(tmp_path: Path) -> None:
 
 
 def test_only_the_grpc_adapters_and_client_import_grpc() -> None:
-    """Protos and grpc stay at the edges: the client, the trace, the listener, the adapter."""
+    """grpc stays at the edges: the CRI client and trace, the listener and adapter, and the
+    gRPC health probe (a network client of the pod, like the HTTP and TCP probes)."""
     edges = {
         "minikubelet/cri/client.py",
+        "minikubelet/prober/probe.py",
         "minikubelet/cri/trace.py",
         "runtimes/base/service.py",
         "runtimes/base/listener.py",

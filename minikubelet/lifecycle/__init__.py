@@ -1,0 +1,1 @@
+"""Container lifecycle: postStart and preStop hooks."""
