@@ -78,6 +78,85 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from minikubelet.launch import LaunchError
+    from minikubelet.node import default_manifests, run_node
+
+    manifests = Path(args.manifests) if args.manifests else default_manifests()
+    tuning = {
+        key: value
+        for key, value in (
+            ("crash_loop_initial", args.crash_loop_initial),
+            ("crash_loop_max", args.crash_loop_max),
+            ("relist_period", args.relist_period),
+            ("file_check_period", args.file_check_period),
+        )
+        if value is not None
+    }
+    try:
+        return _run(
+            run_node(
+                runtime=args.runtime,
+                manifests=manifests,
+                manifest_url=args.manifest_url,
+                node_name=args.node_name,
+                root_dir=Path(args.root_dir) if args.root_dir else None,
+                node_ip=args.node_ip,
+                trace_file=Path(args.trace_file) if args.trace_file else None,
+                tuning=tuning,
+            )
+        )
+    except (OSError, LaunchError, InvalidEndpoint, ExceptionGroup) as exc:
+        errors = _leaves(exc)
+        if not all(isinstance(e, OSError | RuntimeError | ValueError) for e in errors):
+            raise
+        for error in errors:
+            print(f"minikubelet run: {error}", file=sys.stderr)
+        return 1
+
+
+def _client_command(args: argparse.Namespace) -> int:
+    """get / describe / logs / exec / events: ask the running kubelet over its local API."""
+    from pathlib import Path
+
+    from minikubelet import commands
+    from minikubelet.node import default_root_dir
+    from minikubelet.server.client import KubeletUnreachable, LocalClient
+
+    root = Path(args.root_dir) if args.root_dir else default_root_dir()
+
+    async def main() -> int:
+        async with LocalClient(root / "kubelet.sock") as client:
+            if args.command == "get":
+                return await commands.get_pods(client, args.output, sys.stdout)
+            if args.command == "describe":
+                return await commands.describe_pod(client, args.name, sys.stdout)
+            if args.command == "logs":
+                return await commands.logs(
+                    client,
+                    args.pod,
+                    args.container,
+                    args.follow,
+                    args.previous,
+                    args.tail,
+                    args.timestamps,
+                    sys.stdout,
+                )
+            if args.command == "exec":
+                return await commands.exec_(
+                    client, args.pod, args.container, args.cmd, sys.stdout, sys.stderr
+                )
+            return await commands.events(client, sys.stdout)
+
+    try:
+        return _run(main())
+    except KubeletUnreachable as exc:
+        print(f"minikubelet {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="minikubelet",
@@ -103,6 +182,72 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=_cmd_runtime_serve)
 
+    run = sub.add_parser("run", help="run the kubelet on pods from a manifest directory")
+    run.add_argument(
+        "--manifests",
+        metavar="DIR",
+        help="static pod manifests (default: the project's manifests/ in a checkout)",
+    )
+    run.add_argument("--manifest-url", metavar="URL", help="also poll pods from this URL")
+    run.add_argument(
+        "--runtime",
+        default="fake",
+        help="a bundled runtime (fake) started for this node, or unix:///PATH",
+    )
+    run.add_argument("--node-name", help="default: the host name")
+    run.add_argument("--node-ip", help="the node's address shown as hostIP")
+    run.add_argument(
+        "--root-dir",
+        help="state, sockets and pod logs "
+        "(default: /var/lib/minikubelet for root, else ~/.local/state/minikubelet)",
+    )
+    run.add_argument("--trace-file", help="append every CRI call to this JSON-lines file")
+    run.add_argument(
+        "--crash-loop-initial",
+        type=float,
+        metavar="S",
+        help="first crash-loop back-off in seconds (default 10)",
+    )
+    run.add_argument(
+        "--crash-loop-max",
+        type=float,
+        metavar="S",
+        help="crash-loop back-off cap in seconds (default 300)",
+    )
+    run.add_argument("--relist-period", type=float, metavar="S", help="PLEG relist (default 1)")
+    run.add_argument(
+        "--file-check-period",
+        type=float,
+        metavar="S",
+        help="manifest directory resync (default 20)",
+    )
+    run.set_defaults(func=_cmd_run)
+
+    def client_parser(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--root-dir", help="the kubelet's root dir (as given to run)")
+        p.set_defaults(func=_client_command)
+        return p
+
+    get = client_parser("get", "list pods as kubectl does")
+    get.add_argument("resource", choices=["pods", "pod", "po"])
+    get.add_argument("-o", "--output", choices=["table", "wide", "json", "yaml"], default="table")
+    describe = client_parser("describe", "show one pod in detail, with its events")
+    describe.add_argument("resource", choices=["pod", "pods", "po"])
+    describe.add_argument("name", help="NAME or NAMESPACE/NAME")
+    logs = client_parser("logs", "print a container's log")
+    logs.add_argument("pod", help="NAME or NAMESPACE/NAME")
+    logs.add_argument("-c", "--container")
+    logs.add_argument("-f", "--follow", action="store_true")
+    logs.add_argument("-p", "--previous", action="store_true")
+    logs.add_argument("--tail", type=int, default=None)
+    logs.add_argument("--timestamps", action="store_true")
+    exec_ = client_parser("exec", "run a command in a container (through CRI ExecSync)")
+    exec_.add_argument("pod", help="NAME or NAMESPACE/NAME")
+    exec_.add_argument("-c", "--container")
+    exec_.add_argument("cmd", nargs="*", help="-- COMMAND [ARGS...]")
+    client_parser("events", "list the node's events")
+
     demo = sub.add_parser(
         "demo",
         help="play one pod's life through a CRI runtime and print every CRI call",
@@ -120,7 +265,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] = []
+    if "--" in argv:  # what follows is the command to exec, never our flags
+        split = argv.index("--")
+        argv, command = argv[:split], argv[split + 1 :]
     args = build_parser().parse_args(argv)
+    if command:
+        if getattr(args, "command", None) != "exec":
+            build_parser().error("'--' is only for exec")
+        args.cmd = [*args.cmd, *command]
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with contextlib.suppress(BrokenPipeError):

@@ -14,7 +14,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,36 +31,9 @@ from minikubelet.cri.trace import (
 )
 from minikubelet.cri.v1 import api_pb2 as pb
 from minikubelet.errors import CRIError
+from minikubelet.launch import BUNDLED_RUNTIMES, bundled_runtime
 
 RUN_TIMEOUT = 30.0
-
-
-@contextlib.asynccontextmanager
-async def fake_runtime(workdir: Path) -> AsyncIterator[str]:
-    """Start ``minikubelet runtime serve fake`` as its own process, as a real node would."""
-    endpoint = f"unix://{workdir}/fake.sock"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "minikubelet",
-        "runtime",
-        "serve",
-        "fake",
-        "--listen",
-        endpoint,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    try:
-        assert proc.stdout is not None
-        async with asyncio.timeout(20):
-            line = await proc.stdout.readline()
-        if b"serving" not in line:
-            raise RuntimeError("the simulated runtime did not start")
-        yield endpoint
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            await proc.wait()
 
 
 def _pod(manifest: Path) -> Mapping[str, Any]:
@@ -154,8 +127,8 @@ async def pod_life(
         os.chmod(workdir, 0o700)
         async with contextlib.AsyncExitStack() as stack:
             endpoint = runtime
-            if runtime == "fake":
-                endpoint = await stack.enter_async_context(fake_runtime(workdir))
+            if runtime in BUNDLED_RUNTIMES:
+                endpoint = await stack.enter_async_context(bundled_runtime(runtime, workdir))
             async with asyncio.TaskGroup() as tg:
                 writer = None
                 if trace_file:

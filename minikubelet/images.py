@@ -1,0 +1,108 @@
+"""Pulling images for containers with the kubelet's pull policies, events and back-off."""
+
+from __future__ import annotations
+
+import time
+from typing import Final
+
+from minikubelet import reference
+from minikubelet.api.pod import Container, Pod, PullPolicy
+from minikubelet.backoff import Backoff
+from minikubelet.cri.client import CRIClient
+from minikubelet.cri.v1 import api_pb2 as pb
+from minikubelet.errors import CRIError
+from minikubelet.events import NORMAL, WARNING, EventRecorder
+
+ERR_IMAGE_PULL: Final = "ErrImagePull"
+IMAGE_PULL_BACKOFF: Final = "ImagePullBackOff"
+ERR_IMAGE_NEVER_PULL: Final = "ErrImageNeverPull"
+INVALID_IMAGE_NAME: Final = "InvalidImageName"
+
+
+class ImagePullError(Exception):
+    """The container cannot start for want of its image; ``reason`` is the waiting reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def with_default_tag(image: str) -> str:
+    """The kubelet's ``applyDefaultImageTag``: no tag and no digest means ``:latest``."""
+    ref = reference.parse(image)
+    last = image.rsplit("/", 1)[-1]
+    if ":" in last or "@" in image:
+        return image
+    return f"{image}:{ref.tag}"
+
+
+class ImageManager:
+    def __init__(self, cri: CRIClient, events: EventRecorder, backoff: Backoff) -> None:
+        self._cri = cri
+        self._events = events
+        self._backoff = backoff
+
+    async def ensure_image(
+        self, pod: Pod, container: Container, sandbox_config: pb.PodSandboxConfig
+    ) -> str:
+        """The image reference to create ``container`` from, pulling as its policy says."""
+        kind = "initContainers" if container in pod.spec.init_containers else "containers"
+        field_path = f"spec.{kind}{{{container.name}}}"
+        try:
+            image = with_default_tag(container.image)
+        except reference.InvalidReference as exc:
+            message = f'Failed to apply default image tag "{container.image}": {exc}'
+            self._events.pod_event(pod, WARNING, INVALID_IMAGE_NAME, message, field_path=field_path)
+            raise ImagePullError(INVALID_IMAGE_NAME, message) from None
+        policy = container.image_pull_policy
+        present = await self._cri.image_status(image)
+        if present is not None and policy is not PullPolicy.ALWAYS:
+            self._events.pod_event(
+                pod,
+                NORMAL,
+                "Pulled",
+                f'Container image "{image}" already present on machine',
+                field_path=field_path,
+            )
+            return present.id
+        if policy is PullPolicy.NEVER:
+            message = f'Container image "{image}" is not present with pull policy of Never'
+            self._events.pod_event(
+                pod, WARNING, ERR_IMAGE_NEVER_PULL, message, field_path=field_path
+            )
+            raise ImagePullError(ERR_IMAGE_NEVER_PULL, message)
+        key = f"{pod.uid}_{image}"
+        if self._backoff.in_backoff_since_update(key):
+            message = f'Back-off pulling image "{image}"'
+            self._events.pod_event(pod, NORMAL, "BackOff", message, field_path=field_path)
+            raise ImagePullError(IMAGE_PULL_BACKOFF, message)
+        self._events.pod_event(
+            pod, NORMAL, "Pulling", f'Pulling image "{image}"', field_path=field_path
+        )
+        started = time.monotonic()
+        try:
+            image_ref = await self._cri.pull_image(image, sandbox_config=sandbox_config)
+        except CRIError as exc:
+            self._backoff.next(key, self._backoff.clock.now())
+            message = f'Failed to pull image "{image}": {exc.message}'
+            self._events.pod_event(pod, WARNING, "Failed", message, field_path=field_path)
+            self._events.pod_event(
+                pod, WARNING, "Failed", f"Error: {ERR_IMAGE_PULL}", field_path=field_path
+            )
+            raise ImagePullError(ERR_IMAGE_PULL, message) from None
+        self._backoff.reset(key)
+        took = time.monotonic() - started
+        size = ""
+        status = await self._cri.image_status(image_ref or image)
+        if status is not None:
+            size = f" Image size: {status.size} bytes."
+        self._events.pod_event(
+            pod,
+            NORMAL,
+            "Pulled",
+            f'Successfully pulled image "{image}" in {took:.3f}s '
+            f"({took:.3f}s including waiting).{size}",
+            field_path=field_path,
+        )
+        return image_ref

@@ -1,0 +1,655 @@
+"""Carrying out what :func:`compute_pod_actions` decided, through the CRI (the kubelet's SyncPod).
+
+The manager reads a pod's observed state from the runtime
+(:meth:`KubeRuntimeManager.get_pod_status`), asks the pure decider what to
+change, and does it in the kubelet's order: kill, create the sandbox, start
+init containers one by one, start the regular containers. What it could not do
+(an image that will not pull, a container in crash-loop back-off) comes back as
+waiting reasons per container for the status manager to show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from minikubelet import crilog
+from minikubelet.api.pod import Container, Pod, TerminationMessagePolicy
+from minikubelet.backoff import Backoff
+from minikubelet.container.status import ContainerState, ContainerStatus, PodStatus, SandboxState
+from minikubelet.cri.client import CRIClient
+from minikubelet.cri.v1 import api_pb2 as pb
+from minikubelet.errors import CRIError, NotFound
+from minikubelet.events import NORMAL, WARNING, EventRecorder
+from minikubelet.images import ImageManager, ImagePullError
+from minikubelet.kuberuntime import labels as kl
+from minikubelet.kuberuntime.actions import KillReason, compute_pod_actions
+from minikubelet.kuberuntime.hash import hash_container
+from minikubelet.types import ContainerID, PodSandboxID, PodUID
+
+log = logging.getLogger(__name__)
+
+#: The kubelet never gives a container less than this to stop (minimumGracePeriodInSeconds).
+MINIMUM_GRACE_PERIOD = 2
+#: How much of a termination message the kubelet keeps (and of the log when falling back).
+MAX_TERMINATION_MESSAGE = 4096
+FALLBACK_LOG_LINES = 80
+FALLBACK_LOG_BYTES = 2048
+
+CRASH_LOOP_BACK_OFF = "CrashLoopBackOff"
+CREATE_CONTAINER_CONFIG_ERROR = "CreateContainerConfigError"
+CREATE_CONTAINER_ERROR = "CreateContainerError"
+RUN_CONTAINER_ERROR = "RunContainerError"
+
+
+class ConfigSource(Protocol):
+    """What the manager needs to turn a pod into CRI requests (conversion, env, volumes)."""
+
+    def sandbox_config(self, pod: Pod, attempt: int) -> pb.PodSandboxConfig: ...
+
+    async def prepare_pod(self, pod: Pod, pod_ips: Sequence[str]) -> None:
+        """Set up what the pod's containers mount (idempotent); raises ContainerConfigError."""
+        ...
+
+    async def container_config(
+        self,
+        pod: Pod,
+        container: Container,
+        *,
+        restart_count: int,
+        image: str,
+        pod_ips: Sequence[str],
+    ) -> pb.ContainerConfig:
+        """Raises ContainerConfigError for what cannot be resolved (env, mounts)."""
+        ...
+
+    def termination_message_host_path(self, pod: Pod, container: Container) -> Path | None: ...
+
+    async def cleanup_pod(self, uid: PodUID) -> None: ...
+
+
+class ProbeResults(Protocol):
+    def liveness_failed(self, uid: PodUID) -> set[str]: ...
+    def startup_failed(self, uid: PodUID) -> set[str]: ...
+    def startup_succeeded(self, uid: PodUID) -> set[str] | None: ...
+    def container_started(self, pod: Pod, name: str, container_id: str) -> None: ...
+    def container_stopped(self, pod: Pod, name: str) -> None: ...
+
+
+class HookRunner(Protocol):
+    async def run(
+        self,
+        pod: Pod,
+        container: Container,
+        container_id: str,
+        handler: Mapping[str, Any],
+        pod_ips: Sequence[str],
+        timeout: float,
+    ) -> str | None:
+        """Run a lifecycle handler; None on success, else what went wrong."""
+        ...
+
+
+class ContainerConfigError(Exception):
+    """A container cannot be configured (env, volume, mount); ``reason`` is the waiting reason."""
+
+    def __init__(self, message: str, reason: str = CREATE_CONTAINER_CONFIG_ERROR) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(slots=True)
+class SyncResult:
+    """What a sync could not do, per container name: (waiting reason, message)."""
+
+    waiting: dict[str, tuple[str, str]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    #: The earliest time (epoch seconds) a back-off ends; the pod worker resyncs then.
+    retry_at: float | None = None
+    #: The sync changed something in the runtime (the observed status is stale).
+    changed: bool = False
+
+    def retry_after(self, when: float) -> None:
+        self.retry_at = when if self.retry_at is None else min(self.retry_at, when)
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeContainer:
+    id: ContainerID
+    name: str
+    state: ContainerState
+    created_at: int
+
+
+@dataclass(slots=True)
+class RuntimePod:
+    """A pod as one relist sees it: ids and states only (the kubelet's GetPods)."""
+
+    uid: PodUID
+    name: str
+    namespace: str
+    sandboxes: list[RuntimeContainer] = field(default_factory=list)
+    containers: list[RuntimeContainer] = field(default_factory=list)
+
+
+_STATES = {
+    pb.CONTAINER_CREATED: ContainerState.CREATED,
+    pb.CONTAINER_RUNNING: ContainerState.RUNNING,
+    pb.CONTAINER_EXITED: ContainerState.EXITED,
+    pb.CONTAINER_UNKNOWN: ContainerState.UNKNOWN,
+}
+
+
+def backoff_key(pod: Pod, container: Container) -> str:
+    """The kubelet's stable back-off key: pod identity, container name and spec hash."""
+    return f"{pod.name}_{pod.namespace}_{pod.uid}_{container.name}_{hash_container(container)}"
+
+
+def _pod_ref(pod: Pod) -> str:
+    return f"{pod.name}_{pod.namespace}({pod.uid})"
+
+
+class KubeRuntimeManager:
+    def __init__(
+        self,
+        cri: CRIClient,
+        *,
+        events: EventRecorder,
+        images: ImageManager,
+        backoff: Backoff,
+        configs: ConfigSource,
+        probes: ProbeResults,
+        hooks: HookRunner,
+    ) -> None:
+        self.cri = cri
+        self.events = events
+        self.images = images
+        self.backoff = backoff
+        self.configs = configs
+        self.probes = probes
+        self.hooks = hooks
+
+    @property
+    def runtime_name(self) -> str:
+        info = self.cri.version_info
+        return info.runtime_name if info is not None else "cri"
+
+    # -- reading the runtime ---------------------------------------------------
+
+    async def list_pods(self) -> dict[PodUID, RuntimePod]:
+        """Every pod the runtime holds, from one ListPodSandbox and one ListContainers."""
+        sandboxes = await self.cri.list_pod_sandbox()
+        containers = await self.cri.list_containers()
+        pods: dict[PodUID, RuntimePod] = {}
+
+        def pod_for(labels: Mapping[str, str], md_name: str, md_ns: str, md_uid: str) -> RuntimePod:
+            uid = PodUID(labels.get(kl.POD_UID_LABEL) or md_uid)
+            found = pods.get(uid)
+            if found is None:
+                found = pods[uid] = RuntimePod(
+                    uid,
+                    labels.get(kl.POD_NAME_LABEL, md_name),
+                    labels.get(kl.POD_NAMESPACE_LABEL, md_ns),
+                )
+            return found
+
+        for s in sandboxes:
+            pod = pod_for(s.labels, s.metadata.name, s.metadata.namespace, s.metadata.uid)
+            state = ContainerState.RUNNING if s.state == pb.SANDBOX_READY else ContainerState.EXITED
+            pod.sandboxes.append(
+                RuntimeContainer(
+                    ContainerID(s.id), kl.POD_INFRA_CONTAINER_NAME, state, s.created_at
+                )
+            )
+        for ctr in containers:
+            if kl.POD_UID_LABEL not in ctr.labels:
+                continue  # not created by a kubelet
+            pod = pod_for(ctr.labels, "", "", "")
+            pod.containers.append(
+                RuntimeContainer(
+                    ContainerID(ctr.id),
+                    ctr.labels.get(kl.CONTAINER_NAME_LABEL, ctr.metadata.name),
+                    _STATES.get(ctr.state, ContainerState.UNKNOWN),
+                    ctr.created_at,
+                )
+            )
+        return pods
+
+    async def get_pod_status(
+        self, uid: PodUID, name: str = "", namespace: str = "", pod: Pod | None = None
+    ) -> PodStatus:
+        """The runtime's full view of one pod (the kubelet's GetPodStatus)."""
+        selector = {kl.POD_UID_LABEL: str(uid)}
+        sandbox_items = await self.cri.list_pod_sandbox(
+            pb.PodSandboxFilter(label_selector=selector)
+        )
+        sandboxes = []
+        for item in sandbox_items:
+            with contextlib.suppress(NotFound):  # removed meanwhile
+                sandboxes.append((await self.cri.pod_sandbox_status(item.id)).status)
+        container_items = await self.cri.list_containers(
+            pb.ContainerFilter(label_selector=selector)
+        )
+        containers = []
+        for ctr in container_items:
+            with contextlib.suppress(NotFound):
+                containers.append((await self.cri.container_status(ctr.id)).status)
+        status = kl.from_cri(
+            uid=uid, name=name, namespace=namespace, sandboxes=sandboxes, containers=containers
+        )
+        if pod is None:
+            return status
+        return await self._with_termination_messages(pod, status, containers)
+
+    async def _with_termination_messages(
+        self, pod: Pod, status: PodStatus, raw: Iterable[pb.ContainerStatus]
+    ) -> PodStatus:
+        by_id = {c.id: c for c in raw}
+        specs = {c.name: c for c in (*pod.spec.init_containers, *pod.spec.containers)}
+        updated: list[ContainerStatus] = []
+        changed = False
+        for cs in status.container_statuses:
+            spec = specs.get(cs.name)
+            if cs.state is not ContainerState.EXITED or spec is None or cs.message:
+                updated.append(cs)
+                continue
+            message = await asyncio.to_thread(
+                self._termination_message, pod, spec, cs, by_id.get(cs.id)
+            )
+            if message:
+                changed = True
+                cs = replace(cs, message=message)
+            updated.append(cs)
+        return replace(status, container_statuses=tuple(updated)) if changed else status
+
+    def _termination_message(
+        self, pod: Pod, spec: Container, cs: ContainerStatus, raw: pb.ContainerStatus | None
+    ) -> str:
+        """What the container left at its terminationMessagePath, or its log's tail."""
+        path: Path | None = None
+        if raw is not None:
+            for mount in raw.mounts:
+                if mount.container_path == spec.termination_message_path and mount.host_path:
+                    path = Path(mount.host_path)
+        if path is None:
+            path = self.configs.termination_message_host_path(pod, spec)
+        message = ""
+        if path is not None and path.is_file():
+            with open(path, "rb") as f:
+                message = f.read(MAX_TERMINATION_MESSAGE).decode(errors="replace")
+        fallback = (
+            spec.termination_message_policy is TerminationMessagePolicy.FALLBACK_TO_LOGS_ON_ERROR
+        )
+        if not message and fallback and cs.exit_code != 0 and raw is not None and raw.log_path:
+            message = _log_tail(Path(raw.log_path))
+        return message
+
+    # -- SyncPod ---------------------------------------------------------------
+
+    def _in_backoff(self, pod: Pod, status: PodStatus) -> Any:
+        specs = {c.name: c for c in (*pod.spec.init_containers, *pod.spec.containers)}
+
+        def check(name: str) -> bool:
+            cs = status.find_container_status_by_name(name)
+            spec = specs.get(name)
+            if cs is None or spec is None or cs.state is not ContainerState.EXITED:
+                return False
+            return self.backoff.in_backoff_since(backoff_key(pod, spec), cs.finished_at / 1e9)
+
+        return check
+
+    async def sync_pod(self, pod: Pod, status: PodStatus) -> SyncResult:
+        """One round of reconciling ``pod`` with the runtime; never raises for runtime errors."""
+        result = SyncResult()
+        actions = compute_pod_actions(
+            pod,
+            status,
+            backoff=self._in_backoff(pod, status),
+            liveness_failed=self.probes.liveness_failed(pod.uid),
+            startup_failed=self.probes.startup_failed(pod.uid),
+            startup_succeeded=self.probes.startup_succeeded(pod.uid),
+        )
+        if not actions.is_noop:
+            result.changed = True
+            log.info("sync pod=%s uid=%s: %s", pod, pod.uid, actions)
+            for reason in actions.reasons:
+                log.debug("pod=%s uid=%s: %s", pod, pod.uid, reason)
+
+        if actions.kill_pod:
+            if actions.create_sandbox and actions.attempt > 0:
+                self.events.pod_event(
+                    pod,
+                    NORMAL,
+                    "SandboxChanged",
+                    "Pod sandbox changed, it will be killed and re-created.",
+                )
+            await self.kill_pod(pod, status, grace_override=None)
+        else:
+            for cid, info in actions.containers_to_kill.items():
+                spec = info.container
+                grace = self._grace_period(pod, spec, info.reason)
+                self.events.pod_event(
+                    pod,
+                    NORMAL,
+                    "Killing",
+                    info.message or f"Stopping container {info.name}",
+                    field_path=self._field_path(pod, info.name),
+                )
+                await self.kill_container(pod, cid, info.name, spec, grace)
+
+        sandbox_id = actions.sandbox_id
+        pod_ips: Sequence[str] = status.ips
+        if (
+            actions.create_sandbox
+            or actions.init_containers_to_start
+            or actions.containers_to_start
+        ):
+            try:
+                await self.configs.prepare_pod(pod, pod_ips)
+            except ContainerConfigError as exc:
+                for c in (*pod.spec.init_containers, *pod.spec.containers):
+                    result.waiting[c.name] = (exc.reason, exc.message)
+                self.events.pod_event(pod, WARNING, "FailedMount", exc.message)
+                result.errors.append(exc.message)
+                return result
+        if actions.create_sandbox:
+            created = await self._create_sandbox(pod, actions.attempt, result)
+            if created is None:
+                return result
+            sandbox_id, pod_ips = created
+        if sandbox_id is None:
+            return result
+        sandbox_config = self.configs.sandbox_config(pod, actions.attempt)
+
+        for index in actions.init_containers_to_start:
+            container = pod.spec.init_containers[index]
+            ok = await self._start_container(
+                pod, container, sandbox_id, sandbox_config, pod_ips, status, result
+            )
+            if not ok and not container.is_restartable:
+                return result  # the next init container waits for this one
+        for index in actions.containers_to_start:
+            await self._start_container(
+                pod, pod.spec.containers[index], sandbox_id, sandbox_config, pod_ips, status, result
+            )
+        for container in (
+            *(pod.spec.init_containers[i] for i in actions.init_containers_in_backoff),
+            *(pod.spec.containers[i] for i in actions.containers_in_backoff),
+        ):
+            self._record_backoff(pod, container, status, result)
+        return result
+
+    def _record_backoff(
+        self, pod: Pod, container: Container, status: PodStatus, result: SyncResult
+    ) -> None:
+        key = backoff_key(pod, container)
+        cs = status.find_container_status_by_name(container.name)
+        finished = cs.finished_at / 1e9 if cs is not None else self.backoff.clock.now()
+        delay = self.backoff.delay(key)
+        message = (
+            f"back-off {_human(delay)} restarting failed container={container.name} "
+            f"pod={_pod_ref(pod)}"
+        )
+        result.waiting[container.name] = (CRASH_LOOP_BACK_OFF, message)
+        result.retry_after(finished + delay)
+        self.events.pod_event(
+            pod,
+            WARNING,
+            "BackOff",
+            f"Back-off restarting failed container {container.name} in pod {_pod_ref(pod)}",
+            field_path=self._field_path(pod, container.name),
+        )
+
+    async def _create_sandbox(
+        self, pod: Pod, attempt: int, result: SyncResult
+    ) -> tuple[PodSandboxID, Sequence[str]] | None:
+        try:
+            config = self.configs.sandbox_config(pod, attempt)
+            sandbox_id = PodSandboxID(await self.cri.run_pod_sandbox(config))
+            sandbox = (await self.cri.pod_sandbox_status(sandbox_id)).status
+        except (CRIError, ContainerConfigError) as exc:
+            message = f"Failed to create pod sandbox: {exc.message}"
+            self.events.pod_event(pod, WARNING, "FailedCreatePodSandBox", message)
+            result.errors.append(message)
+            for c in (*pod.spec.init_containers, *pod.spec.containers):
+                result.waiting[c.name] = ("ContainerCreating", "")
+            return None
+        ips = [
+            ip for ip in (sandbox.network.ip, *(a.ip for a in sandbox.network.additional_ips)) if ip
+        ]
+        log.info(
+            "pod=%s uid=%s: sandbox %s ready, ip %s",
+            pod,
+            pod.uid,
+            sandbox_id[:13],
+            ips[0] if ips else "(host network)",
+        )
+        return sandbox_id, ips
+
+    def _field_path(self, pod: Pod, name: str) -> str:
+        init = any(c.name == name for c in pod.spec.init_containers)
+        return f"spec.{'initContainers' if init else 'containers'}{{{name}}}"
+
+    async def _start_container(
+        self,
+        pod: Pod,
+        container: Container,
+        sandbox_id: PodSandboxID,
+        sandbox_config: pb.PodSandboxConfig,
+        pod_ips: Sequence[str],
+        status: PodStatus,
+        result: SyncResult,
+    ) -> bool:
+        field_path = self._field_path(pod, container.name)
+        previous = status.find_container_status_by_name(container.name)
+        restart_count = previous.restart_count + 1 if previous is not None else 0
+        try:
+            image_ref = await self.images.ensure_image(pod, container, sandbox_config)
+        except ImagePullError as exc:
+            result.waiting[container.name] = (exc.reason, exc.message)
+            result.errors.append(exc.message)
+            return False
+        try:
+            config = await self.configs.container_config(
+                pod, container, restart_count=restart_count, image=image_ref, pod_ips=pod_ips
+            )
+        except ContainerConfigError as exc:
+            result.waiting[container.name] = (exc.reason, exc.message)
+            self.events.pod_event(
+                pod, WARNING, "Failed", f"Error: {exc.message}", field_path=field_path
+            )
+            return False
+        if previous is not None and previous.state is ContainerState.EXITED:
+            self.backoff.next(backoff_key(pod, container), previous.finished_at / 1e9)
+        try:
+            container_id = ContainerID(
+                await self.cri.create_container(sandbox_id, config, sandbox_config)
+            )
+        except CRIError as exc:
+            result.waiting[container.name] = (CREATE_CONTAINER_ERROR, exc.message)
+            self.events.pod_event(
+                pod, WARNING, "Failed", f"Error: {exc.message}", field_path=field_path
+            )
+            return False
+        self.events.pod_event(
+            pod, NORMAL, "Created", f"Created container {container.name}", field_path=field_path
+        )
+        try:
+            await self.cri.start_container(container_id)
+        except CRIError as exc:
+            result.waiting[container.name] = (RUN_CONTAINER_ERROR, exc.message)
+            self.events.pod_event(
+                pod, WARNING, "Failed", f"Error: {exc.message}", field_path=field_path
+            )
+            return False
+        self.events.pod_event(
+            pod, NORMAL, "Started", f"Started container {container.name}", field_path=field_path
+        )
+        self.probes.container_started(pod, container.name, container_id)
+        post_start = (container.lifecycle or {}).get("postStart")
+        if isinstance(post_start, Mapping):
+            error = await self.hooks.run(
+                pod,
+                container,
+                container_id,
+                post_start,
+                pod_ips,
+                float(pod.spec.termination_grace_period_seconds),
+            )
+            if error is not None:
+                self.events.pod_event(
+                    pod, WARNING, "FailedPostStartHook", error, field_path=field_path
+                )
+                await self.kill_container(
+                    pod,
+                    container_id,
+                    container.name,
+                    container,
+                    self._grace_period(pod, container, KillReason.FAILED_POST_START_HOOK),
+                )
+                result.waiting[container.name] = ("PostStartHookError", error)
+                return False
+        return True
+
+    # -- killing ---------------------------------------------------------------
+
+    def _grace_period(self, pod: Pod, container: Container | None, reason: KillReason) -> int:
+        grace = pod.spec.termination_grace_period_seconds
+        if pod.metadata.deletion_grace_period_seconds is not None:
+            grace = pod.metadata.deletion_grace_period_seconds
+        if container is not None and reason in (
+            KillReason.LIVENESS_PROBE,
+            KillReason.STARTUP_PROBE,
+        ):
+            probe = (
+                container.liveness_probe
+                if reason is KillReason.LIVENESS_PROBE
+                else container.startup_probe
+            )
+            probe_grace = getattr(probe, "termination_grace_period_seconds", None)
+            if isinstance(probe_grace, int):
+                grace = probe_grace
+        return grace
+
+    async def kill_container(
+        self,
+        pod: Pod,
+        container_id: ContainerID,
+        name: str,
+        spec: Container | None,
+        grace: int,
+    ) -> None:
+        """preStop within the grace period, then StopContainer with what is left (>= 2 s)."""
+        started = time.monotonic()
+        pre_stop = spec.pre_stop if spec is not None else None
+        if pre_stop is not None and grace > 0:
+            error = await self.hooks.run(pod, spec, container_id, pre_stop, (), float(grace))  # type: ignore[arg-type]
+            if error is not None:
+                self.events.pod_event(
+                    pod, WARNING, "FailedPreStopHook", error, field_path=self._field_path(pod, name)
+                )
+        remaining = grace - int(time.monotonic() - started)
+        timeout = max(remaining, MINIMUM_GRACE_PERIOD) if grace > 0 else 0
+        try:
+            await self.cri.stop_container(container_id, timeout)
+        except NotFound:
+            pass  # already gone
+        except CRIError as exc:
+            log.warning(
+                "pod=%s uid=%s: stopping container %s (%s) failed: %s",
+                pod,
+                pod.uid,
+                name,
+                container_id[:13],
+                exc,
+            )
+        self.probes.container_stopped(pod, name)
+
+    async def kill_pod(self, pod: Pod, status: PodStatus, grace_override: int | None) -> None:
+        """Stop every running container (regular ones first, then sidecars), then the sandboxes."""
+        specs = {c.name: c for c in (*pod.spec.init_containers, *pod.spec.containers)}
+        init_names = {c.name for c in pod.spec.init_containers}
+        running = status.running_container_statuses()
+        for group in (
+            [c for c in running if c.name not in init_names],
+            [c for c in running if c.name in init_names],
+        ):
+            if not group:
+                continue
+            async with asyncio.TaskGroup() as tg:
+                for cs in group:
+                    spec = specs.get(cs.name)
+                    grace = (
+                        grace_override
+                        if grace_override is not None
+                        else self._grace_period(pod, spec, KillReason.NONE)
+                    )
+                    self.events.pod_event(
+                        pod,
+                        NORMAL,
+                        "Killing",
+                        f"Stopping container {cs.name}",
+                        field_path=self._field_path(pod, cs.name),
+                    )
+                    tg.create_task(
+                        self.kill_container(pod, cs.id, cs.name, spec, grace),
+                        name=f"kill-{pod.uid}-{cs.name}",
+                    )
+        for sandbox in status.sandbox_statuses:
+            if sandbox.state is SandboxState.READY:
+                try:
+                    await self.cri.stop_pod_sandbox(sandbox.id)
+                except CRIError as exc:
+                    log.warning(
+                        "pod=%s uid=%s: stopping sandbox %s failed: %s",
+                        pod,
+                        pod.uid,
+                        sandbox.id[:13],
+                        exc,
+                    )
+
+    async def remove_pod(self, uid: PodUID) -> None:
+        """Remove every container and sandbox of a terminated pod, and its volumes."""
+        selector = {kl.POD_UID_LABEL: str(uid)}
+        for c in await self.cri.list_containers(pb.ContainerFilter(label_selector=selector)):
+            with contextlib.suppress(NotFound):
+                await self.cri.remove_container(c.id)
+        for s in await self.cri.list_pod_sandbox(pb.PodSandboxFilter(label_selector=selector)):
+            with contextlib.suppress(NotFound):
+                await self.cri.stop_pod_sandbox(s.id)
+                await self.cri.remove_pod_sandbox(s.id)
+        await self.configs.cleanup_pod(uid)
+
+
+def _human(seconds: float) -> str:
+    """Go's time.Duration string for whole and fractional seconds: 10s, 2m40s, 1.5s."""
+    if seconds < 60:
+        return f"{seconds:g}s"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs}s" if secs else f"{minutes}m0s"
+
+
+def _log_tail(path: Path) -> str:
+    """The last lines of a CRI log file, bounded as the kubelet's fallback is."""
+    if not path.is_file():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(max(0, size - 64 * 1024))
+        raw = f.read().decode(errors="replace").splitlines()
+    messages = []
+    for line in raw[-FALLBACK_LOG_LINES * 4 :]:
+        with contextlib.suppress(ValueError):
+            parsed = crilog.parse_line(line)
+            messages.append(parsed.message + ("" if parsed.partial else "\n"))
+    text = "".join(messages)
+    lines = text.splitlines(keepends=True)[-FALLBACK_LOG_LINES:]
+    return "".join(lines)[-FALLBACK_LOG_BYTES:]

@@ -1,0 +1,209 @@
+"""Everything a pod needs before and around its CRI calls, for :class:`KubeRuntimeManager`.
+
+It joins the pure converters (:mod:`minikubelet.kuberuntime.convert`,
+:mod:`minikubelet.kuberuntime.envvars`) with the host-side work: volumes, log
+directories, termination message files, lifecycle hooks and the prober's
+results, so the manager sees one small interface for each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from minikubelet.api.pod import Container, Pod
+from minikubelet.cri.v1 import api_pb2 as pb
+from minikubelet.kuberuntime import convert, envvars
+from minikubelet.kuberuntime.manager import ContainerConfigError
+from minikubelet.lifecycle.hooks import run_handler
+from minikubelet.prober.manager import ProbeManager
+from minikubelet.prober.probe import ExecRunner
+from minikubelet.types import PodUID
+from minikubelet.volumes.manager import VolumeError, VolumeManager
+
+log = logging.getLogger(__name__)
+
+RESOLV_CONF = Path("/etc/resolv.conf")
+
+
+def host_dns(node_ip: str) -> convert.DNSSettings:
+    """The node's resolver settings, as pods with the Default DNS policy get them."""
+    try:
+        text = RESOLV_CONF.read_text()
+    except OSError:
+        return convert.DNSSettings(resolv_conf=False, node_ips=(node_ip,))
+    servers, searches, options = convert.parse_resolv_conf(text)
+    return convert.DNSSettings(
+        host_servers=tuple(servers),
+        host_searches=tuple(searches),
+        host_options=tuple(options),
+        node_ips=(node_ip,),
+    )
+
+
+class PodSetup:
+    def __init__(
+        self,
+        *,
+        root_dir: Path,
+        log_root: Path,
+        node_name: str,
+        host_ip: str,
+        exec_runner: ExecRunner,
+        cgroup_parent: str = "",
+    ) -> None:
+        self.root_dir = root_dir
+        self.log_root = log_root
+        self.node_name = node_name
+        self.host_ip = host_ip
+        self.cgroup_parent = cgroup_parent
+        self.volumes = VolumeManager(root_dir)
+        self._exec_runner = exec_runner
+        self._dns: convert.DNSSettings | None = None
+        self._volume_paths: dict[PodUID, dict[str, Path]] = {}
+        self._termination_files: dict[tuple[PodUID, str], Path] = {}
+
+    # -- ConfigSource ------------------------------------------------------------
+
+    def sandbox_config(self, pod: Pod, attempt: int) -> pb.PodSandboxConfig:
+        if self._dns is None:
+            self._dns = host_dns(self.host_ip)
+        try:
+            return convert.sandbox_config(
+                pod,
+                attempt,
+                log_root=str(self.log_root),
+                cgroup_parent=self.cgroup_parent,
+                dns=self._dns,
+            )
+        except envvars.ConfigError as exc:
+            raise ContainerConfigError(exc.message, exc.reason) from None
+
+    async def prepare_pod(self, pod: Pod, pod_ips: Sequence[str]) -> None:
+        await asyncio.to_thread(
+            Path(convert.pod_log_dir(pod, str(self.log_root))).mkdir,
+            parents=True,
+            exist_ok=True,
+            mode=0o755,
+        )
+        if pod.uid in self._volume_paths:
+            return
+        try:
+            self._volume_paths[pod.uid] = await self.volumes.setup(
+                pod,
+                pod_ip=pod_ips[0] if pod_ips else "",
+                host_ip=self.host_ip,
+                node_name=self.node_name,
+            )
+        except VolumeError as exc:
+            raise ContainerConfigError(exc.message, exc.reason) from None
+
+    async def container_config(
+        self,
+        pod: Pod,
+        container: Container,
+        *,
+        restart_count: int,
+        image: str,
+        pod_ips: Sequence[str],
+    ) -> pb.ContainerConfig:
+        try:
+            env = envvars.make_environment(
+                pod,
+                container,
+                pod_ips=pod_ips,
+                host_ips=(self.host_ip,),
+                node_name=self.node_name,
+            )
+            mounts = await self.volumes.make_mounts(
+                pod, container, self._volume_paths.get(pod.uid, {}), env=env
+            )
+            if mounts.termination_message_path is not None:
+                self._termination_files[(pod.uid, container.name)] = mounts.termination_message_path
+            await asyncio.to_thread(
+                Path(convert.container_log_dir(pod, container, str(self.log_root))).mkdir,
+                parents=True,
+                exist_ok=True,
+                mode=0o755,
+            )
+            return convert.container_config(
+                pod,
+                container,
+                restart_count=restart_count,
+                image=image,
+                env=env,
+                mounts=mounts.mounts,
+            )
+        except (envvars.ConfigError, VolumeError) as exc:
+            raise ContainerConfigError(exc.message, exc.reason) from None
+
+    def termination_message_host_path(self, pod: Pod, container: Container) -> Path | None:
+        return self._termination_files.get((pod.uid, container.name))
+
+    async def cleanup_pod(self, uid: PodUID) -> None:
+        self._volume_paths.pop(uid, None)
+        for key in [k for k in self._termination_files if k[0] == uid]:
+            del self._termination_files[key]
+        try:
+            await self.volumes.teardown(str(uid))
+        except VolumeError as exc:
+            log.warning("uid=%s: volumes not cleaned up: %s", uid, exc)
+
+    def container_log_path(self, pod: Pod, container: str, restart_count: int) -> Path:
+        return (
+            Path(convert.pod_log_dir(pod, str(self.log_root)))
+            / container
+            / (f"{restart_count}.log")
+        )
+
+    # -- HookRunner --------------------------------------------------------------
+
+    async def run(
+        self,
+        pod: Pod,
+        container: Container,
+        container_id: str,
+        handler: Mapping[str, Any],
+        pod_ips: Sequence[str],
+        timeout: float,
+    ) -> str | None:
+        return await run_handler(
+            handler,
+            container_id=container_id,
+            pod_ip=pod_ips[0] if pod_ips else self.host_ip,
+            container_ports=container.ports,
+            exec_runner=self._exec_runner,
+            timeout=timeout,
+            pod=pod,
+            container_name=container.name,
+        )
+
+    # -- ProbeResults ------------------------------------------------------------
+
+    def probe_results(self, prober: ProbeManager) -> ProberResults:
+        return ProberResults(prober)
+
+
+class ProberResults:
+    """The prober's answers in the shape the manager asks for them."""
+
+    def __init__(self, prober: ProbeManager) -> None:
+        self._prober = prober
+
+    def liveness_failed(self, uid: PodUID) -> set[str]:
+        return self._prober.liveness_failed(uid)
+
+    def startup_failed(self, uid: PodUID) -> set[str]:
+        return self._prober.startup_failed(uid)
+
+    def startup_succeeded(self, uid: PodUID) -> set[str] | None:
+        return self._prober.startup_succeeded(uid)
+
+    def container_started(self, pod: Pod, name: str, container_id: str) -> None:
+        self._prober.update_container(pod, name, container_id)
+
+    def container_stopped(self, pod: Pod, name: str) -> None:
+        self._prober.update_container(pod, name, None)

@@ -1,0 +1,122 @@
+"""The pod lifecycle event generator: relist the runtime, turn state changes into events.
+
+As the kubelet's generic PLEG, every ``period`` seconds it lists all sandboxes
+and containers (one ListPodSandbox, one ListContainers), compares each
+container's state with the previous relist and emits ContainerStarted,
+ContainerDied, ContainerRemoved or ContainerChanged for the pod it belongs to.
+Sandboxes count as containers, as they do in the kubelet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from minikubelet.container.status import ContainerState
+from minikubelet.errors import CRIError
+from minikubelet.kuberuntime.manager import RuntimePod
+from minikubelet.types import PodUID
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RELIST_PERIOD = 1.0
+#: The kubelet reports itself unhealthy when a relist has not finished for this long.
+RELIST_THRESHOLD = 180.0
+
+
+class EventType(StrEnum):
+    CONTAINER_STARTED = "ContainerStarted"
+    CONTAINER_DIED = "ContainerDied"
+    CONTAINER_REMOVED = "ContainerRemoved"
+    CONTAINER_CHANGED = "ContainerChanged"
+
+
+@dataclass(frozen=True, slots=True)
+class PodLifecycleEvent:
+    uid: PodUID
+    type: EventType
+    container_id: str
+
+
+def _state(pod: RuntimePod | None, container_id: str) -> ContainerState | None:
+    if pod is None:
+        return None
+    for c in (*pod.sandboxes, *pod.containers):
+        if c.id == container_id:
+            return c.state
+    return None
+
+
+def _events_for(
+    uid: PodUID, cid: str, old: ContainerState | None, new: ContainerState | None
+) -> list[PodLifecycleEvent]:
+    if old == new:
+        return []
+    if new is ContainerState.RUNNING:
+        return [PodLifecycleEvent(uid, EventType.CONTAINER_STARTED, cid)]
+    if new is ContainerState.EXITED:
+        return [PodLifecycleEvent(uid, EventType.CONTAINER_DIED, cid)]
+    if new is None:
+        if old is ContainerState.EXITED:
+            return [PodLifecycleEvent(uid, EventType.CONTAINER_REMOVED, cid)]
+        return [
+            PodLifecycleEvent(uid, EventType.CONTAINER_DIED, cid),
+            PodLifecycleEvent(uid, EventType.CONTAINER_REMOVED, cid),
+        ]
+    # created or unknown: the kubelet folds both into "changed"
+    return [PodLifecycleEvent(uid, EventType.CONTAINER_CHANGED, cid)]
+
+
+def diff(old: dict[PodUID, RuntimePod], new: dict[PodUID, RuntimePod]) -> list[PodLifecycleEvent]:
+    """The events that take a relist from ``old`` to ``new`` (pure)."""
+    events: list[PodLifecycleEvent] = []
+    for uid in old.keys() | new.keys():
+        before, after = old.get(uid), new.get(uid)
+        ids: dict[str, None] = {}
+        for pod in (before, after):
+            if pod is not None:
+                ids.update((c.id, None) for c in (*pod.sandboxes, *pod.containers))
+        for cid in ids:
+            events.extend(_events_for(uid, cid, _state(before, cid), _state(after, cid)))
+    return events
+
+
+class GenericPLEG:
+    def __init__(
+        self,
+        list_pods: Callable[[], Awaitable[dict[PodUID, RuntimePod]]],
+        *,
+        period: float = DEFAULT_RELIST_PERIOD,
+    ) -> None:
+        self._list_pods = list_pods
+        self.period = period
+        self.pods: dict[PodUID, RuntimePod] = {}
+        self.last_relist: float | None = None
+        self.relists = 0
+
+    def healthy(self) -> bool:
+        if self.last_relist is None:
+            return True
+        return time.monotonic() - self.last_relist < RELIST_THRESHOLD
+
+    async def relist(self) -> list[PodLifecycleEvent]:
+        current = await self._list_pods()
+        events = diff(self.pods, current)
+        self.pods = current
+        self.last_relist = time.monotonic()
+        self.relists += 1
+        return events
+
+    async def run(self, emit: Callable[[PodLifecycleEvent], None]) -> None:
+        """Relist every ``period`` seconds until cancelled, handing each event to ``emit``."""
+        while True:
+            try:
+                for event in await self.relist():
+                    emit(event)
+            except CRIError as exc:
+                log.warning("PLEG relist failed: %s", exc)
+            await asyncio.sleep(self.period)
