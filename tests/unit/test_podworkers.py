@@ -1,0 +1,125 @@
+"""Pod workers: one per UID, the latest pending update wins, kill ends the worker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from minikubelet.api.pod import Pod
+from minikubelet.podworkers import PodUpdate, PodWorkers, UpdateType, WorkerState
+
+
+def make_pod(uid: str, image: str = "busybox:1") -> Pod:
+    return Pod.from_dict(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"p-{uid}", "uid": uid},
+            "spec": {"containers": [{"name": "c", "image": image}]},
+        }
+    )
+
+
+class Syncer:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.terminal: set[str] = set()
+        self.fail_once: set[str] = set()
+        self.entered = asyncio.Event()
+        self.progress = asyncio.Event()
+
+    def _record(self, call: tuple[str, str, str]) -> None:
+        self.calls.append(call)
+        self.progress.set()
+
+    async def sync_pod(self, pod: Pod) -> tuple[bool, float | None]:
+        self.entered.set()
+        await self.gate.wait()
+        self._record(("sync", pod.uid, pod.spec.containers[0].image))
+        if pod.uid in self.fail_once:
+            self.fail_once.discard(pod.uid)
+            raise RuntimeError("boom")
+        return pod.uid in self.terminal, None
+
+    async def sync_terminating_pod(self, pod: Pod, grace_period: int | None) -> None:
+        self._record(("terminating", pod.uid, str(grace_period)))
+
+    async def sync_terminated_pod(self, pod: Pod) -> None:
+        self._record(("terminated", pod.uid, ""))
+
+    def sync_failed(self, pod: Pod, error: Exception) -> None:
+        self._record(("failed", pod.uid, str(error)))
+
+
+@pytest.fixture
+async def workers() -> AsyncIterator[tuple[PodWorkers, Syncer]]:
+    syncer = Syncer()
+    w = PodWorkers(syncer)
+    task = asyncio.create_task(w.run())
+    await asyncio.sleep(0)
+    yield w, syncer
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def until(syncer: Syncer, predicate: Callable[[], bool]) -> None:
+    """Wait for the syncer's calls to satisfy ``predicate`` (woken by each call)."""
+    async with asyncio.timeout(5):
+        while not predicate():
+            syncer.progress.clear()
+            await syncer.progress.wait()
+
+
+async def settle() -> None:
+    """Let every ready task run (no I/O is involved, so a few loop turns suffice)."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_latest_pending_update_wins(workers: tuple[PodWorkers, Syncer]) -> None:
+    w, syncer = workers
+    syncer.gate.clear()  # hold the first sync
+    w.update_pod(PodUpdate(make_pod("a", "img:1")))
+    await syncer.entered.wait()
+    for n in (2, 3, 4):
+        w.update_pod(PodUpdate(make_pod("a", f"img:{n}")))
+    syncer.gate.set()
+    await until(syncer, lambda: len(syncer.calls) >= 2)
+    await settle()
+    assert [c[2] for c in syncer.calls] == ["img:1", "img:4"]
+
+
+async def test_kill_terminates_once_and_wins_over_syncs(
+    workers: tuple[PodWorkers, Syncer],
+) -> None:
+    w, syncer = workers
+    pod = make_pod("b")
+    w.update_pod(PodUpdate(pod))
+    w.update_pod(PodUpdate(pod, UpdateType.KILL, grace_period=7))
+    w.update_pod(PodUpdate(pod))  # a sync after a kill is ignored
+    await w.wait_terminated(pod.uid)
+    assert ("terminating", "b", "7") in syncer.calls
+    assert syncer.calls[-1] == ("terminated", "b", "")
+    assert w.state(pod.uid) is WorkerState.TERMINATED
+    w.update_pod(PodUpdate(pod))
+    await settle()
+    assert syncer.calls.count(("terminated", "b", "")) == 1
+
+
+async def test_terminal_pod_terminates_itself_and_errors_are_reported(
+    workers: tuple[PodWorkers, Syncer],
+) -> None:
+    w, syncer = workers
+    syncer.terminal.add("c")
+    w.update_pod(PodUpdate(make_pod("c")))
+    await w.wait_terminated("c")  # type: ignore[arg-type]
+    assert [k for k, *_ in syncer.calls] == ["sync", "terminating", "terminated"]
+    syncer.fail_once.add("d")
+    w.update_pod(PodUpdate(make_pod("d")))
+    await until(syncer, lambda: ("failed", "d", "boom") in syncer.calls)
+    w.update_pod(PodUpdate(make_pod("d")))  # the worker is still alive
+    await until(syncer, lambda: syncer.calls.count(("sync", "d", "busybox:1")) == 2)
