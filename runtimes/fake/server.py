@@ -41,6 +41,7 @@ RUNTIME_NAME = "minikubelet-fake"
 RUNTIME_VERSION = "0.1.0"
 POD_CIDR = ipaddress.ip_network("10.88.0.0/16")
 EXIT_SIGKILL = 137
+POD_UID_LABEL = "io.kubernetes.pod.uid"
 _T = TypeVar("_T")
 
 
@@ -85,6 +86,9 @@ class FakeRuntime:
         self._sandbox_names: dict[tuple[str, str, str, int], str] = {}
         self._container_names: dict[tuple[str, str, int], str] = {}
         self._by_sandbox: dict[str, set[str]] = {}
+        #: sandbox and container ids by their io.kubernetes.pod.uid label: the kubelet's
+        #: per-pod listings stay cheap with thousands of pods
+        self._uid_index: dict[str, set[str]] = {}
         self._processes: dict[str, _Process] = {}
         self._next_ip = 2
         self._free_ips: list[str] = []
@@ -131,6 +135,18 @@ class FakeRuntime:
 
     # -- lookups -----------------------------------------------------------------
 
+    def _index(self, labels: Mapping[str, str], object_id: str) -> None:
+        uid = labels.get(POD_UID_LABEL)
+        if uid is not None:
+            self._uid_index.setdefault(uid, set()).add(object_id)
+
+    def _unindex(self, labels: Mapping[str, str], object_id: str) -> None:
+        uid = labels.get(POD_UID_LABEL)
+        ids = self._uid_index.get(uid, set()) if uid is not None else set()
+        ids.discard(object_id)
+        if uid is not None and not ids:
+            self._uid_index.pop(uid, None)
+
     def _sandbox(self, sandbox_id: str) -> m.PodSandbox:
         found = _find(self._sandboxes, sandbox_id)
         if found is None:
@@ -169,6 +185,7 @@ class FakeRuntime:
         )
         self._sandbox_names[key] = sandbox_id
         self._by_sandbox[sandbox_id] = set()
+        self._index(spec.labels, sandbox_id)
         log.info(
             "sandbox %s for pod %s/%s is ready, ip %s",
             sandbox_id[:13],
@@ -213,6 +230,7 @@ class FakeRuntime:
         md = sandbox.metadata
         self._sandbox_names.pop((md.name, md.namespace, md.uid, md.attempt), None)
         self._by_sandbox.pop(sandbox.id, None)
+        self._unindex(sandbox.spec.labels, sandbox.id)
         del self._sandboxes[sandbox.id]
         log.info("sandbox %s removed", sandbox.id[:13])
 
@@ -220,9 +238,13 @@ class FakeRuntime:
         return self._sandbox(sandbox_id)
 
     async def list_pod_sandbox(self, filter: m.SandboxFilter) -> Sequence[m.PodSandbox]:
+        uid = filter.label_selector.get(POD_UID_LABEL)
         if filter.id:
             found = _find(self._sandboxes, filter.id)
             candidates: Sequence[m.PodSandbox] = [found] if found else []
+        elif uid is not None:
+            ids = self._uid_index.get(uid, set())
+            candidates = [self._sandboxes[i] for i in ids if i in self._sandboxes]
         else:
             candidates = list(self._sandboxes.values())
         return [
@@ -267,6 +289,7 @@ class FakeRuntime:
             await asyncio.to_thread(_touch_log, log_path)
         self._containers[container_id] = container
         self._container_names[key] = container_id
+        self._index(spec.labels, container_id)
         self._by_sandbox[sandbox.id].add(container_id)
         self._emit(container, m.ContainerEventType.CREATED)
         return container_id
@@ -492,6 +515,7 @@ class FakeRuntime:
             (container.sandbox_id, container.metadata.name, container.metadata.attempt), None
         )
         self._by_sandbox.get(container.sandbox_id, set()).discard(container.id)
+        self._unindex(container.spec.labels, container.id)
         del self._containers[container.id]
         self._emit(container, m.ContainerEventType.DELETED)
 
@@ -505,6 +529,9 @@ class FakeRuntime:
         elif filter.pod_sandbox_id:
             ids = self._by_sandbox.get(filter.pod_sandbox_id, set())
             candidates = [self._containers[i] for i in ids]
+        elif POD_UID_LABEL in filter.label_selector:
+            ids = self._uid_index.get(filter.label_selector[POD_UID_LABEL], set())
+            candidates = [self._containers[i] for i in ids if i in self._containers]
         else:
             candidates = list(self._containers.values())
         if filter.state is None and not filter.label_selector and not filter.pod_sandbox_id:
