@@ -99,10 +99,10 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def run(sizes: list[int], repeats: int, workdir: Path) -> None:
+def start_node(workdir: Path) -> subprocess.Popen[bytes]:
     manifests = workdir / "manifests"
     manifests.mkdir()
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -122,28 +122,29 @@ async def run(sizes: list[int], repeats: int, workdir: Path) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    try:
-        async with LocalClient(workdir / "root" / "kubelet.sock", timeout=120) as client:
-            await _wait_api(client)
-            print(f"{'pods':>6}  {'p50':>8}  {'p99':>8}  {'all running':>12}  {'kubelet RSS':>12}")
-            for size in sizes:
-                rounds = repeats if size == 1 else 1
-                latencies: list[float] = []
-                total = 0.0
-                for r in range(rounds):
-                    names = [f"p{size}-{r}-{i}" for i in range(size)]
-                    lat, took = await _round(client, manifests, names)
-                    latencies += lat
-                    total = max(total, took)
-                    rss = _rss_mib(proc.pid)
-                    await _cleanup(client, manifests)
-                print(
-                    f"{size:>6}  {statistics.median(latencies):7.3f}s  "
-                    f"{_pct(latencies, 0.99):7.3f}s  {total:11.3f}s  {rss:9.1f} MiB"
-                )
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+
+
+async def run(sizes: list[int], repeats: int, workdir: Path, pid: int) -> None:
+    manifests = workdir / "manifests"
+    async with LocalClient(workdir / "root" / "kubelet.sock", timeout=120) as client:
+        await _wait_api(client)
+        print(f"{'pods':>6}  {'p50':>8}  {'p99':>8}  {'all running':>12}  {'kubelet RSS':>12}")
+        for size in sizes:
+            rounds = repeats if size == 1 else 1
+            latencies: list[float] = []
+            total = 0.0
+            rss = 0.0
+            for r in range(rounds):
+                names = [f"p{size}-{r}-{i}" for i in range(size)]
+                lat, took = await _round(client, manifests, names)
+                latencies += lat
+                total = max(total, took)
+                rss = _rss_mib(pid)
+                await _cleanup(client, manifests)
+            print(
+                f"{size:>6}  {statistics.median(latencies):7.3f}s  "
+                f"{_pct(latencies, 0.99):7.3f}s  {total:11.3f}s  {rss:9.1f} MiB"
+            )
 
 
 def main() -> None:
@@ -152,9 +153,13 @@ def main() -> None:
     parser.add_argument("--single-repeats", type=int, default=20)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="mk-bench-kubelet-"))
+    proc = start_node(workdir)
     try:
-        asyncio.run(run([int(s) for s in args.sizes.split(",")], args.single_repeats, workdir))
+        sizes = [int(s) for s in args.sizes.split(",")]
+        asyncio.run(run(sizes, args.single_repeats, workdir, proc.pid))
     finally:
+        proc.terminate()
+        proc.wait(timeout=30)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
