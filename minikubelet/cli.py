@@ -92,6 +92,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             ("crash_loop_max", args.crash_loop_max),
             ("relist_period", args.relist_period),
             ("file_check_period", args.file_check_period),
+            ("container_log_max_size", args.container_log_max_size),
+            ("container_log_max_files", args.container_log_max_files),
+            ("container_log_monitor_interval", args.container_log_monitor_interval),
         )
         if value is not None
     }
@@ -220,6 +223,24 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="S",
         help="manifest directory resync (default 20)",
+    )
+    run.add_argument(
+        "--container-log-max-size",
+        type=int,
+        metavar="BYTES",
+        help="rotate a container's log beyond this size (default 10 MiB)",
+    )
+    run.add_argument(
+        "--container-log-max-files",
+        type=int,
+        metavar="N",
+        help="log files kept per container, the live one included (default 5)",
+    )
+    run.add_argument(
+        "--container-log-monitor-interval",
+        type=float,
+        metavar="S",
+        help="how often log sizes are checked (default 10)",
     )
     run.set_defaults(func=_cmd_run)
 

@@ -41,6 +41,7 @@ from minikubelet.events import WARNING, EventRecorder
 from minikubelet.images import ImageManager
 from minikubelet.kuberuntime.manager import KubeRuntimeManager
 from minikubelet.kuberuntime.podsetup import PodSetup
+from minikubelet.logrotate import ContainerLogManager
 from minikubelet.pleg import GenericPLEG, PodLifecycleEvent
 from minikubelet.podworkers import PodUpdate as WorkerUpdate
 from minikubelet.podworkers import PodWorkers, UpdateType, WorkerState
@@ -74,6 +75,9 @@ class KubeletConfig:
     image_backoff_initial: float = 10.0
     image_backoff_max: float = 300.0
     max_per_pod_container: int = 1
+    container_log_max_size: int = 10 * 1024 * 1024
+    container_log_max_files: int = 5
+    container_log_monitor_interval: float = 10.0
     serve_api: bool = True
     cgroup_parent: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -125,6 +129,12 @@ class Kubelet:
             hooks=self.setup,
         )
         self.pleg = GenericPLEG(self.runtime.list_pods, period=config.relist_period)
+        self.log_manager = ContainerLogManager(
+            cri,
+            max_size=config.container_log_max_size,
+            max_files=config.container_log_max_files,
+            interval=config.container_log_monitor_interval,
+        )
         self.pod_workers = PodWorkers(self, resync=config.resync)
         self.pod_config = PodConfig()
         self.file_source = (
@@ -179,6 +189,7 @@ class Kubelet:
             if self.url_source is not None:
                 tg.create_task(self.url_source.run(inbox), name="source-url")
             tg.create_task(self._housekeeping_loop(), name="housekeeping")
+            tg.create_task(self.log_manager.run(), name="container-log-rotation")
             if self.config.serve_api:
                 api = LocalAPI(self, self.config.api_socket)
                 tg.create_task(api.run(), name="local-api")

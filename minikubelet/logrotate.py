@@ -1,0 +1,118 @@
+"""Container log rotation, as the kubelet's container log manager does it.
+
+Every ``interval`` seconds each running container's log file is checked; one
+larger than ``max_size`` is renamed to ``<log>.<YYYYmmdd-HHMMSS>`` and the
+runtime is told to reopen its log (CRI ReopenContainerLog), so it writes a fresh
+file at the same path. Older rotated files are gzip-compressed (all but the
+newest) and only ``max_files`` files are kept in all, counting the live one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+from minikubelet.cri.client import CRIClient
+from minikubelet.cri.v1 import api_pb2 as pb
+from minikubelet.errors import CRIError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_SIZE = 10 * 1024 * 1024  # --container-log-max-size=10Mi
+DEFAULT_MAX_FILES = 5  # --container-log-max-files
+DEFAULT_INTERVAL = 10.0  # --container-log-monitor-interval
+TIMESTAMP_FORMAT = "%Y%m%d-%H%M%S"
+COMPRESS_SUFFIX = ".gz"
+TMP_SUFFIX = ".tmp"
+
+
+class ContainerLogManager:
+    def __init__(
+        self,
+        cri: CRIClient,
+        *,
+        max_size: int = DEFAULT_MAX_SIZE,
+        max_files: int = DEFAULT_MAX_FILES,
+        interval: float = DEFAULT_INTERVAL,
+    ) -> None:
+        if max_files < 2:
+            raise ValueError("container log max files must be at least 2")
+        self._cri = cri
+        self.max_size = max_size
+        self.max_files = max_files
+        self.interval = interval
+        self.rotations = 0
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.rotate_all()
+            except CRIError as exc:
+                log.warning("log rotation: listing containers failed: %s", exc)
+
+    async def rotate_all(self) -> None:
+        running = pb.ContainerFilter(state=pb.ContainerStateValue(state=pb.CONTAINER_RUNNING))
+        for container in await self._cri.list_containers(running):
+            try:
+                status = (await self._cri.container_status(container.id)).status
+            except CRIError:
+                continue  # gone meanwhile
+            if not status.log_path:
+                continue
+            path = Path(status.log_path)
+            try:
+                size = (await asyncio.to_thread(path.stat)).st_size
+            except FileNotFoundError:
+                # the runtime lost its file: ask it to make a new one
+                await self._reopen(container.id)
+                continue
+            if size > self.max_size:
+                await self.rotate(container.id, path)
+
+    async def rotate(self, container_id: str, path: Path) -> None:
+        await asyncio.to_thread(self._prepare, path)
+        rotated = path.with_name(f"{path.name}.{time.strftime(TIMESTAMP_FORMAT)}")
+        await asyncio.to_thread(os.rename, path, rotated)
+        if not await self._reopen(container_id):
+            await asyncio.to_thread(os.rename, rotated, path)  # keep logging where it was
+            return
+        self.rotations += 1
+        log.info("rotated %s (container %s)", path, container_id[:13])
+
+    async def _reopen(self, container_id: str) -> bool:
+        try:
+            await self._cri.reopen_container_log(container_id)
+        except CRIError as exc:
+            log.warning("ReopenContainerLog %s failed: %s", container_id[:13], exc)
+            return False
+        return True
+
+    def _prepare(self, path: Path) -> None:
+        """Drop leftovers and excess rotated files; compress all rotated but the newest."""
+        rotated = sorted(
+            p for p in path.parent.glob(f"{path.name}.*") if not p.name.endswith(TMP_SUFFIX)
+        )
+        for tmp in path.parent.glob(f"{path.name}.*{TMP_SUFFIX}"):
+            tmp.unlink(missing_ok=True)
+        # the live file and the one about to be rotated need two of the max_files places
+        excess = len(rotated) - (self.max_files - 2)
+        for old in rotated[: max(excess, 0)]:
+            old.unlink(missing_ok=True)
+        remaining = rotated[max(excess, 0) :]
+        for old in remaining:
+            if not old.name.endswith(COMPRESS_SUFFIX):
+                _compress(old)
+
+
+def _compress(path: Path) -> None:
+    tmp = path.with_name(path.name + COMPRESS_SUFFIX + TMP_SUFFIX)
+    with open(path, "rb") as src, gzip.open(tmp, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    os.rename(tmp, path.with_name(path.name + COMPRESS_SUFFIX))
+    path.unlink()
