@@ -298,6 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.cmd = [*args.cmd, *command]
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # one line per API call
     with contextlib.suppress(BrokenPipeError):
         result: int = args.func(args)
         return result
