@@ -151,6 +151,8 @@ def _client_command(args: argparse.Namespace) -> int:
                 return await commands.exec_(
                     client, args.pod, args.container, args.cmd, sys.stdout, sys.stderr
                 )
+            if args.command == "trace":
+                return await commands.trace(client, args.pod, args.follow, args.format, sys.stdout)
             return await commands.events(client, sys.stdout)
 
     try:
@@ -268,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     exec_.add_argument("-c", "--container")
     exec_.add_argument("cmd", nargs="*", help="-- COMMAND [ARGS...]")
     client_parser("events", "list the node's events")
+    trace = client_parser("trace", "the kubelet's CRI calls (kubelet -> runtime), as recorded")
+    trace.add_argument("--pod", help="only the calls about this pod (NAME or NAMESPACE/NAME)")
+    trace.add_argument("-f", "--follow", action="store_true", help="keep printing new calls")
+    trace.add_argument("--format", choices=["text", "jsonl", "mermaid"], default="text")
 
     demo = sub.add_parser(
         "demo",

@@ -304,3 +304,26 @@ async def events(client: LocalClient, out: TextIO, *, err: TextIO | None = None)
     rows = [EVENT_COLUMNS, *(_event_row(e, now) for e in items)]
     out.write(tabwrite("".join("\t".join(r) + "\n" for r in rows), minwidth=6, padding=3))
     return 0
+
+
+async def trace(
+    client: LocalClient,
+    pod: str | None,
+    follow: bool,
+    fmt: str,
+    out: TextIO,
+) -> int:
+    """``minikubelet trace``: the kubelet's CRI calls as text, JSON lines or a Mermaid diagram."""
+    from minikubelet.cri.trace import format_text, format_text_header, to_mermaid
+
+    records = client.trace(pod=pod, follow=follow and fmt != "mermaid")
+    if fmt == "mermaid":
+        collected = [r async for r in records]
+        out.write(to_mermaid(collected, title=f"pod {pod}" if pod else ""))
+        return 0
+    if fmt == "text":
+        out.write(format_text_header() + "\n")
+    async for rec in records:
+        out.write((rec.to_json() if fmt == "jsonl" else format_text(rec)) + "\n")
+        out.flush()
+    return 0

@@ -157,7 +157,7 @@ class Kubelet:
         self._rejected: dict[str, dict[str, Any]] = {}
         self.started = asyncio.Event()
         #: The CRI call trace, when the composition root records one (for the local API).
-        self.trace: TraceRecorder | None = None
+        self.trace_recorder: TraceRecorder | None = None
         self.synced_once = 0
 
     # -- running ---------------------------------------------------------------
@@ -380,6 +380,10 @@ class Kubelet:
                 "removing orphaned pod %s/%s uid=%s", runtime_pod.namespace, runtime_pod.name, uid
             )
             await self.runtime.remove_pod(uid)
+        for uid, pod in list(self._removed.items()):
+            # finished (Succeeded/Failed) before its source removed it: the worker ignored the kill
+            if self.pod_workers.state(uid) in (WorkerState.TERMINATED, None):
+                await self.sync_terminated_pod(pod)
         for uid in list(self.pod_workers.uids()):
             if uid not in self._pods and self.pod_workers.state(uid) is WorkerState.TERMINATED:
                 self.pod_workers.forget(uid)
@@ -517,6 +521,9 @@ class Kubelet:
                 "remove or edit its manifest to delete it"
             )
         self.pod_workers.update_pod(WorkerUpdate(found, UpdateType.KILL, grace_seconds))
+
+    def trace(self) -> TraceRecorder | None:
+        return self.trace_recorder
 
     def status(self) -> dict[str, Any]:
         phases: dict[str, int] = {}

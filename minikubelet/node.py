@@ -67,7 +67,7 @@ async def run_node(
         await cri.connect()
         stack.push_async_callback(cri.close)
         kubelet = Kubelet(config, cri)
-        kubelet.trace = recorder
+        kubelet.trace_recorder = recorder
         runtime_name = cri.version_info.runtime_name if cri.version_info else "?"
         print(
             f"minikubelet: node {config.node_name} on {runtime_name} ({endpoint}); "

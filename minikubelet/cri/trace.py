@@ -15,7 +15,7 @@ import json
 import os
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,7 +85,7 @@ class TraceRecorder:
 
     async def follow(
         self, *, pod: str | None = None, maxsize: int = 10_000
-    ) -> AsyncIterator[CallRecord]:
+    ) -> AsyncGenerator[CallRecord, None]:
         """New records as they arrive; a slow reader loses the oldest, never blocks callers."""
         queue: asyncio.Queue[CallRecord] = asyncio.Queue(maxsize=maxsize)
 
@@ -415,3 +415,39 @@ def _short(value: Any) -> str:
     if text.startswith("sha256:"):
         return text[:19]
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+_MERMAID_PARTICIPANTS = (
+    ("kubelet", "kubelet"),
+    ("RuntimeService", "RuntimeService"),
+    ("ImageService", "ImageService"),
+)
+
+
+def to_mermaid(records: Iterable[CallRecord], *, title: str = "") -> str:
+    """A Mermaid sequence diagram of the calls: kubelet -> RuntimeService / ImageService."""
+    lines = ["sequenceDiagram"]
+    if title:
+        lines.append(f"    title {title}")
+    for name, alias in _MERMAID_PARTICIPANTS:
+        lines.append(f"    participant {alias} as {name}")
+    for rec in records:
+        what = rec.container or ""
+        if rec.method in ("ExecSync",) and "cmd" in rec.details:
+            what = f"{what} {' '.join(rec.details['cmd'])}".strip()
+        elif rec.image and rec.service == "ImageService":
+            what = rec.image
+        label = f"{rec.method}({_mermaid_text(what)})" if what else rec.method
+        lines.append(f"    kubelet->>{rec.service}: {label}")
+        answer = rec.code
+        for key in ("state", "exit_code", "ip"):
+            if key in rec.details:
+                answer += f" {key}={rec.details[key]}"
+        if rec.method in ("RunPodSandbox", "CreateContainer") and rec.code == "OK":
+            answer += f" {(rec.container_id or rec.pod_sandbox_id)[:12]}"
+        lines.append(f"    {rec.service}-->>kubelet: {_mermaid_text(answer)}")
+    return "\n".join(lines) + "\n"
+
+
+def _mermaid_text(text: str) -> str:
+    return text.replace(";", ",").replace("#", "").replace("\n", " ")[:80]

@@ -161,6 +161,7 @@ class LocalAPI:
         app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self._container_logs)
         app.router.add_post("/exec/{namespace}/{pod}/{container}", self._exec)
         app.router.add_delete("/pods/{namespace}/{pod}", self._delete_pod)
+        app.router.add_get("/trace", self._trace)
         return app
 
     async def run(self) -> None:
@@ -234,6 +235,33 @@ class LocalAPI:
             "items": self.view.events(),
         }
         return web.json_response(body, dumps=_dumps)
+
+    async def _trace(self, request: web.Request) -> web.StreamResponse:
+        """The CRI calls as JSON lines: those kept so far, then (``follow``) new ones."""
+        recorder = self.view.trace()
+        if recorder is None:
+            raise errors.NotFound("this kubelet records no CRI trace")
+        pod = request.query.get("pod") or None
+        follow = _bool(request, "follow")
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        # subscribe before reading the ring, so no call falls between the two
+        updates = recorder.follow(pod=pod) if follow else None
+        try:
+            lines = [r.to_json() + "\n" for r in recorder.records(pod=pod)]
+            await response.write("".join(lines).encode())
+            if updates is not None:
+                async with contextlib.aclosing(updates):
+                    async for rec in updates:
+                        if self._closing.is_set():
+                            break
+                        await response.write((rec.to_json() + "\n").encode())
+        except ConnectionResetError:
+            log.debug("trace reader went away")
+            return response
+        await response.write_eof()
+        return response
 
     async def _status(self, request: web.Request) -> web.Response:
         return web.json_response(self.view.status(), dumps=_dumps)

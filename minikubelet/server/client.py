@@ -21,6 +21,7 @@ from typing import Any, Final, NamedTuple
 import aiohttp
 
 from minikubelet import errors
+from minikubelet.cri.trace import CallRecord
 
 #: The deadline of a call, in seconds.
 DEFAULT_TIMEOUT: Final = 30.0
@@ -184,6 +185,24 @@ class LocalClient:
             except aiohttp.ClientPayloadError:
                 raise KubeletUnreachable(
                     f"the kubelet on {self.socket_path} ended the log stream early"
+                ) from None
+
+    async def trace(
+        self, *, pod: str | None = None, follow: bool = False
+    ) -> AsyncGenerator[CallRecord, None]:
+        """The kubelet's recorded CRI calls (of one pod), then new ones with ``follow``."""
+        params = _params(pod=pod, follow=follow)
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.timeout, sock_read=None if follow else self.timeout
+        )
+        async with self._request("GET", "/trace", params=params, timeout=timeout) as response:
+            try:
+                async for line in response.content:
+                    if line.strip():
+                        yield CallRecord.from_json(line.decode())
+            except aiohttp.ClientPayloadError:
+                raise KubeletUnreachable(
+                    f"the kubelet on {self.socket_path} ended the trace stream early"
                 ) from None
 
     async def exec(

@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
+from minikubelet.cri.trace import TraceRecorder
+
 
 class NodeView(Protocol):
     node_name: str
@@ -48,4 +50,8 @@ class NodeView(Protocol):
 
     def status(self) -> dict[str, Any]:
         """Node summary: runtime name/version, pod counts."""
+        ...
+
+    def trace(self) -> TraceRecorder | None:
+        """The kubelet's CRI call trace, if it records one."""
         ...

@@ -19,6 +19,8 @@ import pytest
 import yaml
 
 from minikubelet import commands, errors
+from minikubelet.cri.trace import TraceRecorder
+from minikubelet.cri.v1 import api_pb2 as pb
 from minikubelet.crilog import format_line
 from minikubelet.server.api import LocalAPI, SocketInUse
 from minikubelet.server.client import KubeletUnreachable, LocalClient
@@ -77,6 +79,7 @@ class FakeNodeView:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.recorder = TraceRecorder()
         self.items = [
             _pod("default", "web", ["app", "sidecar"]),
             _pod("default", "solo", ["main"]),
@@ -87,6 +90,9 @@ class FakeNodeView:
 
     def pods(self) -> list[dict[str, Any]]:
         return copy.deepcopy(self.items)
+
+    def trace(self) -> TraceRecorder | None:
+        return self.recorder
 
     def rejected(self) -> list[dict[str, Any]]:
         return [
@@ -585,3 +591,45 @@ def test_split_name() -> None:
     for bad in ("/web", "ns/", "a/b/c"):
         with pytest.raises(errors.InvalidArgument):
             commands.split_name(bad)
+
+
+async def test_trace_lists_then_follows_calls(tmp_path: Path) -> None:
+    view = FakeNodeView(tmp_path)
+
+    def call(method: str, name: str) -> None:
+        config = pb.PodSandboxConfig(
+            metadata=pb.PodSandboxMetadata(name=name, namespace="default", uid=name)
+        )
+        view.recorder.record(
+            service="RuntimeService",
+            method=method,
+            request=pb.RunPodSandboxRequest(config=config),
+            response=None,
+            code="OK",
+            started=1.0,
+            duration_s=0.001,
+        )
+
+    call("RunPodSandbox", "web")
+    call("RunPodSandbox", "db")
+    async with (
+        serving(view, tmp_path / "kubelet.sock"),
+        LocalClient(tmp_path / "kubelet.sock") as client,
+    ):
+        kept = [r async for r in client.trace(pod="web")]
+        assert [(r.method, r.pod) for r in kept] == [("RunPodSandbox", "default/web")]
+
+        async def follow() -> list[str]:
+            seen = []
+            async for rec in client.trace(pod="web", follow=True):
+                seen.append(rec.method)
+                if len(seen) == 2:
+                    return seen
+            return seen
+
+        follower = asyncio.create_task(follow())
+        async with asyncio.timeout(5):
+            while not view.recorder._subscribers:  # noqa: ASYNC110 - the stream opens elsewhere
+                await asyncio.sleep(0.01)
+        call("StopPodSandbox", "web")
+        assert await asyncio.wait_for(follower, 5) == ["RunPodSandbox", "StopPodSandbox"]
