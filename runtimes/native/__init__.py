@@ -1,0 +1,1 @@
+"""The native runtime: images pulled and unpacked here, containers run by an OCI runtime."""

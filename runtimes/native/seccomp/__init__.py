@@ -1,0 +1,1 @@
+"""Seccomp for the native runtime: our RuntimeDefault profile (data) and Localhost profiles."""
