@@ -139,7 +139,10 @@ class Kubelet:
         self.pod_config = PodConfig()
         self.file_source = (
             FileSource(
-                config.manifests, node_name=config.node_name, period=config.file_check_period
+                config.manifests,
+                node_name=config.node_name,
+                period=config.file_check_period,
+                validate=Pod.from_dict,  # a pod that cannot be read is the file's fault
             )
             if config.manifests is not None
             else None
@@ -151,6 +154,7 @@ class Kubelet:
         )
         self._pods: dict[PodUID, Pod] = {}  # what the sources want
         self._removed: dict[PodUID, Pod] = {}  # gone from the sources, terminating
+        self._readded: dict[PodUID, Pod] = {}  # put back while terminating: runs again after
         self._deleted_at: dict[PodUID, float] = {}
         self._first_seen: dict[PodUID, float] = {}
         self._waiting: dict[PodUID, dict[str, tuple[str, str]]] = {}
@@ -229,16 +233,26 @@ class Kubelet:
                 pod = self._admit(raw)
                 if pod is None:
                     continue
+                if pod.uid in self._removed:
+                    # put back unchanged (same UID) before its old run is cleaned up: it
+                    # starts again once that is done, as the kubelet's restartRequested
+                    self._readded[pod.uid] = pod
+                    continue
                 self._pods[pod.uid] = pod
                 self._first_seen.setdefault(pod.uid, time.time())
-                self._removed.pop(pod.uid, None)
                 self.prober.add_pod(pod)
-                self.pod_workers.update_pod(WorkerUpdate(pod))
+                if update.op is PodOperation.ADD:  # a worker that terminated it makes way
+                    self.pod_workers.restart_pod(WorkerUpdate(pod))
+                else:
+                    self.pod_workers.update_pod(WorkerUpdate(pod))
         elif update.op in (PodOperation.REMOVE, PodOperation.DELETE):
             for raw in update.pods:
                 uid = PodUID(str(raw.get("metadata", {}).get("uid", "")))
                 pod = self._pods.pop(uid, None)
                 if pod is None:
+                    # a rejected pod gone from its source: its warning goes with it
+                    self._rejected.pop(str(raw.get("metadata", {}).get("name", "?")), None)
+                    self._readded.pop(uid, None)
                     continue
                 self._removed[uid] = pod
                 self._deleted_at[uid] = time.time()
@@ -355,6 +369,12 @@ class Kubelet:
             self._deleted_at.pop(pod.uid, None)
             self._first_seen.pop(pod.uid, None)
             self.pod_workers.forget(pod.uid)
+        readded = self._readded.pop(pod.uid, None)
+        if readded is not None:
+            self._pods[readded.uid] = readded
+            self._first_seen[readded.uid] = time.time()
+            self.prober.add_pod(readded)
+            self.pod_workers.restart_pod(WorkerUpdate(readded))
 
     def sync_failed(self, pod: Pod, error: Exception) -> None:
         self.recorder.pod_event(pod, WARNING, "FailedSync", f"error syncing pod: {error}")
@@ -379,6 +399,7 @@ class Kubelet:
             log.info(
                 "removing orphaned pod %s/%s uid=%s", runtime_pod.namespace, runtime_pod.name, uid
             )
+            await self.runtime.kill_orphan(uid)
             await self.runtime.remove_pod(uid)
         for uid, pod in list(self._removed.items()):
             # finished (Succeeded/Failed) before its source removed it: the worker ignored the kill

@@ -297,9 +297,9 @@ class KubeRuntimeManager:
         specs = {c.name: c for c in (*pod.spec.init_containers, *pod.spec.containers)}
 
         def check(name: str) -> bool:
-            cs = status.find_container_status_by_name(name)
+            cs = _latest_exited(status, name)
             spec = specs.get(name)
-            if cs is None or spec is None or cs.state is not ContainerState.EXITED:
+            if cs is None or spec is None:
                 return False
             return self.backoff.in_backoff_since(backoff_key(pod, spec), cs.finished_at / 1e9)
 
@@ -390,7 +390,7 @@ class KubeRuntimeManager:
         self, pod: Pod, container: Container, status: PodStatus, result: SyncResult
     ) -> None:
         key = backoff_key(pod, container)
-        cs = status.find_container_status_by_name(container.name)
+        cs = _latest_exited(status, container.name)
         finished = cs.finished_at / 1e9 if cs is not None else self.backoff.clock.now()
         delay = self.backoff.delay(key)
         message = (
@@ -455,6 +455,12 @@ class KubeRuntimeManager:
         except ImagePullError as exc:
             result.waiting[container.name] = (exc.reason, exc.message)
             result.errors.append(exc.message)
+            # as the kubelet's startContainer: "Error: ErrImagePull", "Error: ImagePullBackOff"
+            self.events.pod_event(
+                pod, WARNING, "Failed", f"Error: {exc.reason}", field_path=field_path
+            )
+            if exc.retry_at is not None:
+                result.retry_after(exc.retry_at)  # pull again once the back-off ends
             return False
         try:
             config = await self.configs.container_config(
@@ -466,8 +472,9 @@ class KubeRuntimeManager:
                 pod, WARNING, "Failed", f"Error: {exc.message}", field_path=field_path
             )
             return False
-        if previous is not None and previous.state is ContainerState.EXITED:
-            self.backoff.next(backoff_key(pod, container), previous.finished_at / 1e9)
+        exited = _latest_exited(status, container.name)
+        if exited is not None:
+            self.backoff.next(backoff_key(pod, container), exited.finished_at / 1e9)
         try:
             container_id = ContainerID(
                 await self.cri.create_container(sandbox_id, config, sandbox_config)
@@ -577,12 +584,15 @@ class KubeRuntimeManager:
         specs = {c.name: c for c in (*pod.spec.init_containers, *pod.spec.containers)}
         init_names = {c.name for c in pod.spec.init_containers}
         running = status.running_container_statuses()
+        started = time.monotonic()
         for group in (
             [c for c in running if c.name not in init_names],
             [c for c in running if c.name in init_names],
         ):
             if not group:
                 continue
+            # sidecars get what the regular containers left of the grace period (>= 2 s)
+            waited = int(time.monotonic() - started)
             async with asyncio.TaskGroup() as tg:
                 for cs in group:
                     spec = specs.get(cs.name)
@@ -591,6 +601,8 @@ class KubeRuntimeManager:
                         if grace_override is not None
                         else self._grace_period(pod, spec, KillReason.NONE)
                     )
+                    if grace > 0 and waited:
+                        grace = max(grace - waited, MINIMUM_GRACE_PERIOD)
                     self.events.pod_event(
                         pod,
                         NORMAL,
@@ -615,10 +627,55 @@ class KubeRuntimeManager:
                         exc,
                     )
 
-    async def remove_pod(self, uid: PodUID) -> None:
-        """Remove every container and sandbox of a terminated pod, and its volumes."""
+    async def kill_orphan(self, uid: PodUID) -> None:
+        """Stop the running containers of a pod no source wants any more, though the kubelet
+        has no spec for it (it was restarted meanwhile): the grace period and an exec preStop
+        come from the container's annotations, as the kubelet restores them."""
         selector = {kl.POD_UID_LABEL: str(uid)}
-        for c in await self.cri.list_containers(pb.ContainerFilter(label_selector=selector)):
+        running = pb.ContainerFilter(
+            label_selector=selector, state=pb.ContainerStateValue(state=pb.CONTAINER_RUNNING)
+        )
+
+        async def stop(container_id: str) -> None:
+            try:
+                status = (await self.cri.container_status(container_id)).status
+            except NotFound:
+                return
+            info = kl.container_info_from_annotations({**status.labels, **status.annotations})
+            grace = info.pod_deletion_grace_period
+            if grace is None:
+                grace = info.pod_termination_grace_period or 30
+            started = time.monotonic()
+            command = ((info.pre_stop_handler or {}).get("exec") or {}).get("command")
+            if grace > 0 and isinstance(command, list) and command:
+                with contextlib.suppress(CRIError):
+                    await self.cri.exec_sync(container_id, [str(c) for c in command], grace)
+            remaining = grace - int(time.monotonic() - started)
+            with contextlib.suppress(NotFound):
+                await self.cri.stop_container(
+                    container_id, max(remaining, MINIMUM_GRACE_PERIOD) if grace > 0 else 0
+                )
+
+        containers = await self.cri.list_containers(running)
+        async with asyncio.TaskGroup() as tg:
+            for c in containers:
+                tg.create_task(stop(c.id), name=f"stop-orphan-{c.id[:13]}")
+
+    async def remove_pod(self, uid: PodUID) -> None:
+        """Remove every container and sandbox of a terminated pod, and its volumes.
+
+        What still runs belongs to an orphan (its pod went while the kubelet was away): it
+        is stopped first as the kubelet kills orphans, with a grace period of 1 s raised to
+        the 2 s minimum, rather than removed (SIGKILLed) outright.
+        """
+        selector = {kl.POD_UID_LABEL: str(uid)}
+        containers = await self.cri.list_containers(pb.ContainerFilter(label_selector=selector))
+        running = [c for c in containers if c.state == pb.CONTAINER_RUNNING]
+        if running:
+            async with asyncio.TaskGroup() as tg:
+                for c in running:
+                    tg.create_task(self._stop_orphan(uid, c), name=f"stop-orphan-{c.id[:13]}")
+        for c in containers:
             with contextlib.suppress(NotFound):
                 await self.cri.remove_container(c.id)
         for s in await self.cri.list_pod_sandbox(pb.PodSandboxFilter(label_selector=selector)):
@@ -626,6 +683,26 @@ class KubeRuntimeManager:
                 await self.cri.stop_pod_sandbox(s.id)
                 await self.cri.remove_pod_sandbox(s.id)
         await self.configs.cleanup_pod(uid)
+
+    async def _stop_orphan(self, uid: PodUID, container: pb.Container) -> None:
+        name = container.labels.get(kl.CONTAINER_NAME_LABEL, container.metadata.name)
+        log.info("uid=%s: stopping orphaned container %s (%s)", uid, name, container.id[:13])
+        try:
+            await self.cri.stop_container(container.id, MINIMUM_GRACE_PERIOD)
+        except NotFound:
+            pass
+        except CRIError as exc:
+            log.warning("uid=%s: stopping orphaned container %s failed: %s", uid, name, exc)
+
+
+def _latest_exited(status: PodStatus, name: str) -> ContainerStatus | None:
+    """The newest instance of ``name`` that exited: the kubelet's back-off counts from its
+    finish, also when a newer instance is still running (killed for a failed liveness probe
+    and started again in the same sync, it would otherwise never back off)."""
+    for cs in status.container_statuses_newest_first():
+        if cs.name == name and cs.state is ContainerState.EXITED:
+            return cs
+    return None
 
 
 def _human(seconds: float) -> str:
