@@ -20,12 +20,14 @@ INVALID_IMAGE_NAME: Final = "InvalidImageName"
 
 
 class ImagePullError(Exception):
-    """The container cannot start for want of its image; ``reason`` is the waiting reason."""
+    """The container cannot start for want of its image; ``reason`` is the waiting reason,
+    ``retry_at`` when the pull back-off ends (epoch seconds) if a retry is due then."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, retry_at: float | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+        self.retry_at = retry_at
 
 
 def with_default_tag(image: str) -> str:
@@ -76,7 +78,7 @@ class ImageManager:
         if self._backoff.in_backoff_since_update(key):
             message = f'Back-off pulling image "{image}"'
             self._events.pod_event(pod, NORMAL, "BackOff", message, field_path=field_path)
-            raise ImagePullError(IMAGE_PULL_BACKOFF, message)
+            raise ImagePullError(IMAGE_PULL_BACKOFF, message, self._backoff.ends_at(key))
         self._events.pod_event(
             pod, NORMAL, "Pulling", f'Pulling image "{image}"', field_path=field_path
         )
@@ -84,13 +86,11 @@ class ImageManager:
         try:
             image_ref = await self._cri.pull_image(image, sandbox_config=sandbox_config)
         except CRIError as exc:
-            self._backoff.next(key, self._backoff.clock.now())
+            failed_at = self._backoff.clock.now()
+            delay = self._backoff.next(key, failed_at)
             message = f'Failed to pull image "{image}": {exc.message}'
             self._events.pod_event(pod, WARNING, "Failed", message, field_path=field_path)
-            self._events.pod_event(
-                pod, WARNING, "Failed", f"Error: {ERR_IMAGE_PULL}", field_path=field_path
-            )
-            raise ImagePullError(ERR_IMAGE_PULL, message) from None
+            raise ImagePullError(ERR_IMAGE_PULL, message, failed_at + delay) from None
         self._backoff.reset(key)
         took = time.monotonic() - started
         size = ""

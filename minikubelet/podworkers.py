@@ -67,6 +67,8 @@ class _Worker:
     task: asyncio.Task[None] | None = None
     grace_period: int | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The pod came back under the same UID while this worker terminated it: run it again after.
+    restart: PodUpdate | None = None
 
 
 class PodWorkers:
@@ -110,6 +112,25 @@ class PodWorkers:
             worker.grace_period = update.grace_period
         worker.pending = update
         worker.wake.set()
+
+    def restart_pod(self, update: PodUpdate) -> None:
+        """Run ``update.pod`` again although its UID's worker was told to stop (a static pod
+        removed and put back unchanged keeps its UID, as the kubelet's ``restartRequested``).
+
+        A finished worker is dropped and a new one starts; a worker terminating (or about
+        to) finishes first, then the new one starts.
+        """
+        uid = update.pod.uid
+        worker = self._workers.get(uid)
+        if worker is not None and (
+            worker.state is WorkerState.TERMINATING
+            or (worker.pending is not None and worker.pending.type is UpdateType.KILL)
+        ):
+            worker.restart = update
+            return
+        if worker is not None and worker.state is WorkerState.TERMINATED:
+            del self._workers[uid]
+        self.update_pod(update)
 
     def state(self, uid: PodUID) -> WorkerState | None:
         worker = self._workers.get(uid)
@@ -174,3 +195,7 @@ class PodWorkers:
         worker.done.set()
         if self.on_terminated is not None:
             self.on_terminated(pod)
+        restart, worker.restart = worker.restart, None
+        if restart is not None and self._workers.get(pod.uid) is worker:
+            del self._workers[pod.uid]
+            self.update_pod(restart)

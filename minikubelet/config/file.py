@@ -68,13 +68,24 @@ class FileSource:
     """Watches ``path`` and sends ``SET`` snapshots of its pods.
 
     Constructing one has no side effects; :meth:`run` does the work. ``errors`` holds, after
-    each listing, the manifests that could not be used, for callers to show.
+    each listing, the manifests that could not be used, for callers to show. ``validate``, when
+    given, checks each defaulted pod further (the kubelet's typed reading of it); a
+    ``ValueError`` it raises rejects that file like a decoding error, as the kubelet's file
+    source drops a pod that fails validation and names the file.
     """
 
-    def __init__(self, path: Path, *, node_name: str, period: float = 20.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        node_name: str,
+        period: float = 20.0,
+        validate: Callable[[Pod], object] | None = None,
+    ) -> None:
         self.path = path
         self.node_name = node_name
         self.period = period
+        self.validate = validate
         self.errors: dict[Path, ManifestError] = {}
         self._watching_dir = True
 
@@ -188,6 +199,12 @@ class FileSource:
         except OSError as exc:
             raise ManifestError(str(path), None, f"can't read: {exc.strerror or exc}") from exc
         (pod,) = decode_manifest(data, str(path))
-        return apply_static_defaults(
+        pod = apply_static_defaults(
             pod, node_name=self.node_name, source=FILE_SOURCE, source_path=str(path)
         )
+        if self.validate is not None:
+            try:
+                self.validate(pod)
+            except ValueError as exc:
+                raise ManifestError(str(path), None, str(exc)) from None
+        return pod

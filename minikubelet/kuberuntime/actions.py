@@ -375,38 +375,42 @@ def _plan_in_sandbox(pod: Pod, status: PodStatus, plan: _Plan, probes: _Probes) 
                     plan.kill(
                         current,
                         container,
-                        f"container {name} is in an unknown state: "
-                        "stopping it before it is started again",
+                        'Container is in "unknown" state, try killing it before restart',
                         KillReason.UNKNOWN,
                     )
             else:
                 plan.reasons.append(_no_restart_reason(container, current, pod))
             continue
 
+        # ``message`` is the kubelet's own (the Killing event shows it); ``why`` is for the log
         restart = should_restart_on_failure(pod)
         if container_changed(container, current):
-            message = (
+            message = f"Container {name} definition changed"
+            why = (
                 f"container {name}'s spec changed "
                 f"(hash {current.hash or '-'} -> {hash_container(container)})"
             )
             reason = KillReason.NONE
             restart = True
         elif name in probes.liveness_failed:
-            message = f"container {name} failed its liveness probe"
+            message = f"Container {name} failed liveness probe"
+            why = f"container {name} failed its liveness probe"
             reason = KillReason.LIVENESS_PROBE
         elif name in probes.startup_failed:
-            message = f"container {name} failed its startup probe"
+            message = f"Container {name} failed startup probe"
+            why = f"container {name} failed its startup probe"
             reason = KillReason.STARTUP_PROBE
         else:
             keep += 1
             continue
         if restart:
-            message += "; it will be started again"
+            message += ", will be restarted"
+            why += "; it will be started again"
             plan.to_start.append(idx)
         else:
-            message += "; restartPolicy Never keeps it stopped"
+            why += "; restartPolicy Never keeps it stopped"
         plan.kill(current, container, message, reason)
-        plan.reasons.append(message)
+        plan.reasons.append(why)
 
     if keep == 0 and not plan.to_start:
         plan.kill_pod = True
@@ -540,7 +544,13 @@ def _plan_init_containers(pod: Pod, status: PodStatus, plan: _Plan, probes: _Pro
                     "Never: the pod has failed, killing it"
                 )
                 return False
-            plan.kill(current, container, message, KillReason.UNKNOWN, init=True)
+            plan.kill(
+                current,
+                container,
+                'Init container is in "unknown" state, try killing it before restart',
+                KillReason.UNKNOWN,
+                init=True,
+            )
             plan.init_to_start.append(i)
             reasons.append(message)
 
@@ -570,7 +580,8 @@ def _plan_running_sidecar(
     if container.startup_probe is not None:
         if name in probes.startup_failed:
             message = f"sidecar {name} failed its startup probe; it will be started again"
-            plan.kill(current, container, message, KillReason.STARTUP_PROBE, init=True)
+            killing = f"Init container {name} failed startup probe"
+            plan.kill(current, container, killing, KillReason.STARTUP_PROBE, init=True)
             plan.init_to_start.append(i)
             reasons.append(message)
             return False
@@ -584,12 +595,13 @@ def _plan_running_sidecar(
 
     if container_changed(container, current):
         message = f"sidecar {name}'s spec changed; it will be started again"
-        plan.kill(current, container, message, init=True)
+        plan.kill(current, container, f"Init container {name} definition changed", init=True)
         plan.init_to_start.append(i)
         reasons.append(message)
     elif container.liveness_probe is not None and name in probes.liveness_failed:
         message = f"sidecar {name} failed its liveness probe; it will be started again"
-        plan.kill(current, container, message, KillReason.LIVENESS_PROBE, init=True)
+        killing = f"Init container {name} failed liveness probe"
+        plan.kill(current, container, killing, KillReason.LIVENESS_PROBE, init=True)
         plan.init_to_start.append(i)
         reasons.append(message)
     return True

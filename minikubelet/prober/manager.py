@@ -31,7 +31,8 @@ Follows the kubelet's ``pkg/kubelet/prober`` (``prober_manager.go``, ``worker.go
   yet and a readiness worker present the container is not ready, and that worker is
   triggered at once (``UpdatePodStatus``'s manual run). The same trigger fires when a
   container's startup probe succeeds and when a new container ID arrives, so the new
-  instance does not wait a whole period for its first round.
+  instance does not wait a whole period for its readiness; its liveness and startup
+  probes keep to their ticker.
 
 Time comes from an injectable :class:`Clock`, so tests run in virtual time. Every
 worker is a task of the :class:`asyncio.TaskGroup` that :meth:`ProbeManager.run` owns;
@@ -273,6 +274,11 @@ class ProbeManager:
             self._owners[new_id] = key
             if not changed:
                 return
+            # A new instance is asked about readiness at once (UpdatePodStatus' manual run);
+            # liveness and startup wait for their ticker, as the kubelet's workers do: a
+            # failing liveness probe never kills a container the moment it starts.
+            self._trigger(ProbeKey(pod.uid, container_name, ProbeType.READINESS))
+            return
         for probe_type in ProbeType:
             self._trigger(ProbeKey(pod.uid, container_name, probe_type))
 

@@ -612,21 +612,27 @@ def test_case_ids_are_unique_and_the_table_is_large() -> None:
     assert len(ids) >= 25
 
 
-def test_kill_messages_say_what_happens_next() -> None:
+def test_kill_messages_are_the_kubelets() -> None:
+    """The message is what the Killing event says, worded as the kubelet words it."""
     changed = next(c for c in CASES if c.id == "hash-changed-killed-and-restarted")
-    info = _compute(changed).containers_to_kill[ContainerID("app#1")]
-    assert "spec changed" in info.message and "started again" in info.message
+    actions = _compute(changed)
+    info = actions.containers_to_kill[ContainerID("app#1")]
+    assert info.message == "Container app definition changed, will be restarted"
     assert info.container is not None and info.container.name == "app"
+    assert any("spec changed" in r and "started again" in r for r in actions.reasons)
 
     never = next(c for c in CASES if c.id == "liveness-failure-under-never-killed-not-restarted")
-    info = _compute(never).containers_to_kill[ContainerID("app#1")]
-    assert "liveness" in info.message and "Never" in info.message
+    actions = _compute(never)
+    info = actions.containers_to_kill[ContainerID("app#1")]
+    assert info.message == "Container app failed liveness probe"
+    assert any("liveness" in r and "Never" in r for r in actions.reasons)
 
 
 def test_sidecar_kill_is_marked_as_init() -> None:
     case = next(c for c in CASES if c.id == "sidecar-hash-changed-killed-and-restarted")
     info = _compute(case).containers_to_kill[ContainerID("proxy#1")]
     assert info.init and info.reason is KillReason.NONE
+    assert info.message == "Init container proxy definition changed"
 
 
 def test_reasons_follow_spec_order_for_init_containers() -> None:

@@ -123,3 +123,39 @@ async def test_terminal_pod_terminates_itself_and_errors_are_reported(
     await until(syncer, lambda: ("failed", "d", "boom") in syncer.calls)
     w.update_pod(PodUpdate(make_pod("d")))  # the worker is still alive
     await until(syncer, lambda: syncer.calls.count(("sync", "d", "busybox:1")) == 2)
+
+
+async def test_a_pod_put_back_under_its_uid_runs_again_after_terminating(
+    workers: tuple[PodWorkers, Syncer],
+) -> None:
+    w, syncer = workers
+    pod = make_pod("e", "img:1")
+    w.update_pod(PodUpdate(pod))
+    await until(syncer, lambda: ("sync", "e", "img:1") in syncer.calls)
+    syncer.gate.clear()  # the terminating sync is not gated; later syncs wait
+    syncer.entered.clear()
+    w.update_pod(PodUpdate(pod, UpdateType.KILL))
+    w.restart_pod(PodUpdate(make_pod("e", "img:2")))  # while terminating: it waits its turn
+    await until(syncer, lambda: ("terminated", "e", "") in syncer.calls)
+    await syncer.entered.wait()
+    assert w.state(pod.uid) is WorkerState.SYNCING
+    syncer.gate.set()
+    await until(syncer, lambda: ("sync", "e", "img:2") in syncer.calls)
+    kinds = [k for k, uid, _ in syncer.calls if uid == "e"]
+    assert kinds == ["sync", "terminating", "terminated", "sync"]
+
+
+async def test_a_finished_worker_makes_way_for_a_restart(
+    workers: tuple[PodWorkers, Syncer],
+) -> None:
+    w, syncer = workers
+    syncer.terminal.add("f")
+    w.update_pod(PodUpdate(make_pod("f")))
+    await w.wait_terminated("f")  # type: ignore[arg-type]
+    w.update_pod(PodUpdate(make_pod("f")))  # a plain sync leaves a finished pod alone
+    await settle()
+    assert [k for k, *_ in syncer.calls] == ["sync", "terminating", "terminated"]
+    syncer.terminal.discard("f")
+    w.restart_pod(PodUpdate(make_pod("f", "img:3")))
+    await until(syncer, lambda: ("sync", "f", "img:3") in syncer.calls)
+    assert w.state("f") is WorkerState.SYNCING  # type: ignore[arg-type]

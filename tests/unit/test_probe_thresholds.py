@@ -215,6 +215,9 @@ async def test_liveness_fails_at_the_failure_threshold_then_holds() -> None:
         assert h.manager.liveness_failed(UID) == set()
         h.manager.update_container(pod, "app", "c2", started_at=h.clock.now())
         await h.clock.advance(0)
+        # the new instance waits for the next tick, as the kubelet's liveness worker does
+        assert runner.count("alive") == 3
+        await h.clock.advance(10)
         assert h.result(ProbeType.LIVENESS, "c1") is None
         assert h.result(ProbeType.LIVENESS, "c2") is Result.SUCCESS
         assert runner.count("alive") == 4
