@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 BUSYBOX_PATH = Path("/bin/busybox")
 PAUSE_SOURCE = Path(__file__).with_name("pause.c")
@@ -57,6 +58,8 @@ class _Entry:
     mode: int
     data: bytes = b""
     target: str = ""
+    uid: int = 0
+    gid: int = 0
 
 
 def oci_arch(machine: str | None = None) -> str:
@@ -87,8 +90,9 @@ def _layer_tar(entries: Iterable[_Entry]) -> bytes:
             entry = by_path[path]
             info = tarfile.TarInfo(path)
             info.mtime = _FIXED_MTIME
-            info.uid = info.gid = 0
-            info.uname = info.gname = "root"
+            info.uid, info.gid = entry.uid, entry.gid
+            info.uname = "root" if entry.uid == 0 else ""
+            info.gname = "root" if entry.gid == 0 else ""
             info.mode = entry.mode
             if entry.kind == "dir":
                 info.type = tarfile.DIRTYPE
@@ -294,8 +298,18 @@ def build_pause_image(cache_dir: Path, tag: str = "3.9") -> OciImage:
     return _cached_build(cache_dir, "pause", tag, key, build)
 
 
-def push_image(image: OciImage, registry_host: str, name: str, tag: str | None = None) -> str:
-    """Push ``image`` to a plain-HTTP registry with skopeo; return the full reference."""
+def push_image(
+    image: OciImage,
+    registry_host: str,
+    name: str,
+    tag: str | None = None,
+    *,
+    all_images: bool = False,
+) -> str:
+    """Push ``image`` to a plain-HTTP registry with skopeo; return the full reference.
+
+    ``all_images`` pushes every manifest of an image index (``skopeo copy --all``).
+    """
     skopeo = shutil.which("skopeo")
     if skopeo is None:
         raise ImageBuildError("skopeo not found (Debian package skopeo)")
@@ -305,6 +319,7 @@ def push_image(image: OciImage, registry_host: str, name: str, tag: str | None =
         "--insecure-policy",
         "copy",
         "--quiet",
+        *(["--all"] if all_images else []),
         "--preserve-digests",
         "--dest-tls-verify=false",
         "--dest-no-creds",
@@ -315,3 +330,224 @@ def push_image(image: OciImage, registry_host: str, name: str, tag: str | None =
     if proc.returncode != 0:
         raise ImageBuildError(f"skopeo copy to {ref} failed:\n{proc.stderr.strip()}")
     return ref
+
+
+# -- images for the native runtime's image tests: layers, whiteouts, users, indexes ----
+
+MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
+MEDIA_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+MEDIA_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
+#: An architecture no test host has: the other half of the multi-platform index.
+OTHER_ARCH = "s390x"
+
+
+def whiteout(path: str) -> _Entry:
+    """An OCI whiteout entry deleting ``path`` (``dir/.wh.name``)."""
+    parent, _, name = path.rpartition("/")
+    return _Entry(f"{parent}/.wh.{name}" if parent else f".wh.{name}", "file", 0o644)
+
+
+def opaque(directory: str) -> _Entry:
+    """The OCI opaque marker: ``directory`` hides everything the layers below put in it."""
+    return _Entry(f"{directory.rstrip('/')}/.wh..wh..opq", "file", 0o644)
+
+
+def _compress(tar_bytes: bytes, compression: str) -> tuple[bytes, str]:
+    if compression == "gzip":
+        return _gzip(tar_bytes), MEDIA_LAYER_GZIP
+    if compression == "zstd":
+        import zstandard
+
+        return zstandard.ZstdCompressor(level=3).compress(tar_bytes), MEDIA_LAYER_ZSTD
+    if compression == "none":
+        return tar_bytes, MEDIA_LAYER_TAR
+    raise ImageBuildError(f"unknown compression {compression!r}")
+
+
+def _layout_blob(layout: Path, digest: str) -> bytes:
+    return (layout / "blobs" / "sha256" / digest.removeprefix("sha256:")).read_bytes()
+
+
+def _read_image(image: OciImage) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The manifest and the config of a one-image layout."""
+    manifest = json.loads(_layout_blob(image.layout, image.manifest_digest))
+    config = json.loads(_layout_blob(image.layout, manifest["config"]["digest"]))
+    return manifest, config
+
+
+def _write_blobs(dest: Path, blobs: Iterable[bytes]) -> None:
+    root = dest / "blobs" / "sha256"
+    root.mkdir(parents=True, exist_ok=True)
+    for blob in blobs:
+        (root / hashlib.sha256(blob).hexdigest()).write_bytes(blob)
+    (dest / "oci-layout").write_bytes(_canonical_json({"imageLayoutVersion": "1.0.0"}))
+
+
+def _write_index_json(dest: Path, tag: str, media_type: str, blob: bytes) -> str:
+    digest = _sha256(blob)
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": media_type,
+                "digest": digest,
+                "size": len(blob),
+                "annotations": {REF_NAME_ANNOTATION: tag},
+            }
+        ],
+    }
+    (dest / "index.json").write_bytes(_canonical_json(index))
+    return digest
+
+
+def _write_stacked(
+    dest: Path,
+    tag: str,
+    base: OciImage,
+    layers: list[tuple[list[_Entry], str]],
+    config_changes: dict[str, object],
+) -> OciImage:
+    """``base``'s layers (same blobs, so shared) plus ``layers`` (entries, compression)."""
+    base_manifest, base_config = _read_image(base)
+    manifest_layers = list(base_manifest["layers"])
+    rootfs = dict(base_config["rootfs"])
+    diff_ids = list(rootfs["diff_ids"])
+    blobs = [_layout_blob(base.layout, str(d["digest"])) for d in manifest_layers]
+    for entries, compression in layers:
+        tar_bytes = _layer_tar(entries)
+        blob, media_type = _compress(tar_bytes, compression)
+        blobs.append(blob)
+        diff_ids.append(_sha256(tar_bytes))
+        manifest_layers.append(
+            {"mediaType": media_type, "digest": _sha256(blob), "size": len(blob)}
+        )
+    config = dict(base_config)
+    config["config"] = {**base_config["config"], **config_changes}
+    config["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
+    config_bytes = _canonical_json(config)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MEDIA_MANIFEST,
+        "config": {
+            "mediaType": MEDIA_CONFIG,
+            "digest": _sha256(config_bytes),
+            "size": len(config_bytes),
+        },
+        "layers": manifest_layers,
+    }
+    manifest_bytes = _canonical_json(manifest)
+    _write_blobs(dest, [*blobs, config_bytes, manifest_bytes])
+    digest = _write_index_json(dest, tag, MEDIA_MANIFEST, manifest_bytes)
+    return OciImage(layout=dest, tag=tag, manifest_digest=digest)
+
+
+def build_whiteout_image(cache_dir: Path, base: OciImage, tag: str = "1") -> OciImage:
+    """``base`` plus two layers that only stack right with whiteouts and an opaque dir.
+
+    Layer 1 (zstd) adds ``/etc/a`` and ``/data/x``; layer 2 (an uncompressed tar)
+    deletes ``/etc/a`` and makes ``/data`` opaque with ``/data/y`` in it. Merged,
+    ``/etc/a`` is gone and ``/data`` holds only ``y``. The base layers are
+    ``base``'s own blobs, so the two images share them.
+    """
+    layers = [
+        ([_Entry("etc/a", "file", 0o644, b"a\n"), _Entry("data/x", "file", 0o644, b"x\n")], "zstd"),
+        ([whiteout("etc/a"), opaque("data"), _Entry("data/y", "file", 0o644, b"y\n")], "none"),
+    ]
+    key = [b"whiteout", tag.encode(), base.manifest_digest.encode()]
+    build = functools.partial(_write_stacked, tag=tag, base=base, layers=layers, config_changes={})
+    return _cached_build(cache_dir, "whiteout", tag, key, build)
+
+
+USER_PASSWD = _PASSWD + "app:x:1000:1000:app:/home/app:/bin/sh\n"
+USER_GROUP = _GROUP + "app:x:1000:\naudio:x:29:app\nstaff:x:50:root,app\n"
+
+
+def build_user_image(cache_dir: Path, base: OciImage, tag: str = "1") -> OciImage:
+    """``base`` plus a layer with user ``app`` (1000:1000, also in groups audio and staff).
+
+    The config says ``USER app`` and ``WORKDIR /home/app``.
+    """
+    layers = [
+        (
+            [
+                _Entry("etc/passwd", "file", 0o644, USER_PASSWD.encode()),
+                _Entry("etc/group", "file", 0o644, USER_GROUP.encode()),
+                _Entry("home/app", "dir", 0o750, uid=1000, gid=1000),
+            ],
+            "gzip",
+        )
+    ]
+    changes: dict[str, object] = {"User": "app", "WorkingDir": "/home/app"}
+    key = [b"user", tag.encode(), base.manifest_digest.encode()]
+    build = functools.partial(
+        _write_stacked, tag=tag, base=base, layers=layers, config_changes=changes
+    )
+    return _cached_build(cache_dir, "user", tag, key, build)
+
+
+def _write_index(dest: Path, tag: str, base: OciImage, other_arch: str) -> OciImage:
+    base_manifest, _ = _read_image(base)
+    base_bytes = _layout_blob(base.layout, base.manifest_digest)
+    blobs = [base_bytes, _layout_blob(base.layout, str(base_manifest["config"]["digest"]))]
+    blobs += [_layout_blob(base.layout, str(d["digest"])) for d in base_manifest["layers"]]
+    # the other platform: a one-file image that no host here could run
+    tar_bytes = _layer_tar([_Entry("other-arch", "file", 0o644, other_arch.encode())])
+    layer = _gzip(tar_bytes)
+    other_config = _canonical_json(
+        {
+            "created": _CREATED,
+            "architecture": other_arch,
+            "os": "linux",
+            "config": {"Cmd": ["/other-arch"]},
+            "rootfs": {"type": "layers", "diff_ids": [_sha256(tar_bytes)]},
+        }
+    )
+    other_manifest = _canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_MANIFEST,
+            "config": {
+                "mediaType": MEDIA_CONFIG,
+                "digest": _sha256(other_config),
+                "size": len(other_config),
+            },
+            "layers": [
+                {"mediaType": MEDIA_LAYER_GZIP, "digest": _sha256(layer), "size": len(layer)}
+            ],
+        }
+    )
+    index = _canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_INDEX,
+            "manifests": [
+                {
+                    "mediaType": MEDIA_MANIFEST,
+                    "digest": _sha256(other_manifest),
+                    "size": len(other_manifest),
+                    "platform": {"architecture": other_arch, "os": "linux"},
+                },
+                {
+                    "mediaType": MEDIA_MANIFEST,
+                    "digest": base.manifest_digest,
+                    "size": len(base_bytes),
+                    "platform": {"architecture": oci_arch(), "os": "linux"},
+                },
+            ],
+        }
+    )
+    _write_blobs(dest, [*blobs, layer, other_config, other_manifest, index])
+    digest = _write_index_json(dest, tag, MEDIA_INDEX, index)
+    return OciImage(layout=dest, tag=tag, manifest_digest=digest)
+
+
+def build_index_image(cache_dir: Path, base: OciImage, tag: str = "multi") -> OciImage:
+    """A multi-platform image index: ``base`` for this host's architecture and a fake
+    image for :data:`OTHER_ARCH` (listed first, so picking the first entry is wrong).
+
+    ``manifest_digest`` of the result is the index's digest; push it with ``all_images``.
+    """
+    other = OTHER_ARCH if oci_arch() != OTHER_ARCH else "ppc64le"
+    key = [b"index", tag.encode(), base.manifest_digest.encode(), other.encode()]
+    build = functools.partial(_write_index, tag=tag, base=base, other_arch=other)
+    return _cached_build(cache_dir, "index", tag, key, build)

@@ -1,0 +1,712 @@
+"""The native runtime's CRI semantics: sandboxes and containers on runc, as CRI-O runs them.
+
+A sandbox is a set of pinned namespaces (network through CNI, IPC, UTS, and a
+shared PID namespace when the pod asks for one), a /dev/shm tmpfs, and its
+resolv.conf, hostname and hosts files. A container is an overlay rootfs over the
+image's layers, an OCI bundle generated from the CRI config, and a runc process
+supervised by conmon, so it outlives this server. Every change is written to
+the state store before the reply; on start the server reads it back and asks
+runc and conmon what happened meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from minikubelet.errors import (
+    AlreadyExists,
+    CRIError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from runtimes.base import model as m
+from runtimes.native.images.service import NativeImages
+from runtimes.native.namespaces import NamespaceManager
+from runtimes.native.network import files as sandbox_files
+from runtimes.native.network.cni import CNIManager
+from runtimes.native.oci import spec as oci_spec
+from runtimes.native.oci.host import spec_defaults
+from runtimes.native.oci.runtime import ContainerHandle, OCIRuntime
+from runtimes.native.oci.user import container_user, resolve_user
+from runtimes.native.state import StateStore, from_jsonable, to_jsonable
+from runtimes.native.storage import RootfsManager, StorageError, is_mounted
+
+log = logging.getLogger(__name__)
+
+RUNTIME_NAME = "minikubelet-native"
+RUNTIME_VERSION = "0.1.0"
+NODE, POD, CONTAINER = 2, 0, 1  # the CRI's NamespaceMode
+SHM_SIZE = "64m"
+MONITOR_PERIOD = 0.5
+
+
+def _new_id() -> str:
+    return secrets.token_hex(32)
+
+
+def _find(table: Mapping[str, Any], key: str) -> Any:
+    found = table.get(key)
+    if found is not None or len(key) < 3:
+        return found
+    matches = [v for k, v in table.items() if k.startswith(key)]
+    return matches[0] if len(matches) == 1 else None
+
+
+async def _run(*argv: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise FailedPrecondition(f"{argv[0]} failed: {err.decode(errors='replace').strip()}")
+
+
+class NativeRuntime:
+    """RuntimeService semantics over namespaces, CNI, overlay storage and runc + conmon."""
+
+    def __init__(
+        self,
+        root: Path,
+        run_root: Path,
+        *,
+        images: NativeImages,
+        oci: OCIRuntime,
+        cni: CNIManager,
+        namespaces: NamespaceManager,
+    ) -> None:
+        self.root = root
+        self.run_root = run_root
+        self.images = images
+        self.oci = oci
+        self.cni = cni
+        self.namespaces = namespaces
+        self.storage = RootfsManager(root)
+        self.state = StateStore(root)
+        self._sandboxes: dict[str, m.PodSandbox] = {}
+        self._containers: dict[str, m.Container] = {}
+        self._handles: dict[str, ContainerHandle] = {}
+        self._layers: dict[str, list[Path]] = {}
+        self._sandbox_names: dict[tuple[str, str, str, int], str] = {}
+        self._container_names: dict[tuple[str, str, int], str] = {}
+        self._subscribers: list[asyncio.Queue[m.ContainerEvent]] = []
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._defaults: oci_spec.SpecDefaults | None = None
+        self.handlers: dict[str, str] = {}  # handler -> why it is unavailable ("" = usable)
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def layers_in_use(self) -> list[Path]:
+        """Image layers mounted under a container: image GC must keep them."""
+        used: list[Path] = []
+        for container in self._containers.values():
+            used.extend(self._layers.get(container.id, ()))
+        return used
+
+    async def start(self) -> None:
+        """Load the state, check the OCI runtimes, prepare networking: before serving."""
+        for d in (self.root, self.run_root):
+            await asyncio.to_thread(d.mkdir, parents=True, exist_ok=True, mode=0o700)
+        await self.namespaces.start()
+        await self.cni.start()
+        self._defaults = await spec_defaults()
+        for handler in ("runc", "crun"):
+            check = await self.oci.check(handler)
+            self.handlers[handler] = "" if check.ok else check.message or "unavailable"
+        await self._recover()
+
+    async def run(self) -> None:
+        """Watch running containers for exits until cancelled (events and state)."""
+        while True:
+            await asyncio.sleep(MONITOR_PERIOD)
+            for container in list(self._containers.values()):
+                if container.state is m.ContainerState.RUNNING:
+                    await self._refresh(container)
+
+    async def _recover(self) -> None:
+        for record in await asyncio.to_thread(self.state.load_all, "sandboxes"):
+            sandbox = from_jsonable(m.PodSandbox, record)
+            self._sandboxes[sandbox.id] = sandbox
+            md = sandbox.metadata
+            self._sandbox_names[(md.name, md.namespace, md.uid, md.attempt)] = sandbox.id
+        for record in await asyncio.to_thread(self.state.load_all, "containers"):
+            container = from_jsonable(m.Container, record["container"])
+            self._containers[container.id] = container
+            self._handles[container.id] = ContainerHandle(**record["handle"])
+            self._layers[container.id] = [Path(p) for p in record.get("layers", [])]
+            md = container.metadata
+            self._container_names[(container.sandbox_id, md.name, md.attempt)] = container.id
+        for container in list(self._containers.values()):
+            if container.state is m.ContainerState.RUNNING:
+                await self._refresh(container)
+        log.info(
+            "recovered %d sandboxes and %d containers", len(self._sandboxes), len(self._containers)
+        )
+
+    def _lock(self, object_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(object_id, asyncio.Lock())
+
+    # -- persistence ---------------------------------------------------------------
+
+    async def _save_sandbox(self, sandbox: m.PodSandbox) -> None:
+        sandbox.generation += 1
+        await asyncio.to_thread(self.state.save, "sandboxes", sandbox.id, to_jsonable(sandbox))
+
+    async def _save_container(self, container: m.Container) -> None:
+        container.generation += 1
+        record = {
+            "container": to_jsonable(container),
+            "handle": to_jsonable(self._handles[container.id]),
+            "layers": [str(p) for p in self._layers.get(container.id, ())],
+        }
+        await asyncio.to_thread(self.state.save, "containers", container.id, record)
+
+    # -- runtime ---------------------------------------------------------------------
+
+    async def version(self) -> m.VersionInfo:
+        return m.VersionInfo(RUNTIME_NAME, RUNTIME_VERSION)
+
+    async def status(self) -> m.RuntimeStatus:
+        runc_problem = self.handlers.get("runc", "not checked")
+        network = await self.cni.status()
+        info = {
+            "handlers": json.dumps({h: (problem or "ok") for h, problem in self.handlers.items()})
+        }
+        return m.RuntimeStatus(
+            conditions=(
+                m.Condition(
+                    "RuntimeReady",
+                    not runc_problem,
+                    "" if not runc_problem else "OCIRuntimeUnavailable",
+                    runc_problem,
+                ),
+                network,
+            ),
+            handlers=("", *(h for h, problem in self.handlers.items() if not problem)),
+            info=info,
+        )
+
+    async def cgroup_driver(self) -> int:
+        return 1  # cgroupfs
+
+    async def update_runtime_config(self, pod_cidr: str) -> None:
+        return None  # the CNI configuration owns the pod network
+
+    def _handler_binary(self, handler: str) -> str:
+        name = handler or "runc"
+        if name not in self.handlers:
+            raise NotFound(f"runtime handler {handler!r} is not configured (try runc)")
+        problem = self.handlers[name]
+        if problem:
+            raise FailedPrecondition(f"runtime handler {name!r} cannot run here: {problem}")
+        return name
+
+    # -- sandboxes -------------------------------------------------------------------
+
+    def _sandbox(self, sandbox_id: str) -> m.PodSandbox:
+        found = _find(self._sandboxes, sandbox_id)
+        if found is None:
+            raise NotFound(f"pod sandbox {sandbox_id!r} not found")
+        assert isinstance(found, m.PodSandbox)
+        return found
+
+    def _sandbox_dir(self, sandbox_id: str) -> Path:
+        return self.root / "sandboxes" / sandbox_id
+
+    async def run_pod_sandbox(self, spec: m.PodSandboxSpec) -> str:
+        md = spec.metadata
+        key = (md.name, md.namespace, md.uid, md.attempt)
+        if key in self._sandbox_names:
+            raise AlreadyExists(
+                f"pod sandbox name {md.namespace}/{md.name} (uid {md.uid}, attempt {md.attempt})"
+                f" is reserved for {self._sandbox_names[key]}"
+            )
+        self._handler_binary(spec.runtime_handler)
+        sandbox_id = _new_id()
+        self._sandbox_names[key] = sandbox_id
+        host_network = spec.namespaces.network == NODE
+        directory = self._sandbox_dir(sandbox_id)
+        created: list[str] = []
+        try:
+            await asyncio.to_thread(directory.mkdir, parents=True, mode=0o711)
+            created.append("dir")
+            paths = await self.namespaces.create(
+                sandbox_id,
+                network=not host_network,
+                ipc=spec.namespaces.ipc != NODE,
+                uts=not host_network,
+                hostname="" if host_network else spec.hostname,
+                pid=spec.namespaces.pid == POD,
+                sysctls=spec.sysctls,
+            )
+            created.append("namespaces")
+            ips: tuple[str, ...] = ()
+            if not host_network:
+                assert paths.network is not None
+                network = await self.cni.setup(sandbox_id, paths.network, md, spec.port_mappings)
+                created.append("network")
+                ips = (network.ip, *network.additional_ips)
+            shm = directory / "shm"
+            await asyncio.to_thread(shm.mkdir, mode=0o1777)
+            if spec.namespaces.ipc != NODE:
+                await _run(
+                    "mount", "-t", "tmpfs", "-o", f"mode=1777,size={SHM_SIZE}", "shm", str(shm)
+                )
+                created.append("shm")
+            await sandbox_files.write_sandbox_files(
+                directory,
+                hostname=spec.hostname,
+                dns=spec.dns,
+                pod_ips=ips,
+                host_network=host_network,
+            )
+            sandbox = m.PodSandbox(
+                id=sandbox_id,
+                spec=spec,
+                state=m.SandboxState.READY,
+                created_at=time.time_ns(),
+                ip=ips[0] if ips else "",
+                additional_ips=ips[1:],
+            )
+            self._sandboxes[sandbox_id] = sandbox
+            await self._save_sandbox(sandbox)
+        except BaseException:
+            await self._undo_sandbox(sandbox_id, created)
+            self._sandbox_names.pop(key, None)
+            self._sandboxes.pop(sandbox_id, None)
+            raise
+        log.info(
+            "sandbox %s for pod %s/%s is ready, ip %s",
+            sandbox_id[:13],
+            md.namespace,
+            md.name,
+            sandbox.ip or "(host network)",
+        )
+        return sandbox_id
+
+    async def _undo_sandbox(self, sandbox_id: str, created: Sequence[str]) -> None:
+        """Release, in reverse, what creating a sandbox made; every step is idempotent."""
+        directory = self._sandbox_dir(sandbox_id)
+        with contextlib.suppress(CRIError):
+            if "network" in created or not created:
+                await self.cni.teardown(sandbox_id)
+        shm = directory / "shm"
+        if await asyncio.to_thread(is_mounted, shm):
+            with contextlib.suppress(CRIError):
+                await _run("umount", str(shm))
+        with contextlib.suppress(CRIError):
+            await self.namespaces.remove(sandbox_id)
+        await asyncio.to_thread(shutil.rmtree, directory, True)
+
+    async def stop_pod_sandbox(self, sandbox_id: str) -> None:
+        try:
+            sandbox = self._sandbox(sandbox_id)
+        except NotFound:
+            return
+        async with self._lock(sandbox.id):
+            for container in self._containers_of(sandbox.id):
+                await self._stop(container, 0)
+            if sandbox.state is m.SandboxState.READY:
+                if sandbox.spec.namespaces.network != NODE:
+                    await self.cni.teardown(sandbox.id, self.namespaces.paths(sandbox.id).network)
+                sandbox.state = m.SandboxState.NOTREADY
+                await self._save_sandbox(sandbox)
+                log.info("sandbox %s stopped", sandbox.id[:13])
+
+    async def remove_pod_sandbox(self, sandbox_id: str) -> None:
+        try:
+            sandbox = self._sandbox(sandbox_id)
+        except NotFound:
+            return
+        await self.stop_pod_sandbox(sandbox.id)
+        for container in self._containers_of(sandbox.id):
+            await self.remove_container(container.id)
+        async with self._lock(sandbox.id):
+            await self._undo_sandbox(sandbox.id, ("network",))
+            md = sandbox.metadata
+            self._sandbox_names.pop((md.name, md.namespace, md.uid, md.attempt), None)
+            self._sandboxes.pop(sandbox.id, None)
+            await asyncio.to_thread(self.state.delete, "sandboxes", sandbox.id)
+        log.info("sandbox %s removed", sandbox.id[:13])
+
+    async def pod_sandbox_status(self, sandbox_id: str) -> m.PodSandbox:
+        return self._sandbox(sandbox_id)
+
+    async def list_pod_sandbox(self, filter: m.SandboxFilter) -> Sequence[m.PodSandbox]:
+        if filter.id:
+            found = _find(self._sandboxes, filter.id)
+            candidates = [found] if found else []
+        else:
+            candidates = list(self._sandboxes.values())
+        return [
+            s
+            for s in candidates
+            if (filter.state is None or s.state == filter.state)
+            and m.labels_match(s.spec.labels, filter.label_selector)
+        ]
+
+    # -- containers ----------------------------------------------------------------
+
+    def _containers_of(self, sandbox_id: str) -> list[m.Container]:
+        return [c for c in self._containers.values() if c.sandbox_id == sandbox_id]
+
+    def _container(self, container_id: str) -> m.Container:
+        found = _find(self._containers, container_id)
+        if found is None:
+            raise NotFound(f"container {container_id!r} not found")
+        assert isinstance(found, m.Container)
+        return found
+
+    def _sandbox_info(
+        self, sandbox: m.PodSandbox, container: m.ContainerSpec
+    ) -> oci_spec.SandboxInfo:
+        ns = sandbox.spec.namespaces
+        paths = self.namespaces.paths(sandbox.id)
+        host_network = ns.network == NODE
+
+        def pinned(path: Path | None, host: bool) -> oci_spec.Namespace:
+            if host:
+                return oci_spec.Namespace.host()
+            return oci_spec.Namespace.join(str(path)) if path else oci_spec.Namespace.new()
+
+        if ns.pid == NODE:
+            pid = oci_spec.Namespace.host()
+        elif ns.pid == POD and paths.pid is not None:
+            pid = oci_spec.Namespace.join(str(paths.pid))
+        else:
+            pid = oci_spec.Namespace.new()
+        directory = self._sandbox_dir(sandbox.id)
+        return oci_spec.SandboxInfo(
+            id=sandbox.id,
+            hostname=sandbox.spec.hostname,
+            network=pinned(paths.network, host_network),
+            ipc=pinned(paths.ipc, ns.ipc == NODE),
+            uts=pinned(paths.uts, host_network),
+            pid=pid,
+            cgroup_parent=sandbox.spec.cgroup_parent,
+            sysctls=sandbox.spec.sysctls,
+            resolv_conf_path=str(directory / "resolv.conf"),
+            hostname_path=str(directory / "hostname"),
+            hosts_path=str(directory / "hosts"),
+            shm_path=str(directory / "shm") if ns.ipc != NODE else "",
+            privileged=sandbox.spec.privileged,
+        )
+
+    async def create_container(
+        self, sandbox_id: str, spec: m.ContainerSpec, sandbox_spec: m.PodSandboxSpec | None
+    ) -> str:
+        sandbox = self._sandbox(sandbox_id)
+        if sandbox.state is not m.SandboxState.READY:
+            raise FailedPrecondition(f"pod sandbox {sandbox.id} is not ready")
+        key = (sandbox.id, spec.metadata.name, spec.metadata.attempt)
+        if key in self._container_names:
+            raise AlreadyExists(
+                f"container name {spec.metadata.name!r} (attempt {spec.metadata.attempt}) in pod"
+                f" sandbox {sandbox.id} is reserved for {self._container_names[key]}"
+            )
+        resolved = await self.images.resolve(spec.image)
+        if resolved is None:
+            raise NotFound(f"image {spec.image!r} not found: pull it first")
+        image, image_name = resolved
+        for mount in spec.mounts:
+            if not mount.host_path or not os.path.isabs(mount.host_path):
+                raise InvalidArgument(f"mount {mount.container_path!r}: host path must be absolute")
+            if not await asyncio.to_thread(os.path.exists, mount.host_path):
+                raise InvalidArgument(
+                    f"mount {mount.container_path!r}: host path {mount.host_path!r} does not exist"
+                )
+        log_path = _log_path(sandbox.spec.log_directory, spec.log_path)
+        container_id = _new_id()
+        self._container_names[key] = container_id
+        bundle = self.storage.container_dir(container_id)
+        try:
+            config = await self.images.image_config(image.id)
+            layers = await self.images.layer_dirs(image.id)
+            self._layers[container_id] = layers
+            rootfs = await self.storage.mount(container_id, layers)
+            passwd = await asyncio.to_thread(_read_text, rootfs / "etc" / "passwd")
+            group = await asyncio.to_thread(_read_text, rootfs / "etc" / "group")
+            user = resolve_user(
+                container_user(spec.security, config.user),
+                passwd,
+                group,
+                spec.security.supplemental_groups,
+            )
+            devices = {
+                d.host_path: await asyncio.to_thread(_host_device, d.host_path)
+                for d in spec.devices
+            }
+            seccomp_profile = None
+            if spec.security.seccomp.startswith("localhost/"):
+                from runtimes.native.seccomp.profile import load_localhost_profile
+
+                assert self._defaults is not None
+                seccomp_profile = await asyncio.to_thread(
+                    load_localhost_profile,
+                    spec.security.seccomp[len("localhost/") :],
+                    self._defaults.seccomp_profile_root,
+                )
+            assert self._defaults is not None
+            document = oci_spec.generate_spec(
+                container_id=container_id,
+                container=spec,
+                image_config={
+                    "User": config.user,
+                    "Env": list(config.env),
+                    "Entrypoint": list(config.entrypoint),
+                    "Cmd": list(config.cmd),
+                    "WorkingDir": config.working_dir,
+                },
+                sandbox=self._sandbox_info(sandbox, spec),
+                rootfs=str(rootfs),
+                user=user,
+                defaults=self._defaults,
+                devices=devices,
+                seccomp_localhost=seccomp_profile,
+            )
+            await asyncio.to_thread(_write_json, bundle / "config.json", document)
+            if log_path:
+                await asyncio.to_thread(
+                    Path(log_path).parent.mkdir, parents=True, exist_ok=True, mode=0o755
+                )
+            handle = ContainerHandle.from_spec(
+                id=container_id,
+                bundle=str(bundle),
+                log_path=log_path or os.devnull,
+                spec=document,
+                handler=self._handler_binary(sandbox.spec.runtime_handler),
+                name=spec.metadata.name,
+                stdin=spec.stdin,
+            )
+            self._handles[container_id] = handle
+            await self.oci.create(handle, document)
+            container = m.Container(
+                id=container_id,
+                sandbox_id=sandbox.id,
+                spec=spec,
+                image_ref=image.id,
+                image_name=image_name,
+                repo_digest=image.repo_digests[0] if image.repo_digests else "",
+                state=m.ContainerState.CREATED,
+                created_at=time.time_ns(),
+                log_path=log_path,
+            )
+            self._containers[container_id] = container
+            await self._save_container(container)
+        except BaseException:
+            self._container_names.pop(key, None)
+            self._containers.pop(container_id, None)
+            handle_ = self._handles.pop(container_id, None)
+            if handle_ is not None:
+                with contextlib.suppress(CRIError, OSError):
+                    await self.oci.delete(handle_)
+            with contextlib.suppress(CRIError, OSError):
+                await self.storage.remove(container_id)
+            raise
+        self._emit(container, m.ContainerEventType.CREATED)
+        return container_id
+
+    async def start_container(self, container_id: str) -> None:
+        container = self._container(container_id)
+        async with self._lock(container.id):
+            if container.state is not m.ContainerState.CREATED:
+                raise FailedPrecondition(
+                    f"container {container.id} is in state {container.state.name}, not CREATED"
+                )
+            await self.oci.start(self._handles[container.id])
+            container.state = m.ContainerState.RUNNING
+            container.started_at = time.time_ns()
+            state = await self.oci.state(self._handles[container.id])
+            container.pid = state.pid if state is not None else 0
+            await self._save_container(container)
+        self._emit(container, m.ContainerEventType.STARTED)
+
+    async def _refresh(self, container: m.Container) -> None:
+        """A running container whose conmon recorded an exit becomes EXITED."""
+        if container.state is not m.ContainerState.RUNNING:
+            return
+        status = await self.oci.exit_status(self._handles[container.id])
+        if status is None:
+            return
+        container.state = m.ContainerState.EXITED
+        container.exit_code = status.exit_code
+        container.finished_at = status.finished_at
+        container.reason = status.reason
+        container.pid = 0
+        await self._save_container(container)
+        self._emit(container, m.ContainerEventType.STOPPED)
+
+    async def stop_container(self, container_id: str, timeout: int) -> None:
+        try:
+            container = self._container(container_id)
+        except NotFound:
+            return
+        await self._stop(container, timeout)
+
+    async def _stop(self, container: m.Container, timeout: int) -> None:
+        async with self._lock(container.id):
+            await self._refresh(container)
+            if container.state is m.ContainerState.EXITED:
+                return
+            handle = self._handles[container.id]
+            status = await self.oci.stop(handle, max(timeout, 0))
+            container.state = m.ContainerState.EXITED
+            container.exit_code = status.exit_code
+            container.finished_at = status.finished_at or time.time_ns()
+            container.reason = status.reason
+            container.pid = 0
+            await self._save_container(container)
+        self._emit(container, m.ContainerEventType.STOPPED)
+
+    async def remove_container(self, container_id: str) -> None:
+        try:
+            container = self._container(container_id)
+        except NotFound:
+            return
+        await self._stop(container, 0)
+        async with self._lock(container.id):
+            handle = self._handles.get(container.id)
+            if handle is not None:
+                await self.oci.delete(handle)
+            with contextlib.suppress(StorageError):
+                await self.storage.remove(container.id)
+            md = container.metadata
+            self._container_names.pop((container.sandbox_id, md.name, md.attempt), None)
+            self._containers.pop(container.id, None)
+            self._handles.pop(container.id, None)
+            self._layers.pop(container.id, None)
+            await asyncio.to_thread(self.state.delete, "containers", container.id)
+        self._emit(container, m.ContainerEventType.DELETED)
+
+    async def container_status(self, container_id: str) -> m.Container:
+        container = self._container(container_id)
+        await self._refresh(container)
+        return container
+
+    async def list_containers(self, filter: m.ContainerFilter) -> Sequence[m.Container]:
+        if filter.id:
+            found = _find(self._containers, filter.id)
+            candidates = [found] if found else []
+        else:
+            candidates = list(self._containers.values())
+        for c in candidates:
+            await self._refresh(c)
+        return [
+            c
+            for c in candidates
+            if (not filter.pod_sandbox_id or c.sandbox_id == filter.pod_sandbox_id)
+            and (filter.state is None or c.state == filter.state)
+            and m.labels_match(c.spec.labels, filter.label_selector)
+        ]
+
+    async def exec_sync(self, container_id: str, cmd: Sequence[str], timeout: int) -> m.ExecResult:
+        container = self._container(container_id)
+        await self._refresh(container)
+        if container.state is not m.ContainerState.RUNNING:
+            raise FailedPrecondition(f"container {container.id} is not running")
+        result = await self.oci.exec_sync(self._handles[container.id], list(cmd), timeout)
+        return m.ExecResult(result.stdout, result.stderr, result.exit_code)
+
+    async def reopen_container_log(self, container_id: str) -> None:
+        container = self._container(container_id)
+        await self._refresh(container)
+        if container.state is not m.ContainerState.RUNNING:
+            raise FailedPrecondition(f"container {container.id} is not running")
+        await self.oci.reopen_log(self._handles[container.id])
+
+    async def _stats(self, container: m.Container) -> m.ContainerStats:
+        now = time.time_ns()
+        cpu = memory = 0
+        if container.state is m.ContainerState.RUNNING:
+            stats = await self.oci.stats(self._handles[container.id])
+            if stats is not None:
+                cpu, memory = stats.cpu_usage_ns, stats.memory_working_set_bytes
+        used, inodes = await self.storage.writable_usage(container.id)
+        return m.ContainerStats(
+            container_id=container.id,
+            metadata=container.metadata,
+            labels=container.spec.labels,
+            annotations=container.spec.annotations,
+            timestamp=now,
+            cpu_usage_core_nanoseconds=cpu,
+            memory_working_set_bytes=memory,
+            writable_layer_bytes=used,
+            writable_layer_inodes=inodes,
+        )
+
+    async def container_stats(self, container_id: str) -> m.ContainerStats:
+        return await self._stats(self._container(container_id))
+
+    async def list_container_stats(
+        self, container_id: str, sandbox_id: str, label_selector: Mapping[str, str]
+    ) -> Sequence[m.ContainerStats]:
+        found = await self.list_containers(
+            m.ContainerFilter(container_id, None, sandbox_id, label_selector)
+        )
+        return [await self._stats(c) for c in found if c.state is m.ContainerState.RUNNING]
+
+    # -- events --------------------------------------------------------------------
+
+    def _emit(self, container: m.Container, kind: m.ContainerEventType) -> None:
+        event = m.ContainerEvent(
+            container_id=container.id,
+            type=kind,
+            created_at=time.time_ns(),
+            sandbox=self._sandboxes.get(container.sandbox_id),
+            containers=(container,),
+        )
+        for queue in self._subscribers:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(event)
+
+    async def container_events(self) -> AsyncIterator[m.ContainerEvent]:
+        queue: asyncio.Queue[m.ContainerEvent] = asyncio.Queue(maxsize=10_000)
+        self._subscribers.append(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._subscribers.remove(queue)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _write_json(path: Path, document: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.write_text(json.dumps(document, indent=2))
+
+
+def _host_device(path: str) -> Any:
+    from runtimes.native.oci.devices import host_device
+
+    try:
+        return host_device(path)
+    except (OSError, ValueError) as exc:
+        raise InvalidArgument(f"device {path!r}: {exc}") from None
+
+
+def _log_path(directory: str, relative: str) -> str:
+    if not relative:
+        return ""
+    if not directory or not os.path.isabs(directory):
+        raise InvalidArgument("ContainerConfig.log_path needs an absolute sandbox log_directory")
+    full = os.path.normpath(os.path.join(directory, relative))
+    if not full.startswith(os.path.normpath(directory) + os.sep):
+        raise InvalidArgument(f"log_path {relative!r} escapes the log directory {directory!r}")
+    return full

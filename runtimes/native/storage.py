@@ -1,0 +1,98 @@
+"""Container root filesystems: an overlay of the image's unpacked layers plus a writable layer.
+
+Every subprocess of the storage layer (mount, umount) lives here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from minikubelet.errors import Internal
+
+log = logging.getLogger(__name__)
+
+
+class StorageError(Internal):
+    pass
+
+
+async def _run(*argv: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise StorageError(f"{' '.join(argv[:2])} failed: {err.decode(errors='replace').strip()}")
+
+
+def mount_points() -> list[str]:
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        return [line.split()[4].replace("\\040", " ") for line in f]
+
+
+def is_mounted(path: Path) -> bool:
+    return str(path) in mount_points()
+
+
+class RootfsManager:
+    """``<root>/containers/<id>/{upper,work,rootfs}``; rootfs is an overlay mount."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root / "containers"
+
+    def container_dir(self, container_id: str) -> Path:
+        return self.root / container_id
+
+    def rootfs(self, container_id: str) -> Path:
+        return self.container_dir(container_id) / "rootfs"
+
+    async def mount(self, container_id: str, layers: Sequence[Path]) -> Path:
+        """Mount the image's layers (lowest first) under a fresh writable layer."""
+        base = self.container_dir(container_id)
+        upper, work, rootfs = base / "upper", base / "work", base / "rootfs"
+        for d in (upper, work, rootfs):
+            await asyncio.to_thread(d.mkdir, parents=True, exist_ok=True, mode=0o755)
+        if await asyncio.to_thread(is_mounted, rootfs):
+            return rootfs
+        if not layers:
+            raise StorageError(f"container {container_id}: the image has no layers")
+        lower = ":".join(str(p) for p in reversed(layers))  # overlayfs wants the top one first
+        options = f"lowerdir={lower},upperdir={upper},workdir={work}"
+        if len(options) > 4000:
+            raise StorageError(f"container {container_id}: too many image layers for one mount")
+        await _run("mount", "-t", "overlay", "overlay", "-o", options, str(rootfs))
+        return rootfs
+
+    async def remove(self, container_id: str) -> None:
+        """Unmount (if mounted) and delete everything of the container. Idempotent."""
+        base = self.container_dir(container_id)
+        rootfs = base / "rootfs"
+        if await asyncio.to_thread(is_mounted, rootfs):
+            try:
+                await _run("umount", str(rootfs))
+            except StorageError:
+                await _run("umount", "-l", str(rootfs))
+        if await asyncio.to_thread(os.path.lexists, base):
+            await asyncio.to_thread(shutil.rmtree, base)
+
+    async def writable_usage(self, container_id: str) -> tuple[int, int]:
+        """Bytes and inodes used by the container's writable layer."""
+        return await asyncio.to_thread(_usage, self.container_dir(container_id) / "upper")
+
+
+def _usage(path: Path) -> tuple[int, int]:
+    size = inodes = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in (*dirnames, *filenames):
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except FileNotFoundError:
+                continue
+            inodes += 1
+            size += st.st_blocks * 512
+    return size, inodes
