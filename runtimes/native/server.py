@@ -130,8 +130,12 @@ class NativeRuntime:
         while True:
             await asyncio.sleep(MONITOR_PERIOD)
             for container in list(self._containers.values()):
-                if container.state is m.ContainerState.RUNNING:
+                if container.state is not m.ContainerState.RUNNING:
+                    continue
+                try:
                     await self._refresh(container)
+                except (CRIError, OSError) as exc:  # one container must not stop the watch
+                    log.warning("checking container %s failed: %s", container.id[:13], exc)
 
     async def _recover(self) -> None:
         for record in await asyncio.to_thread(self.state.load_all, "sandboxes"):
