@@ -260,7 +260,8 @@ class LocalAPI:
         except ConnectionResetError:
             log.debug("trace reader went away")
             return response
-        await response.write_eof()
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
         return response
 
     async def _status(self, request: web.Request) -> web.Response:
@@ -298,7 +299,8 @@ class LocalAPI:
             log.warning("reading the log of %s/%s/%s failed: %s", namespace, pod, container, exc)
         except Exception:
             log.exception("reading the log of %s/%s/%s failed", namespace, pod, container)
-        await response.write_eof()
+        with contextlib.suppress(ConnectionResetError):  # the reader may be gone meanwhile
+            await response.write_eof()
         return response
 
     def _running_check(
