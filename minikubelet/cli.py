@@ -41,6 +41,12 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 
 def _cmd_runtime_serve(args: argparse.Namespace) -> int:
+    try:
+        parse_endpoint(args.listen)
+    except InvalidEndpoint as exc:
+        print(f"minikubelet runtime serve: {exc}", file=sys.stderr)
+        return 1
+    main: Coroutine[Any, Any, None]
     if args.runtime == "fake":
         from runtimes.fake.main import serve
 
@@ -48,24 +54,56 @@ def _cmd_runtime_serve(args: argparse.Namespace) -> int:
         kwargs: dict[str, Any] = {}
         if patterns is not None:
             kwargs["fail_patterns"] = patterns
+        main = serve(args.listen, **kwargs)
+    elif args.runtime == "docker":
+        from runtimes.docker.client import DockerClient
+        from runtimes.docker.images import Mirror
+        from runtimes.docker.main import serve as serve_docker
+
         try:
-            parse_endpoint(args.listen)
-        except InvalidEndpoint as exc:
+            DockerClient(args.docker_host)
+            for mirror in args.registry_mirror or ():
+                Mirror.parse(mirror)
+        except ValueError as exc:
             print(f"minikubelet runtime serve: {exc}", file=sys.stderr)
             return 1
+        main = serve_docker(
+            args.listen, args.docker_host, registry_mirrors=args.registry_mirror or ()
+        )
+    elif args.runtime == "native":
+        from pathlib import Path
+
+        from runtimes.native.main import DEFAULT_ROOT, DEFAULT_RUN_ROOT, NotSupportedHere, preflight
+        from runtimes.native.main import serve as serve_native
+
         try:
-            return _run(serve(args.listen, **kwargs))
-        except (OSError, RuntimeError, ExceptionGroup) as exc:
-            errors = _leaves(exc)
-            if not all(isinstance(e, OSError | RuntimeError) for e in errors):
-                raise
-            for error in errors:
-                print(f"minikubelet runtime serve: {error}", file=sys.stderr)
+            preflight()
+        except NotSupportedHere as exc:
+            print(f"minikubelet runtime serve: {exc}", file=sys.stderr)
             return 1
-    print(
-        f"minikubelet runtime serve: runtime {args.runtime!r} is not available yet", file=sys.stderr
-    )
-    return 2
+        main = serve_native(
+            args.listen,
+            root=Path(args.root) if args.root else DEFAULT_ROOT,
+            run_root=Path(args.run_root) if args.run_root else DEFAULT_RUN_ROOT,
+            insecure_registries=args.insecure_registry or (),
+            registry_mirrors=args.registry_mirror or (),
+            config_file=Path(args.config) if args.config else None,
+        )
+    else:
+        print(
+            f"minikubelet runtime serve: runtime {args.runtime!r} is not available yet",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        return _run(main)
+    except (OSError, RuntimeError, ExceptionGroup) as exc:
+        errors = _leaves(exc)
+        if not all(isinstance(e, OSError | RuntimeError) for e in errors):
+            raise
+        for error in errors:
+            print(f"minikubelet runtime serve: {error}", file=sys.stderr)
+        return 1
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -162,6 +200,16 @@ def _client_command(args: argparse.Namespace) -> int:
         return 1
 
 
+def _cmd_tui(args: argparse.Namespace) -> int:
+    """The dashboard: a terminal view of a running kubelet, through its local API."""
+    from pathlib import Path
+
+    from minikubelet.node import default_root_dir
+    from tui.app import run_app  # the composition root may name the dashboard
+
+    return run_app(Path(args.root_dir) if args.root_dir else default_root_dir())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="minikubelet",
@@ -175,7 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     runtime = sub.add_parser("runtime", help="container runtimes shipped with minikubelet")
     runtime_sub = runtime.add_subparsers(dest="runtime_command", required=True)
     serve = runtime_sub.add_parser("serve", help="serve a CRI runtime on a socket")
-    serve.add_argument("runtime", choices=["fake"], help="which runtime to serve")
+    serve.add_argument(
+        "runtime", choices=["fake", "native", "docker"], help="which runtime to serve"
+    )
     serve.add_argument(
         "--listen", required=True, help="unix:///PATH (made 0600) or tcp://HOST:PORT"
     )
@@ -184,6 +234,34 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="PATTERN",
         help="fake: references matching this glob fail to pull (default: *.invalid/*); repeatable",
+    )
+    serve.add_argument(
+        "--docker-host",
+        default="unix:///var/run/docker.sock",
+        help="docker: the dockerd API socket (default unix:///var/run/docker.sock)",
+    )
+    serve.add_argument(
+        "--registry-mirror",
+        action="append",
+        metavar="HOST=URL",
+        help="native, docker: pull images of registry HOST from URL instead; repeatable",
+    )
+    serve.add_argument(
+        "--root", help="native: state, images and containers (default /var/lib/minikubelet/native)"
+    )
+    serve.add_argument(
+        "--run-root",
+        help="native: sockets, pinned namespaces, runc state (default /run/minikubelet/native)",
+    )
+    serve.add_argument(
+        "--insecure-registry",
+        action="append",
+        metavar="HOST",
+        help="native: plain HTTP (or unverified TLS) for this registry; repeatable",
+    )
+    serve.add_argument(
+        "--config",
+        help='native: registries file (TOML: [registry."HOST"] mirrors = [...], insecure = true)',
     )
     serve.set_defaults(func=_cmd_runtime_serve)
 
@@ -197,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--runtime",
         default="fake",
-        help="a bundled runtime (fake) started for this node, or unix:///PATH",
+        help="a bundled runtime (fake, docker) started for this node, or unix:///PATH",
     )
     run.add_argument("--node-name", help="default: the host name")
     run.add_argument("--node-ip", help="the node's address shown as hostIP")
@@ -274,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--pod", help="only the calls about this pod (NAME or NAMESPACE/NAME)")
     trace.add_argument("-f", "--follow", action="store_true", help="keep printing new calls")
     trace.add_argument("--format", choices=["text", "jsonl", "mermaid"], default="text")
+
+    tui = sub.add_parser("tui", help="a k9s-like dashboard of a running kubelet")
+    tui.add_argument("--root-dir", help="the kubelet's root dir (as given to run)")
+    tui.set_defaults(func=_cmd_tui)
 
     demo = sub.add_parser(
         "demo",

@@ -8,7 +8,7 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-BUNDLED_RUNTIMES = ("fake",)
+BUNDLED_RUNTIMES = ("fake", "docker")
 READY_TIMEOUT = 30.0
 
 

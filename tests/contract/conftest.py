@@ -28,7 +28,7 @@ FAKE_IMAGE_HOST = "127.0.0.1:5999"
 
 @dataclass(frozen=True)
 class RuntimeUnderTest:
-    name: str  # "fake", "containerd"
+    name: str  # "fake", "containerd", "docker"
     endpoint: str
     busybox: str  # a pullable busybox reference
     busybox_digest: str  # its manifest digest ("" when the runtime makes its own)
@@ -68,7 +68,7 @@ def fake_endpoint() -> Iterator[str]:
             proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="session", params=["fake", "containerd"])
+@pytest.fixture(scope="session", params=["fake", "native", "containerd", "docker"])
 def rt(request: pytest.FixtureRequest) -> RuntimeUnderTest:
     if request.param == "fake":
         endpoint = request.getfixturevalue("fake_endpoint")
@@ -80,9 +80,29 @@ def rt(request: pytest.FixtureRequest) -> RuntimeUnderTest:
             missing_image=f"{FAKE_IMAGE_HOST}/{MISSING_REPO}:1",
             ours=True,
         )
-    containerd = request.getfixturevalue("containerd")
     images: HarnessImages = request.getfixturevalue("test_images")
     host = images.busybox.split("/")[0]
+    if request.param == "native":
+        native = request.getfixturevalue("native_runtime")
+        return RuntimeUnderTest(
+            name="native",
+            endpoint=native.endpoint,
+            busybox=images.busybox,
+            busybox_digest=images.busybox_digest,
+            missing_image=f"{host}/{MISSING_REPO}:1",
+            ours=True,
+        )
+    if request.param == "docker":
+        docker = request.getfixturevalue("docker_runtime")
+        return RuntimeUnderTest(
+            name="docker",
+            endpoint=docker.endpoint,
+            busybox=images.busybox,
+            busybox_digest=images.busybox_digest,
+            missing_image=f"{host}/{MISSING_REPO}:1",
+            ours=True,
+        )
+    containerd = request.getfixturevalue("containerd")
     return RuntimeUnderTest(
         name="containerd",
         endpoint=containerd.endpoint,

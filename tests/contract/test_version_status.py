@@ -17,6 +17,11 @@ async def test_version_answers_runtime_v1(cri: CRIClient, rt: RuntimeUnderTest) 
     assert info.runtime_version
     if rt.name == "fake":
         assert info.runtime_name == "minikubelet-fake"
+    elif rt.name == "native":
+        assert info.runtime_name == "minikubelet-native"
+    elif rt.name == "docker":
+        assert info.runtime_name == "docker"
+        assert info.runtime_version[0].isdigit()  # the engine version, as dockershim said
     else:
         assert info.runtime_name == "containerd"
 

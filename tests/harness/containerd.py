@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -32,6 +34,10 @@ CNI_NETWORK_NAME = "minikubelet-test"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # Without a cgroup_parent, CRI puts containers under /<namespace>/<id> in each hierarchy.
 CRI_NAMESPACE = "k8s.io"
+# The bridge, libcni's cache and the k8s.io cgroups are the host's: one harness containerd
+# at a time (test sessions run side by side on a developer's machine wait for each other).
+HOST_LOCK = Path("/run/minikubelet-test-containerd.lock")
+HOST_LOCK_TIMEOUT = 900.0
 
 
 class ContainerdError(RuntimeError):
@@ -127,6 +133,23 @@ def _pid_alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
+def render_hosts_toml(url: str) -> str:
+    """A ``certs.d/<namespace>/hosts.toml`` making ``url`` the one host serving a namespace.
+
+    containerd 1.6 (remotes/docker/config/hosts.go) tries the ``[host]`` entries in
+    order, then the root ``server``; a file without any ``[host]`` table fails to
+    decode ("invalid `host` tree") and an empty ``server`` defaults to the upstream
+    (``registry-1.docker.io`` for ``docker.io``). So both name ``url``, pull and
+    resolve only, and the upstream is never tried.
+    """
+    return (
+        f"server = {_toml_str(url)}\n"
+        'capabilities = ["pull", "resolve"]\n\n'
+        f"[host.{_toml_str(url)}]\n"
+        '  capabilities = ["pull", "resolve"]\n'
+    )
+
+
 class Containerd:
     """A containerd process with private root/state/sockets and a CRI config for tests."""
 
@@ -136,6 +159,8 @@ class Containerd:
         *,
         sandbox_image: str,
         registry_host: str | None = None,
+        mirrors: Mapping[str, str] | None = None,
+        proxy_env: Mapping[str, str] | None = None,
         bridge: str = "mkcni0",
         subnet: str = "10.88.0.0/16",
         run_base: Path = Path("/run"),
@@ -149,6 +174,10 @@ class Containerd:
         self.log_path = self.workdir / "containerd.log"
         self.sandbox_image = sandbox_image
         self.registry_host = registry_host
+        # Registry host namespace (``docker.io``) -> the only URL that serves it.
+        self.mirrors = dict(mirrors or {})
+        # HTTP(S)_PROXY for the daemon: where a request to a non-loopback host would go.
+        self.proxy_env = dict(proxy_env or {})
         self.bridge = bridge
         self.subnet = subnet
         self.run_base = run_base
@@ -156,6 +185,7 @@ class Containerd:
         self.run_dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._host_lock: int | None = None
         # Host paths that containerd, its shims or CNI may create outside our own dirs.
         self._host_paths_before: set[Path] = set()
 
@@ -217,16 +247,13 @@ class Containerd:
 
     def _write_registry_hosts(self) -> None:
         self.certs_dir.mkdir(parents=True, exist_ok=True)
-        if self.registry_host is None:
-            return
-        host_dir = self.certs_dir / self.registry_host
-        host_dir.mkdir(parents=True, exist_ok=True)
-        url = f"http://{self.registry_host}"
-        (host_dir / "hosts.toml").write_text(
-            f"server = {_toml_str(url)}\n\n"
-            f"[host.{_toml_str(url)}]\n"
-            '  capabilities = ["pull", "resolve"]\n'
-        )
+        hosts = dict(self.mirrors)
+        if self.registry_host is not None:
+            hosts[self.registry_host] = f"http://{self.registry_host}"
+        for namespace, url in hosts.items():
+            host_dir = self.certs_dir / namespace
+            host_dir.mkdir(parents=True, exist_ok=True)
+            (host_dir / "hosts.toml").write_text(render_hosts_toml(url))
 
     def render_config(self) -> str:
         """Return containerd's config.toml (version 2) for this instance."""
@@ -329,25 +356,28 @@ oom_score = 0
             raise ContainerdError(
                 f"{CNI_BIN_DIR}/bridge not found (Debian package containernetworking-plugins)"
             )
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.run_base.mkdir(parents=True, exist_ok=True)
-        self.run_dir = Path(tempfile.mkdtemp(prefix="minikubelet-test-", dir=self.run_base))
-        if len(str(self.run_dir / "containerd-ttrpc.sock").encode()) >= 108:
-            raise ContainerdError(f"unix socket paths under {self.run_dir} would be too long")
-        self._host_paths_before = {p for p in self._host_paths() if p.exists()}
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._write_cni_config()
-        self._write_registry_hosts()
-        self.config_path.write_text(self.render_config())
-        self._log = self.log_path.open("ab")
-        self._proc = subprocess.Popen(
-            [CONTAINERD_BINARY, "--config", str(self.config_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self._lock_host()
         try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self.run_base.mkdir(parents=True, exist_ok=True)
+            self.run_dir = Path(tempfile.mkdtemp(prefix="minikubelet-test-", dir=self.run_base))
+            if len(str(self.run_dir / "containerd-ttrpc.sock").encode()) >= 108:
+                raise ContainerdError(f"unix socket paths under {self.run_dir} would be too long")
+            self._host_paths_before = {p for p in self._host_paths() if p.exists()}
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._write_cni_config()
+            self._write_registry_hosts()
+            self.config_path.write_text(self.render_config())
+            self._log = self.log_path.open("ab")
+            env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+            self._proc = subprocess.Popen(
+                [CONTAINERD_BINARY, "--config", str(self.config_path)],
+                env={**env, **self.proxy_env},
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             self._wait_ready(timeout)
         except BaseException:
             self.stop()
@@ -411,8 +441,43 @@ oom_score = 0
                         break
                     time.sleep(0.1)
 
+    def _lock_host(self, timeout: float = HOST_LOCK_TIMEOUT) -> None:
+        """Take :data:`HOST_LOCK`, waiting while another session's harness containerd runs."""
+        if self._host_lock is not None:
+            return
+        fd = os.open(HOST_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+                    os.close(fd)
+                    raise ContainerdError(
+                        f"another harness containerd (pid {holder or '?'}) has held {HOST_LOCK}"
+                        f" for over {timeout:.0f}s"
+                    ) from None
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._host_lock = fd
+
+    def _unlock_host(self) -> None:
+        fd, self._host_lock = self._host_lock, None
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
     def stop(self) -> None:
         """Stop containerd and leave nothing behind: tasks, shims, mounts, dirs, bridge."""
+        try:
+            self._stop()
+        finally:
+            self._unlock_host()
+
+    def _stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             self._kill_tasks(time.monotonic() + 20)

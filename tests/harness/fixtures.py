@@ -1,9 +1,10 @@
-"""Session fixtures: a local registry, locally built images, and a private containerd."""
+"""Session fixtures: a local registry, locally built images, a private containerd and dockerd."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.harness.containerd import CNI_BIN_DIR, Containerd, ContainerdError
+from tests.harness.dockerd import DOCKERD_PACKAGE, Dockerd, DockerdError, RuntimeServer
+from tests.harness.egress import EgressTrap
 from tests.harness.images import (
     BUSYBOX_PATH,
     ImageBuildError,
@@ -22,6 +25,11 @@ from tests.harness.registry import LocalRegistry, RegistryError
 
 BUSYBOX_REPO, BUSYBOX_TAG = "busybox", "1.35"
 PAUSE_REPO, PAUSE_TAG = "pause", "3.9"
+#: What the example manifests name (``image: busybox:1.36``), i.e. Docker Hub's
+#: ``docker.io/library/busybox:1.36``: the harness containerd resolves ``docker.io``
+#: to the local registry alone, which serves the locally built busybox under this name.
+HUB_NAMESPACE = "docker.io"
+HUB_BUSYBOX_REPO, HUB_BUSYBOX_TAG = "library/busybox", "1.36"
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,8 @@ class HarnessImages:
     pause: str
     busybox_digest: str
     pause_digest: str
+    #: ``docker.io/library/busybox:1.36`` (same manifest as ``busybox``), what manifests/ use.
+    hub_busybox: str = f"{HUB_NAMESPACE}/{HUB_BUSYBOX_REPO}:{HUB_BUSYBOX_TAG}"
 
 
 def require(program: str, package: str) -> str:
@@ -85,6 +95,7 @@ def test_images(
         busybox = build_busybox_image(cache_dir, tag=BUSYBOX_TAG)
         pause = build_pause_image(cache_dir, tag=PAUSE_TAG)
         busybox_ref = push_image(busybox, local_registry.host, BUSYBOX_REPO)
+        push_image(busybox, local_registry.host, HUB_BUSYBOX_REPO, HUB_BUSYBOX_TAG)
         pause_ref = push_image(pause, local_registry.host, PAUSE_REPO)
     except ImageBuildError as exc:
         pytest.fail(str(exc), pytrace=False)
@@ -97,12 +108,25 @@ def test_images(
 
 
 @pytest.fixture(scope="session")
+def egress_trap() -> Iterator[EgressTrap]:
+    """The proxy containerd is given: it refuses and records any non-loopback request."""
+    with EgressTrap() as trap:
+        yield trap
+
+
+@pytest.fixture(scope="session")
 def containerd(
     local_registry: LocalRegistry,
     test_images: HarnessImages,
+    egress_trap: EgressTrap,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Containerd]:
-    """A private containerd whose CRI plugin pulls from ``local_registry`` over HTTP."""
+    """A private containerd whose CRI plugin pulls from ``local_registry`` over HTTP.
+
+    ``docker.io`` is served by ``local_registry`` alone (so ``busybox:1.36`` pulls
+    without the internet), and the daemon's HTTP(S) proxy is ``egress_trap``: a
+    request for any host but 127.0.0.0/8 is refused there and fails the session.
+    """
     _require_root()
     require("containerd", "containerd")
     require("ctr", "containerd")
@@ -113,6 +137,8 @@ def containerd(
         tmp_path_factory.mktemp("containerd"),
         sandbox_image=test_images.pause,
         registry_host=local_registry.host,
+        mirrors={HUB_NAMESPACE: f"http://{local_registry.host}"},
+        proxy_env=egress_trap.proxy_env(),
     )
     try:
         daemon.start()
@@ -122,3 +148,69 @@ def containerd(
         yield daemon
     finally:
         daemon.stop()
+    if egress_trap.unexpected():
+        pytest.fail(
+            f"containerd tried to reach hosts off this machine: {egress_trap.unexpected()}",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def dockerd(
+    local_registry: LocalRegistry, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Dockerd]:
+    """A private dockerd: own data root, exec root, socket and bridge (tests/harness/dockerd.py).
+
+    Its HTTP(S) proxy is an egress trap of its own: registries on 127.0.0.0/8 are
+    reached directly, a request for any other host is refused and fails the session.
+    """
+    _require_root()
+    require("dockerd", DOCKERD_PACKAGE)
+    require("containerd", "containerd")
+    require("runc", "runc")
+    require("ip", "iproute2")
+    with EgressTrap() as trap:
+        daemon = Dockerd(
+            tmp_path_factory.mktemp("dockerd"),
+            insecure_registries=[local_registry.host],
+            proxy_env=trap.proxy_env(),
+        )
+        try:
+            daemon.start()
+        except DockerdError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        try:
+            yield daemon
+        finally:
+            daemon.stop()
+        if trap.attempts:
+            pytest.fail(f"dockerd tried to reach hosts off this machine: {trap.attempts}")
+
+
+@pytest.fixture(scope="session")
+def docker_runtime(
+    dockerd: Dockerd, local_registry: LocalRegistry, test_images: HarnessImages
+) -> Iterator[RuntimeServer]:
+    """``minikubelet runtime serve docker`` on a private socket, driving ``dockerd``.
+
+    ``docker.io`` is mirrored by ``local_registry`` (``busybox:1.36`` pulls without
+    the internet); the runtime builds its pause image itself (gcc).
+    """
+    require("gcc", "gcc and libc6-dev")
+    server = RuntimeServer(
+        Path(tempfile.mkdtemp(prefix="mk-docker-", dir="/tmp")),
+        dockerd.host,
+        registry_mirrors=[f"{HUB_NAMESPACE}=http://{local_registry.host}"],
+    )
+    try:
+        server.start()
+    except DockerdError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+        log = server.log()
+        shutil.rmtree(server.socket_dir, ignore_errors=True)
+    if "Traceback" in log:
+        pytest.fail(f"the docker runtime logged a traceback:\n{log[-4000:]}", pytrace=False)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import re
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -17,6 +19,27 @@ from tests.harness.process import stop_process
 
 REGISTRY_BINARY = "docker-registry"
 READY_TIMEOUT = 30.0
+
+
+# The access log is Apache's combined format, e.g.
+# 127.0.0.1 - - [28/Nov/2026:07:28:34 +0000] "HEAD /v2/library/busybox/manifests/1.36 HTTP/1.1" 200
+#   405 "" "containerd/1.6.20~ds1"
+_ACCESS_LINE = re.compile(
+    r'^(?P<client>\S+) \S+ \S+ \[[^\]]*\] "(?P<method>[A-Z]+) (?P<path>\S+) [^"]*" '
+    r'(?P<status>\d{3}) \S+ "[^"]*" "(?P<agent>[^"]*)"',
+    re.MULTILINE,
+)
+
+
+@dataclass(frozen=True)
+class AccessLogEntry:
+    """One request the registry served."""
+
+    client: str
+    method: str
+    path: str
+    status: int
+    user_agent: str
 
 
 class RegistryError(RuntimeError):
@@ -81,7 +104,7 @@ class LocalRegistry:
             "log:\n"
             "  level: info\n"
             "  accesslog:\n"
-            "    disabled: true\n"
+            "    disabled: false\n"
             "storage:\n"
             "  filesystem:\n"
             f"    rootdirectory: {storage}\n"
@@ -95,6 +118,17 @@ class LocalRegistry:
             "    X-Content-Type-Options: [nosniff]\n"
         )
         return config
+
+    def requests(self) -> list[AccessLogEntry]:
+        """Every request in the access log so far (combined log format lines)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return []
+        return [
+            AccessLogEntry(m["client"], m["method"], m["path"], int(m["status"]), m["agent"])
+            for m in _ACCESS_LINE.finditer(text)
+        ]
 
     def start(self, timeout: float = READY_TIMEOUT) -> LocalRegistry:
         """Start the registry and wait until ``GET /v2/`` answers 200."""

@@ -1,0 +1,515 @@
+"""A small async client of the Docker Engine API over its unix socket.
+
+The only module that speaks HTTP to dockerd. Paths are versioned
+(``/v1.41/...``); dockerd's errors become :mod:`minikubelet.errors` carrying
+dockerd's own message: 400 InvalidArgument, 404 NotFound, 409 AlreadyExists (or
+FailedPrecondition when the conflict is a container's state), 503 and an
+unreachable socket Unavailable, anything else a plain CRIError (UNKNOWN).
+
+Every request opens its own connection (``force_close``): a unix socket connect
+costs microseconds, and a pooled connection can never be stale after dockerd
+restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import struct
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, TypedDict
+from urllib.parse import quote
+
+import aiohttp
+
+from minikubelet.errors import (
+    AlreadyExists,
+    CRIError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+
+API_VERSION: Final = "1.41"  # dockerd 20.10
+DEFAULT_HOST: Final = "unix:///var/run/docker.sock"
+DEFAULT_TIMEOUT: Final = 60.0
+STDOUT: Final = 1
+STDERR: Final = 2
+_HEADER = struct.Struct(">BxxxL")  # stream, 3 pad bytes, big-endian payload size
+_STATE_CONFLICTS = ("is not running", "is paused", "is restarting", "is already in progress")
+
+
+# -- raw API bodies -------------------------------------------------------------------------
+
+
+class ContainerState(TypedDict, total=False):
+    Status: str  # created running paused restarting removing exited dead
+    Running: bool
+    OOMKilled: bool
+    Pid: int
+    ExitCode: int
+    Error: str
+    StartedAt: str
+    FinishedAt: str
+
+
+class ContainerConfig(TypedDict, total=False):
+    Image: str
+    Labels: dict[str, str] | None
+    Tty: bool
+    User: str
+    Hostname: str
+
+
+class ContainerInspect(TypedDict, total=False):
+    Id: str
+    Name: str
+    Created: str
+    Image: str
+    State: ContainerState
+    Config: ContainerConfig
+    HostConfig: dict[str, Any]
+    NetworkSettings: dict[str, Any]
+    SizeRw: int
+
+
+class ContainerSummary(TypedDict, total=False):
+    Id: str
+    Names: list[str]
+    Image: str
+    ImageID: str
+    Labels: dict[str, str] | None
+    State: str
+    Created: int
+    NetworkSettings: dict[str, Any]
+
+
+class ImageConfig(TypedDict, total=False):
+    User: str
+    Labels: dict[str, str] | None
+
+
+class ImageInspect(TypedDict, total=False):
+    Id: str
+    RepoTags: list[str] | None
+    RepoDigests: list[str] | None
+    Size: int
+    Config: ImageConfig
+
+
+class ExecInspect(TypedDict, total=False):
+    Running: bool
+    ExitCode: int | None
+    Pid: int
+
+
+class Event(TypedDict, total=False):
+    Type: str
+    Action: str
+    Actor: dict[str, Any]
+    id: str
+    timeNano: int
+
+
+# -- small pure helpers ---------------------------------------------------------------------
+
+
+def docker_time_ns(text: str | None) -> int:
+    """Nanoseconds since the epoch of dockerd's RFC 3339 times; 0 for Go's zero time."""
+    if not text or text.startswith("0001-01-01"):
+        return 0
+    base, _, rest = text.partition(".")
+    frac = ""
+    tz = "Z"
+    if rest:
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        frac, tz = rest[:digits], rest[digits:]
+    else:
+        for i in range(len(base) - 1, 9, -1):
+            if base[i] in "Z+-":
+                base, tz = base[:i], base[i:]
+                break
+    offset = "+00:00" if tz in ("Z", "z", "") else tz
+    seconds = int(datetime.fromisoformat(base + offset).timestamp())
+    return seconds * 1_000_000_000 + int((frac + "000000000")[:9])
+
+
+def registry_auth(auth: Mapping[str, str]) -> str:
+    """The ``X-Registry-Auth`` header for CRI AuthConfig fields (base64url JSON)."""
+    body: dict[str, str] = {}
+    username, password = auth.get("username", ""), auth.get("password", "")
+    if not username and auth.get("auth"):
+        decoded = base64.b64decode(auth["auth"] + "==").decode(errors="replace")
+        username, _, password = decoded.partition(":")
+    for key, value in (
+        ("username", username),
+        ("password", password),
+        ("serveraddress", auth.get("server_address", "")),
+        ("identitytoken", auth.get("identity_token", "")),
+        ("registrytoken", auth.get("registry_token", "")),
+    ):
+        if value:
+            body[key] = value
+    return base64.urlsafe_b64encode(json.dumps(body).encode()).decode()
+
+
+@dataclass
+class FrameDecoder:
+    """Demultiplex dockerd's attach/logs stream: 8-byte headers, then the payload."""
+
+    _buffer: bytearray = field(default_factory=bytearray)
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        self._buffer += data
+        frames: list[tuple[int, bytes]] = []
+        while len(self._buffer) >= _HEADER.size:
+            stream, size = _HEADER.unpack_from(self._buffer)
+            end = _HEADER.size + size
+            if len(self._buffer) < end:
+                break
+            frames.append((stream, bytes(self._buffer[_HEADER.size : end])))
+            del self._buffer[:end]
+        return frames
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+
+def _error_for(status: int, message: str) -> CRIError:
+    if status == 400:
+        return InvalidArgument(message)
+    if status == 404:
+        return NotFound(message)
+    if status == 409:
+        if any(s in message for s in _STATE_CONFLICTS):
+            return FailedPrecondition(message)
+        return AlreadyExists(message)
+    if status == 503:
+        return Unavailable(message)
+    return CRIError(message)
+
+
+def _filters(filters: Mapping[str, Sequence[str]]) -> str:
+    return json.dumps({k: list(v) for k, v in filters.items() if v})
+
+
+# -- the client -----------------------------------------------------------------------------
+
+
+class DockerClient:
+    """Engine API calls as coroutines. No I/O until the first call; :meth:`close` at the end."""
+
+    def __init__(
+        self, host: str = DEFAULT_HOST, *, api_version: str = API_VERSION, timeout: float = 60.0
+    ) -> None:
+        if not host.startswith("unix://") or not host[len("unix://") :].startswith("/"):
+            raise ValueError(f"docker host {host!r}: expected unix:///PATH")
+        self.host = host
+        self.socket_path = host[len("unix://") :]
+        self.api_version = api_version
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.UnixConnector(path=self.socket_path, force_close=True)
+            self._session = aiohttp.ClientSession(
+                connector=connector, base_url="http://docker", auto_decompress=False
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _url(self, path: str) -> str:
+        return f"/v{self.api_version}{path}"
+
+    @asynccontextmanager
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = -1.0,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A response whose status is below 400 (304 included); errors raised as CRIErrors."""
+        total = self.timeout if timeout == -1.0 else timeout
+        client_timeout = aiohttp.ClientTimeout(total=total, connect=10)
+        kwargs: dict[str, Any] = {"params": params, "timeout": client_timeout}
+        if body is not None:
+            kwargs["json"] = body
+        elif data is not None:
+            kwargs["data"] = data
+        if headers:
+            kwargs["headers"] = dict(headers)
+        try:
+            async with self._http().request(method, self._url(path), **kwargs) as resp:
+                if resp.status >= 400:
+                    raw = await resp.read()
+                    try:
+                        message = str(json.loads(raw).get("message", "")) or raw.decode()
+                    except (ValueError, AttributeError):
+                        message = raw.decode(errors="replace")
+                    raise _error_for(resp.status, message.strip() or f"HTTP {resp.status}")
+                yield resp
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
+            raise Unavailable(f"cannot reach dockerd at {self.host}: {exc}") from None
+        except TimeoutError:
+            raise Unavailable(f"dockerd at {self.host} did not answer {method} {path}") from None
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        timeout: float | None = -1.0,
+    ) -> Any:
+        """One request; the decoded JSON body, or None for an empty one (204, 304)."""
+        async with self._request(method, path, params=params, body=body, timeout=timeout) as resp:
+            raw = await resp.read()
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw.decode(errors="replace")
+
+    # -- system ---------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        async with self._request("GET", "/_ping", timeout=5) as resp:
+            await resp.read()
+
+    async def version(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("GET", "/version")
+        return result
+
+    async def info(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("GET", "/info")
+        return result
+
+    async def system_df(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("GET", "/system/df", timeout=120)
+        return result
+
+    async def daemon_pid(self) -> int | None:
+        """dockerd's process ID, from the peer credentials of its socket (None if unknown)."""
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(self.socket_path), timeout=5
+            )
+        except (OSError, TimeoutError):
+            return None
+        try:
+            sock: socket.socket = writer.get_extra_info("socket")
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            pid, _, _ = struct.unpack("3i", creds)
+            return pid or None
+        finally:
+            writer.close()
+
+    # -- containers -----------------------------------------------------------------------
+
+    async def create_container(self, name: str, body: Mapping[str, Any]) -> str:
+        result = await self.call("POST", "/containers/create", params={"name": name}, body=body)
+        return str(result["Id"])
+
+    async def start_container(self, container_id: str) -> None:
+        await self.call("POST", f"/containers/{quote(container_id)}/start")
+
+    async def stop_container(self, container_id: str, timeout: int) -> None:
+        await self.call(
+            "POST",
+            f"/containers/{quote(container_id)}/stop",
+            params={"t": str(timeout)},
+            timeout=timeout + DEFAULT_TIMEOUT,
+        )
+
+    async def kill_container(self, container_id: str, signal: str = "SIGKILL") -> None:
+        await self.call(
+            "POST", f"/containers/{quote(container_id)}/kill", params={"signal": signal}
+        )
+
+    async def wait_container(self, container_id: str, timeout: float) -> int:
+        result = await self.call(
+            "POST",
+            f"/containers/{quote(container_id)}/wait",
+            params={"condition": "not-running"},
+            timeout=timeout,
+        )
+        return int(result.get("StatusCode", 0)) if isinstance(result, dict) else 0
+
+    async def remove_container(self, container_id: str) -> None:
+        await self.call(
+            "DELETE", f"/containers/{quote(container_id)}", params={"force": "1", "v": "1"}
+        )
+
+    async def inspect_container(self, container_id: str, *, size: bool = False) -> ContainerInspect:
+        params = {"size": "1"} if size else None
+        result: ContainerInspect = await self.call(
+            "GET", f"/containers/{quote(container_id)}/json", params=params
+        )
+        return result
+
+    async def list_containers(self, filters: Mapping[str, Sequence[str]]) -> list[ContainerSummary]:
+        result: list[ContainerSummary] = await self.call(
+            "GET", "/containers/json", params={"all": "1", "filters": _filters(filters)}
+        )
+        return result
+
+    async def container_stats(self, container_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call(
+            "GET",
+            f"/containers/{quote(container_id)}/stats",
+            params={"stream": "false", "one-shot": "true"},
+        )
+        return result
+
+    async def logs(
+        self, container_id: str, *, tty: bool, since: str = "0", follow: bool = True
+    ) -> AsyncIterator[list[tuple[int, bytes]]]:
+        """Batches of (stream, payload), until the container stops (or at once, unfollowed).
+
+        Without a TTY every frame is one message of the log driver, timestamp first;
+        with one, the payload is raw terminal output (stream STDOUT).
+        """
+        params = {
+            "stdout": "1",
+            "stderr": "1",
+            "timestamps": "1",
+            "follow": "1" if follow else "0",
+            "since": since,
+        }
+        async with self._request(
+            "GET", f"/containers/{quote(container_id)}/logs", params=params, timeout=None
+        ) as resp:
+            decoder = FrameDecoder()
+            try:
+                async for chunk in resp.content.iter_any():
+                    frames = [(STDOUT, chunk)] if tty else decoder.feed(chunk)
+                    if frames:
+                        yield frames
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+                raise Unavailable(f"log stream from dockerd at {self.host} broke: {exc}") from None
+
+    async def events(self, filters: Mapping[str, Sequence[str]]) -> AsyncIterator[Event]:
+        async with self._request(
+            "GET", "/events", params={"filters": _filters(filters)}, timeout=None
+        ) as resp:
+            try:
+                async for line in resp.content:
+                    if line.strip():
+                        yield json.loads(line)
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+                raise Unavailable(
+                    f"event stream from dockerd at {self.host} broke: {exc}"
+                ) from None
+
+    # -- exec -----------------------------------------------------------------------------
+
+    async def create_exec(self, container_id: str, cmd: Sequence[str]) -> str:
+        result = await self.call(
+            "POST",
+            f"/containers/{quote(container_id)}/exec",
+            body={"Cmd": list(cmd), "AttachStdout": True, "AttachStderr": True, "Tty": False},
+        )
+        return str(result["Id"])
+
+    async def start_exec(self, exec_id: str) -> tuple[bytes, bytes]:
+        """Run an exec attached; its (stdout, stderr) once it ends."""
+        out, err = bytearray(), bytearray()
+        async with self._request(
+            "POST",
+            f"/exec/{quote(exec_id)}/start",
+            body={"Detach": False, "Tty": False},
+            timeout=None,
+        ) as resp:
+            decoder = FrameDecoder()
+            try:
+                async for chunk in resp.content.iter_any():
+                    for stream, payload in decoder.feed(chunk):
+                        (err if stream == STDERR else out).extend(payload)
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+                raise Unavailable(f"exec stream from dockerd at {self.host} broke: {exc}") from None
+        return bytes(out), bytes(err)
+
+    async def inspect_exec(self, exec_id: str) -> ExecInspect:
+        result: ExecInspect = await self.call("GET", f"/exec/{quote(exec_id)}/json")
+        return result
+
+    # -- images ---------------------------------------------------------------------------
+
+    async def inspect_image(self, name: str) -> ImageInspect:
+        result: ImageInspect = await self.call("GET", f"/images/{quote(name, safe='/:@')}/json")
+        return result
+
+    async def list_images(self) -> list[ImageInspect]:
+        result: list[ImageInspect] = await self.call("GET", "/images/json")
+        return result
+
+    async def pull_image(self, reference: str, auth: Mapping[str, str]) -> None:
+        """Pull ``reference`` (which names a tag or a digest); errors in the stream raise."""
+        headers = {"X-Registry-Auth": registry_auth(auth)}
+        async with self._request(
+            "POST",
+            "/images/create",
+            params={"fromImage": reference},
+            headers=headers,
+            timeout=None,
+        ) as resp:
+            await _raise_stream_error(resp)
+
+    async def tag_image(self, image: str, repository: str, tag: str) -> None:
+        await self.call(
+            "POST",
+            f"/images/{quote(image, safe='/:@')}/tag",
+            params={"repo": repository, "tag": tag},
+        )
+
+    async def remove_image(self, name: str, *, force: bool, noprune: bool = False) -> None:
+        params = {"force": "1" if force else "0", "noprune": "1" if noprune else "0"}
+        await self.call("DELETE", f"/images/{quote(name, safe='/:@')}", params=params)
+
+    async def load_image(self, archive: bytes) -> None:
+        """``POST /images/load`` of a docker-archive tar."""
+        async with self._request(
+            "POST",
+            "/images/load",
+            params={"quiet": "1"},
+            data=archive,
+            headers={"Content-Type": "application/x-tar"},
+            timeout=120,
+        ) as resp:
+            await _raise_stream_error(resp)
+
+
+async def _raise_stream_error(resp: aiohttp.ClientResponse) -> None:
+    """Read a JSON-lines progress stream; an ``error`` entry becomes a CRIError."""
+    async for line in resp.content:
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("error"):
+            raise StreamError(str(entry["error"]))
+
+
+class StreamError(CRIError):
+    """dockerd reported an error inside a progress stream (pull, load): status 200, then this."""

@@ -1,0 +1,752 @@
+"""CRI semantics over dockerd: sandboxes as infra containers, containers beside them.
+
+The server keeps no state of its own beyond the log copiers of running
+containers: every answer is read from dockerd, and everything the CRI reports
+was written into the Docker labels at creation (:mod:`runtimes.docker.labels`).
+A restarted server therefore knows everything its predecessor knew, and resumes
+copying the logs of the containers still running (or that ended meanwhile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from minikubelet.errors import (
+    AlreadyExists,
+    CRIError,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+from runtimes.base import model as m
+from runtimes.docker import dockerconfig
+from runtimes.docker import labels as lb
+from runtimes.docker.client import (
+    ContainerInspect,
+    ContainerSummary,
+    DockerClient,
+    docker_time_ns,
+)
+from runtimes.docker.images import DockerImages
+from runtimes.docker.logs import LogCopier
+from runtimes.docker.pause import PauseImage
+
+log = logging.getLogger(__name__)
+
+RUNTIME_NAME: Final = "docker"
+NOT_AVAILABLE: Final = "DockerDaemonNotAvailable"
+SANDBOX_STOP_TIMEOUT: Final = 10  # seconds of SIGTERM for the infra container (pause exits at once)
+LOG_SETTLE_TIMEOUT: Final = 5.0  # how long a status waits for an exited container's last output
+EXIT_START_ERROR: Final = 128
+_RUNNING_STATES: Final = ("running", "paused", "restarting")
+_SPEC_MEMO_LIMIT: Final = 10_000
+
+
+def _generation(*fields: object) -> int:
+    """A number that changes when what the CRI lists about an object changes."""
+    return hash(fields) & 0x7FFFFFFF
+
+
+def _log_path(directory: str, relative: str) -> str:
+    """The container's log file; refuses a ``log_path`` that leaves the log directory."""
+    if not relative:
+        return ""
+    if not directory:
+        raise InvalidArgument(
+            "ContainerConfig.log_path is set but the sandbox has no log_directory"
+        )
+    if not os.path.isabs(directory):
+        raise InvalidArgument(f"sandbox log_directory {directory!r} must be absolute")
+    full = os.path.normpath(os.path.join(directory, relative))
+    if not full.startswith(os.path.normpath(directory) + os.sep):
+        raise InvalidArgument(f"log_path {relative!r} escapes the log directory {directory!r}")
+    return full
+
+
+def _touch(path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640))
+
+
+def _in_cgroup_of(pid: int, container_id: str) -> bool:
+    try:
+        return container_id in Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return False
+
+
+def _oom_score_adj_of(pid: int | None) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid or 'self'}/oom_score_adj").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+class DockerRuntime:
+    """RuntimeService semantics on dockerd. Call :meth:`run` before starting containers."""
+
+    def __init__(
+        self,
+        client: DockerClient,
+        images: DockerImages,
+        *,
+        pause: PauseImage,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._client = client
+        self.images = images
+        self.pause = pause
+        self._now = clock
+        self._copiers: dict[str, tuple[LogCopier, asyncio.Task[None]]] = {}
+        self._tasks: asyncio.TaskGroup | None = None
+        self._sandbox_specs: dict[str, m.PodSandboxSpec] = {}
+        self._container_specs: dict[str, m.ContainerSpec] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Own the log copiers until cancelled; resume those a previous server left."""
+        async with asyncio.TaskGroup() as tg:
+            self._tasks = tg
+            tg.create_task(self._resume_logs(), name="docker-resume-logs")
+            try:
+                await asyncio.Future()
+            finally:
+                self._tasks = None
+                for _, task in self._copiers.values():
+                    task.cancel()
+
+    async def _resume_logs(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                containers = await self._list_containers(m.ContainerFilter(), settle=False)
+                break
+            except Unavailable as exc:
+                log.info("waiting for dockerd to resume log copying: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        for c in containers:
+            if not c.log_path or c.state == m.ContainerState.CREATED:
+                continue
+            exists = await asyncio.to_thread(os.path.exists, c.log_path)
+            if c.state == m.ContainerState.EXITED and not exists:
+                continue  # its log is gone (removed by the kubelet): nothing to add to
+            self._start_copier(c.id, c.log_path, tty=c.spec.tty)
+        if containers:
+            log.info("resumed log copying for %d containers", len(self._copiers))
+
+    def _start_copier(self, container_id: str, path: str, *, tty: bool) -> None:
+        current = self._copiers.get(container_id)
+        if current is not None and not current[1].done():
+            return
+        if self._tasks is None:
+            raise FailedPrecondition("the docker runtime is not running")
+        copier = LogCopier(self._client, container_id, path, tty=tty)
+        task = self._tasks.create_task(copier.run(), name=f"docker-log-{container_id[:13]}")
+        self._copiers[container_id] = (copier, task)
+        task.add_done_callback(lambda t: self._forget_copier(container_id, t))
+
+    def _forget_copier(self, container_id: str, task: asyncio.Task[None]) -> None:
+        current = self._copiers.get(container_id)
+        if current is not None and current[1] is task:
+            del self._copiers[container_id]
+
+    async def _settle_logs(self, container_id: str) -> None:
+        """Wait (briefly) until an exited container's output is all in its log file."""
+        current = self._copiers.get(container_id)
+        if current is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(LOG_SETTLE_TIMEOUT):
+                await current[0].done.wait()
+
+    async def _stop_copier(self, container_id: str) -> None:
+        current = self._copiers.pop(container_id, None)
+        if current is not None:
+            current[1].cancel()
+            await asyncio.wait([current[1]])  # returns once it ended; raises nothing of its own
+
+    # -- runtime ---------------------------------------------------------------------------
+
+    async def version(self) -> m.VersionInfo:
+        version = await self._client.version()
+        return m.VersionInfo(RUNTIME_NAME, str(version.get("Version", "")), "v1")
+
+    async def status(self) -> m.RuntimeStatus:
+        try:
+            info = await self._client.info()
+        except Unavailable as exc:
+            return m.RuntimeStatus(
+                conditions=(
+                    m.Condition("RuntimeReady", False, NOT_AVAILABLE, exc.message),
+                    m.Condition("NetworkReady", False, NOT_AVAILABLE, exc.message),
+                ),
+                handlers=("",),
+            )
+        runtimes = sorted((info.get("Runtimes") or {}).keys())
+        config = {
+            "dockerHost": self._client.host,
+            "serverVersion": info.get("ServerVersion", ""),
+            "dockerRootDir": info.get("DockerRootDir", ""),
+            "cgroupDriver": info.get("CgroupDriver", ""),
+            "pauseImage": self.pause.tag,
+            "registryMirrors": {h: mr.location for h, mr in self.images.mirrors.items()},
+        }
+        return m.RuntimeStatus(
+            conditions=(m.Condition("RuntimeReady", True), m.Condition("NetworkReady", True)),
+            handlers=("", *runtimes),
+            info={"config": json.dumps(config, sort_keys=True)},
+        )
+
+    async def cgroup_driver(self) -> int:
+        info = await self._client.info()
+        return 0 if info.get("CgroupDriver") == "systemd" else 1
+
+    async def update_runtime_config(self, pod_cidr: str) -> None:
+        return None  # pods get their addresses from Docker's bridge network
+
+    # -- reading objects back from dockerd -------------------------------------------------
+
+    def _labels(self, raw: Mapping[str, Any]) -> dict[str, str]:
+        """Labels of a container as inspected (under Config) or as listed."""
+        config = raw.get("Config")
+        found = config.get("Labels") if isinstance(config, dict) else raw.get("Labels")
+        return dict(found or {})
+
+    def _ours(self, object_id: str, labels: Mapping[str, str], kind: str) -> bool:
+        """A container this runtime made (of ``kind``), with labels it can read back."""
+        if labels.get(lb.TYPE) != kind or labels.get(lb.SCHEMA) != lb.SCHEMA_VERSION:
+            return False
+        try:
+            if kind == lb.SANDBOX:
+                self._sandbox_spec(object_id, labels)
+            else:
+                self._container_spec(object_id, labels)
+        except (ValueError, KeyError):
+            log.warning("ignoring %s %s: its labels do not decode", kind, object_id[:13])
+            return False
+        return True
+
+    def _sandbox_spec(self, object_id: str, labels: Mapping[str, str]) -> m.PodSandboxSpec:
+        spec = self._sandbox_specs.get(object_id)
+        if spec is None:
+            spec = lb.decode(m.PodSandboxSpec, labels[lb.SPEC])
+            if len(self._sandbox_specs) >= _SPEC_MEMO_LIMIT:
+                self._sandbox_specs.clear()
+            self._sandbox_specs[object_id] = spec
+        return spec
+
+    def _container_spec(self, object_id: str, labels: Mapping[str, str]) -> m.ContainerSpec:
+        spec = self._container_specs.get(object_id)
+        if spec is None:
+            spec = lb.decode(m.ContainerSpec, labels[lb.SPEC])
+            if len(self._container_specs) >= _SPEC_MEMO_LIMIT:
+                self._container_specs.clear()
+            self._container_specs[object_id] = spec
+        return spec
+
+    def _sandbox_from(self, raw: Mapping[str, Any]) -> m.PodSandbox:
+        """From an inspected (State is an object) or a listed (State is a word) infra container."""
+        object_id = str(raw.get("Id", ""))
+        labels = self._labels(raw)
+        spec = self._sandbox_spec(object_id, labels)
+        state_field = raw.get("State")
+        if isinstance(state_field, dict):
+            running = bool(state_field.get("Running"))
+        else:
+            running = state_field == "running"
+        state = m.SandboxState.READY if running else m.SandboxState.NOTREADY
+        networks = ((raw.get("NetworkSettings") or {}).get("Networks")) or {}
+        ip = ""
+        if running and spec.namespaces.network != dockerconfig.NODE:
+            ip = next(
+                (str(n.get("IPAddress")) for n in networks.values() if n.get("IPAddress")), ""
+            )
+        return m.PodSandbox(
+            id=object_id,
+            spec=spec,
+            state=state,
+            created_at=int(labels.get(lb.CREATED, "0") or 0),
+            ip=ip,
+            generation=_generation(state),
+        )
+
+    def _container_from_summary(self, raw: ContainerSummary) -> m.Container:
+        object_id = str(raw.get("Id", ""))
+        labels = self._labels(raw)
+        spec = self._container_spec(object_id, labels)
+        docker_state = str(raw.get("State", ""))
+        state = _container_state(docker_state)
+        return m.Container(
+            id=object_id,
+            sandbox_id=labels.get(lb.SANDBOX_ID, ""),
+            spec=spec,
+            image_ref=str(raw.get("ImageID", "")),
+            image_name=labels.get(lb.IMAGE_NAME, spec.image),
+            state=state,
+            created_at=int(labels.get(lb.CREATED, "0") or 0),
+            log_path=labels.get(lb.LOG_PATH, ""),
+            generation=_generation(state),
+        )
+
+    def _container_from_inspect(self, raw: ContainerInspect) -> m.Container:
+        object_id = str(raw.get("Id", ""))
+        labels = self._labels(raw)
+        spec = self._container_spec(object_id, labels)
+        st = raw.get("State") or {}
+        docker_state = str(st.get("Status", ""))
+        state = _container_state(docker_state)
+        exit_code = int(st.get("ExitCode") or 0)
+        error = str(st.get("Error") or "")
+        started = docker_time_ns(st.get("StartedAt"))
+        finished = docker_time_ns(st.get("FinishedAt"))
+        reason = ""
+        if docker_state == "created" and error:
+            # dockerd could not start it: it will never run, so it has exited (as containerd says)
+            state, reason = m.ContainerState.EXITED, "StartError"
+            exit_code = exit_code or EXIT_START_ERROR
+            finished = finished or started or int(labels.get(lb.CREATED, "0") or 0)
+        elif state == m.ContainerState.EXITED:
+            if st.get("OOMKilled"):
+                reason = "OOMKilled"
+            else:
+                reason = "Completed" if exit_code == 0 else "Error"
+        return m.Container(
+            id=object_id,
+            sandbox_id=labels.get(lb.SANDBOX_ID, ""),
+            spec=spec,
+            image_ref=str(raw.get("Image", "")),
+            image_name=labels.get(lb.IMAGE_NAME, spec.image),
+            repo_digest=labels.get(lb.REPO_DIGEST, ""),
+            state=state,
+            created_at=int(labels.get(lb.CREATED, "0") or 0),
+            started_at=started,
+            finished_at=finished if state == m.ContainerState.EXITED else 0,
+            exit_code=exit_code if state == m.ContainerState.EXITED else 0,
+            reason=reason,
+            message=error,
+            log_path=labels.get(lb.LOG_PATH, ""),
+            pid=int(st.get("Pid") or 0),
+            generation=_generation(state),
+        )
+
+    async def _inspect(self, object_id: str, kind: str) -> ContainerInspect:
+        """A sandbox (kind ``sandbox``) or container of ours by ID or unique ID prefix."""
+        what = "pod sandbox" if kind == lb.SANDBOX else "container"
+        if not object_id or len(object_id) > 64:
+            raise NotFound(f"{what} {object_id!r} not found")
+        try:
+            raw = await self._client.inspect_container(object_id)
+        except NotFound:
+            raise NotFound(f"{what} {object_id!r} not found") from None
+        labels = self._labels(raw)
+        full_id = str(raw.get("Id", ""))
+        if not full_id.startswith(object_id) or not self._ours(full_id, labels, kind):
+            raise NotFound(f"{what} {object_id!r} not found")
+        return raw
+
+    # -- sandboxes -------------------------------------------------------------------------
+
+    async def run_pod_sandbox(self, spec: m.PodSandboxSpec) -> str:
+        md = spec.metadata
+        image_id = await self.pause.ensure()
+        name = lb.sandbox_name(md)
+        body = dockerconfig.sandbox_body(
+            spec, image=image_id, labels=lb.sandbox_labels(spec, self._now())
+        )
+        try:
+            sandbox_id = await self._client.create_container(name, body)
+        except AlreadyExists:
+            holder = await self._holder(name)
+            raise AlreadyExists(
+                f"pod sandbox name {md.namespace}/{md.name} (uid {md.uid}, attempt {md.attempt})"
+                f" is reserved for {holder}"
+            ) from None
+        try:
+            await self._client.start_container(sandbox_id)
+        except BaseException as exc:
+            # nothing half-created: a sandbox that did not start is not a sandbox
+            with contextlib.suppress(CRIError):
+                await asyncio.shield(self._client.remove_container(sandbox_id))
+            if isinstance(exc, CRIError):
+                raise type(exc)(
+                    f"pod sandbox {md.namespace}/{md.name}: starting its infra container "
+                    f"failed: {exc.message}"
+                ) from None
+            raise
+        log.info("sandbox %s for pod %s/%s is ready", sandbox_id[:13], md.namespace, md.name)
+        return sandbox_id
+
+    async def _holder(self, name: str) -> str:
+        try:
+            return str((await self._client.inspect_container(name)).get("Id", name))
+        except CRIError:
+            return name
+
+    async def _sandbox_containers(self, sandbox_id: str) -> list[ContainerSummary]:
+        return await self._client.list_containers(
+            {"label": [f"{lb.TYPE}={lb.CONTAINER}", f"{lb.SANDBOX_ID}={sandbox_id}"]}
+        )
+
+    async def stop_pod_sandbox(self, sandbox_id: str) -> None:
+        try:
+            raw = await self._inspect(sandbox_id, lb.SANDBOX)
+        except NotFound:
+            return  # already gone: stopping is idempotent
+        full_id = str(raw.get("Id"))
+        containers = await self._sandbox_containers(full_id)
+        await asyncio.gather(
+            *(self._kill(str(c.get("Id"))) for c in containers if c.get("State") in _RUNNING_STATES)
+        )
+        if (raw.get("State") or {}).get("Running"):
+            with contextlib.suppress(NotFound):
+                await self._client.stop_container(full_id, SANDBOX_STOP_TIMEOUT)
+            log.info("sandbox %s stopped", full_id[:13])
+
+    async def remove_pod_sandbox(self, sandbox_id: str) -> None:
+        try:
+            raw = await self._inspect(sandbox_id, lb.SANDBOX)
+        except NotFound:
+            return
+        full_id = str(raw.get("Id"))
+        for c in await self._sandbox_containers(full_id):
+            await self.remove_container(str(c.get("Id")))
+        with contextlib.suppress(NotFound):
+            await self._client.remove_container(full_id)
+        self._sandbox_specs.pop(full_id, None)
+        log.info("sandbox %s removed", full_id[:13])
+
+    async def pod_sandbox_status(self, sandbox_id: str) -> m.PodSandbox:
+        return self._sandbox_from(await self._inspect(sandbox_id, lb.SANDBOX))
+
+    async def list_pod_sandbox(self, filter: m.SandboxFilter) -> Sequence[m.PodSandbox]:
+        labels = [f"{lb.TYPE}={lb.SANDBOX}", *lb.selector(filter.label_selector)]
+        summaries = await self._client.list_containers({"label": labels})
+        out = []
+        for raw in summaries:
+            if filter.id and not str(raw.get("Id", "")).startswith(filter.id):
+                continue
+            if not self._ours(str(raw.get("Id", "")), self._labels(raw), lb.SANDBOX):
+                continue
+            sandbox = self._sandbox_from(raw)
+            if filter.state is None or sandbox.state == filter.state:
+                out.append(sandbox)
+        return out
+
+    # -- containers ------------------------------------------------------------------------
+
+    async def create_container(
+        self, sandbox_id: str, spec: m.ContainerSpec, sandbox_spec: m.PodSandboxSpec | None
+    ) -> str:
+        raw = await self._inspect(sandbox_id, lb.SANDBOX)
+        sandbox = self._sandbox_from(raw)
+        if sandbox.state != m.SandboxState.READY:
+            raise FailedPrecondition(f"pod sandbox {sandbox.id} is not ready")
+        lb.check_user_labels(spec.labels, "ContainerConfig")
+        dockerconfig.binds(spec.mounts)  # refuse a bad mount before anything is made
+        resolved = await self.images.resolve(spec.image)
+        if resolved is None:
+            raise NotFound(f"image {spec.image!r} not found: pull it first")
+        log_path = _log_path(sandbox.spec.log_directory, spec.log_path)
+        name = lb.container_name(spec.metadata, sandbox.metadata)
+        container_labels = lb.container_labels(
+            spec,
+            sandbox_id=sandbox.id,
+            log_path=log_path,
+            image_name=resolved.name,
+            repo_digest=resolved.repo_digest,
+            created_ns=self._now(),
+        )
+        body = dockerconfig.container_body(
+            spec,
+            infra_id=sandbox.id,
+            sandbox=sandbox.spec,
+            image=resolved.id,
+            labels=container_labels,
+            oom_floor=await self._oom_floor(),
+        )
+        if log_path:
+            try:
+                await asyncio.to_thread(_touch, log_path)
+            except OSError as exc:
+                raise InvalidArgument(f"cannot create the log file {log_path}: {exc}") from None
+        try:
+            container_id = await self._client.create_container(name, body)
+        except AlreadyExists:
+            holder = await self._holder(name)
+            raise AlreadyExists(
+                f"container name {spec.metadata.name!r} (attempt {spec.metadata.attempt}) in pod"
+                f" sandbox {sandbox.id} is reserved for {holder}"
+            ) from None
+        except InvalidArgument as exc:
+            raise InvalidArgument(
+                f"container {spec.metadata.name!r}: dockerd refused it: {exc.message}"
+            ) from None
+        return container_id
+
+    async def _oom_floor(self) -> int | None:
+        """The lowest oom_score_adj a container may get: the daemon's own (or ours)."""
+        pid = await self._client.daemon_pid()
+        return _oom_score_adj_of(pid) if pid else _oom_score_adj_of(None)
+
+    async def start_container(self, container_id: str) -> None:
+        raw = await self._inspect(container_id, lb.CONTAINER)
+        container = self._container_from_inspect(raw)
+        if container.state != m.ContainerState.CREATED:
+            raise FailedPrecondition(
+                f"container {container.id} is in state {container.state.name}, not CREATED"
+            )
+        if self._tasks is None:
+            raise FailedPrecondition("the docker runtime is not running")
+        try:
+            infra = await self._inspect(container.sandbox_id, lb.SANDBOX)
+        except NotFound:
+            raise FailedPrecondition(f"pod sandbox {container.sandbox_id} is gone") from None
+        if not (infra.get("State") or {}).get("Running"):
+            raise FailedPrecondition(f"pod sandbox {container.sandbox_id} is not ready")
+        try:
+            await self._client.start_container(container.id)
+        except CRIError as exc:
+            raise type(exc)(f"starting container {container.id}: {exc.message}") from None
+        if container.log_path:
+            self._start_copier(container.id, container.log_path, tty=container.spec.tty)
+
+    async def _kill(self, container_id: str) -> None:
+        with contextlib.suppress(NotFound, FailedPrecondition):
+            await self._client.kill_container(container_id, "SIGKILL")
+        with contextlib.suppress(NotFound):
+            await self._client.wait_container(container_id, timeout=30)
+
+    async def stop_container(self, container_id: str, timeout: int) -> None:
+        try:
+            raw = await self._inspect(container_id, lb.CONTAINER)
+        except NotFound:
+            return  # already removed: stopping is idempotent
+        full_id = str(raw.get("Id"))
+        if (raw.get("State") or {}).get("Status") not in _RUNNING_STATES:
+            return
+        if timeout <= 0:
+            await self._kill(full_id)
+        else:
+            with contextlib.suppress(NotFound):
+                await self._client.stop_container(full_id, timeout)
+        await self._settle_logs(full_id)
+
+    async def remove_container(self, container_id: str) -> None:
+        try:
+            raw = await self._inspect(container_id, lb.CONTAINER)
+        except NotFound:
+            return
+        full_id = str(raw.get("Id"))
+        if (raw.get("State") or {}).get("Status") in _RUNNING_STATES:
+            await self._kill(full_id)
+            await self._settle_logs(full_id)
+        await self._stop_copier(full_id)
+        with contextlib.suppress(NotFound):
+            await self._client.remove_container(full_id)
+        self._container_specs.pop(full_id, None)
+
+    async def container_status(self, container_id: str) -> m.Container:
+        raw = await self._inspect(container_id, lb.CONTAINER)
+        container = self._container_from_inspect(raw)
+        if container.state == m.ContainerState.EXITED and container.id in self._copiers:
+            await self._settle_logs(container.id)
+        return container
+
+    async def list_containers(self, filter: m.ContainerFilter) -> Sequence[m.Container]:
+        return await self._list_containers(filter, settle=True)
+
+    async def _list_containers(
+        self, filter: m.ContainerFilter, *, settle: bool
+    ) -> list[m.Container]:
+        labels = [f"{lb.TYPE}={lb.CONTAINER}", *lb.selector(filter.label_selector)]
+        if filter.pod_sandbox_id:
+            sandbox_id = filter.pod_sandbox_id
+            if len(sandbox_id) < 64:
+                try:
+                    sandbox_id = str((await self._inspect(sandbox_id, lb.SANDBOX)).get("Id"))
+                except NotFound:
+                    return []
+            labels.append(f"{lb.SANDBOX_ID}={sandbox_id}")
+        summaries = await self._client.list_containers({"label": labels})
+        out = []
+        for raw in summaries:
+            if filter.id and not str(raw.get("Id", "")).startswith(filter.id):
+                continue
+            if not self._ours(str(raw.get("Id", "")), self._labels(raw), lb.CONTAINER):
+                continue
+            if raw.get("State") == "created":
+                # one that failed to start says so only when inspected
+                try:
+                    inspected = await self._client.inspect_container(str(raw.get("Id")))
+                except NotFound:
+                    continue  # removed meanwhile
+                container = self._container_from_inspect(inspected)
+            else:
+                container = self._container_from_summary(raw)
+            if filter.state is None or container.state == filter.state:
+                out.append(container)
+        if settle:
+            # an exited container is listed once its output is all in its log file
+            await asyncio.gather(
+                *(
+                    self._settle_logs(c.id)
+                    for c in out
+                    if c.state == m.ContainerState.EXITED and c.id in self._copiers
+                )
+            )
+        return out
+
+    async def exec_sync(self, container_id: str, cmd: Sequence[str], timeout: int) -> m.ExecResult:
+        raw = await self._inspect(container_id, lb.CONTAINER)
+        full_id = str(raw.get("Id"))
+        if not (raw.get("State") or {}).get("Running"):
+            raise FailedPrecondition(f"container {full_id} is not running")
+        exec_id = await self._client.create_exec(full_id, cmd)
+        try:
+            async with asyncio.timeout(timeout if timeout > 0 else None):
+                stdout, stderr = await self._client.start_exec(exec_id)
+                exit_code = await self._exec_exit_code(exec_id)
+        except TimeoutError:
+            await self._kill_exec(exec_id, full_id)
+            raise DeadlineExceeded(
+                f"command {list(cmd)} timed out after {timeout}s in container {full_id}"
+            ) from None
+        return m.ExecResult(stdout, stderr, exit_code)
+
+    async def _exec_exit_code(self, exec_id: str) -> int:
+        delay = 0.005
+        while True:
+            info = await self._client.inspect_exec(exec_id)
+            if not info.get("Running") and info.get("ExitCode") is not None:
+                return int(info.get("ExitCode") or 0)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    async def _kill_exec(self, exec_id: str, container_id: str) -> None:
+        """Docker has no API to kill an exec: signal its process, once sure it is the one.
+
+        dockerd reports the PID in its own PID namespace; the process is killed only if
+        this server sees that PID in the container's cgroup (same host, same namespace).
+        """
+        with contextlib.suppress(CRIError):
+            pid = int((await self._client.inspect_exec(exec_id)).get("Pid") or 0)
+            if pid > 0 and await asyncio.to_thread(_in_cgroup_of, pid, container_id):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+
+    async def reopen_container_log(self, container_id: str) -> None:
+        raw = await self._inspect(container_id, lb.CONTAINER)
+        full_id = str(raw.get("Id"))
+        if not (raw.get("State") or {}).get("Running"):
+            raise FailedPrecondition(f"container {full_id} is not running")
+        current = self._copiers.get(full_id)
+        if current is None:
+            raise FailedPrecondition(f"container {full_id} has no log file to reopen")
+        await current[0].reopen()
+
+    async def _stats(self, container: m.Container) -> m.ContainerStats:
+        raw, inspected = await asyncio.gather(
+            self._client.container_stats(container.id),
+            self._client.inspect_container(container.id, size=True),
+        )
+        cpu = int(((raw.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage") or 0)
+        memory = raw.get("memory_stats") or {}
+        details = memory.get("stats") or {}
+        inactive = int(details.get("total_inactive_file", details.get("inactive_file", 0)) or 0)
+        usage = int(memory.get("usage") or 0)
+        return m.ContainerStats(
+            container_id=container.id,
+            metadata=container.metadata,
+            labels=container.spec.labels,
+            annotations=container.spec.annotations,
+            timestamp=docker_time_ns(raw.get("read")) or self._now(),
+            cpu_usage_core_nanoseconds=cpu,
+            memory_working_set_bytes=max(0, usage - inactive),
+            writable_layer_bytes=int(inspected.get("SizeRw") or 0),
+        )
+
+    async def container_stats(self, container_id: str) -> m.ContainerStats:
+        raw = await self._inspect(container_id, lb.CONTAINER)
+        return await self._stats(self._container_from_inspect(raw))
+
+    async def list_container_stats(
+        self, container_id: str, sandbox_id: str, label_selector: Mapping[str, str]
+    ) -> Sequence[m.ContainerStats]:
+        found = await self._list_containers(
+            m.ContainerFilter(container_id, m.ContainerState.RUNNING, sandbox_id, label_selector),
+            settle=False,
+        )
+        results = await asyncio.gather(*(self._stats(c) for c in found), return_exceptions=True)
+        out = []
+        for result in results:
+            if isinstance(result, NotFound):
+                continue  # removed meanwhile
+            if isinstance(result, BaseException):
+                raise result
+            out.append(result)
+        return out
+
+    # -- events ----------------------------------------------------------------------------
+
+    async def container_events(self) -> AsyncIterator[m.ContainerEvent]:
+        kinds = {
+            "create": m.ContainerEventType.CREATED,
+            "start": m.ContainerEventType.STARTED,
+            "die": m.ContainerEventType.STOPPED,
+            "destroy": m.ContainerEventType.DELETED,
+        }
+        filters = {"type": ["container"], "event": list(kinds), "label": [lb.TYPE]}
+        async for event in self._client.events(filters):
+            kind = kinds.get(str(event.get("Action", "")))
+            attributes: dict[str, Any] = (event.get("Actor") or {}).get("Attributes") or {}
+            object_id = str((event.get("Actor") or {}).get("ID") or event.get("id") or "")
+            if kind is None or not self._ours(object_id, attributes, attributes.get(lb.TYPE, "")):
+                continue
+            created = int(event.get("timeNano") or self._now())
+            if attributes.get(lb.TYPE) == lb.SANDBOX:
+                sandbox = await self._event_sandbox(object_id, attributes)
+                yield m.ContainerEvent(object_id, kind, created, sandbox, ())
+                continue
+            try:
+                container = self._container_from_inspect(
+                    await self._client.inspect_container(object_id)
+                )
+            except NotFound:
+                container = self._container_from_summary(
+                    {"Id": object_id, "Labels": attributes, "State": "exited"}
+                )
+            sandbox = await self._event_sandbox(attributes.get(lb.SANDBOX_ID, ""), None)
+            yield m.ContainerEvent(object_id, kind, created, sandbox, (container,))
+
+    async def _event_sandbox(
+        self, sandbox_id: str, attributes: Mapping[str, str] | None
+    ) -> m.PodSandbox | None:
+        try:
+            return await self.pod_sandbox_status(sandbox_id)
+        except NotFound:
+            if attributes is None:
+                return None
+            return self._sandbox_from({"Id": sandbox_id, "Labels": dict(attributes)})
+
+
+def _container_state(docker_state: str) -> m.ContainerState:
+    if docker_state == "created":
+        return m.ContainerState.CREATED
+    if docker_state in _RUNNING_STATES:
+        return m.ContainerState.RUNNING
+    if docker_state in ("exited", "dead", "removing"):
+        return m.ContainerState.EXITED
+    return m.ContainerState.UNKNOWN
