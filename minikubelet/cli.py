@@ -147,6 +147,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 node_ip=args.node_ip,
                 trace_file=Path(args.trace_file) if args.trace_file else None,
                 tuning=tuning,
+                runtime_args=args.runtime_arg or (),
             )
         )
     except (OSError, LaunchError, InvalidEndpoint, ExceptionGroup) as exc:
@@ -275,7 +276,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--runtime",
         default="fake",
-        help="a bundled runtime (fake, docker) started for this node, or unix:///PATH",
+        help="a bundled runtime started for this node (fake, native: runc as root, docker: "
+        "over dockerd), or the endpoint of a running one, unix:///PATH",
+    )
+    run.add_argument(
+        "--runtime-arg",
+        action="append",
+        metavar="ARG",
+        help="pass ARG to a bundled runtime, e.g. --runtime-arg=--registry-mirror=H=URL",
     )
     run.add_argument("--node-name", help="default: the host name")
     run.add_argument("--node-ip", help="the node's address shown as hostIP")

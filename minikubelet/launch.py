@@ -8,7 +8,9 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-BUNDLED_RUNTIMES = ("fake", "docker")
+BUNDLED_RUNTIMES = ("fake", "native", "docker")
+#: Runtimes whose containers end with the runtime process (nothing outlives it).
+EPHEMERAL_RUNTIMES = ("fake",)
 READY_TIMEOUT = 30.0
 
 
@@ -51,7 +53,12 @@ async def bundled_runtime(
         except TimeoutError:
             line = b""
         if b"serving" not in line:
-            raise LaunchError(f"the {name} runtime did not start (exit code {proc.returncode})")
+            if proc.returncode is None:
+                proc.terminate()
+            code = await proc.wait()
+            raise LaunchError(
+                f"the {name} runtime did not start (exit code {code}); its message is above"
+            )
         yield endpoint
     finally:
         if proc.returncode is None:

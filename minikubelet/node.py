@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
 from minikubelet.cri.client import CRIClient
 from minikubelet.cri.trace import JsonlTraceWriter, TraceRecorder
 from minikubelet.kubelet import Kubelet, KubeletConfig, host_ip
-from minikubelet.launch import BUNDLED_RUNTIMES, bundled_runtime
+from minikubelet.launch import BUNDLED_RUNTIMES, EPHEMERAL_RUNTIMES, bundled_runtime
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ async def run_node(
     node_ip: str | None,
     trace_file: Path | None,
     tuning: dict[str, float],
+    runtime_args: Sequence[str] = (),
 ) -> int:
     root = root_dir or default_root_dir()
     await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True, mode=0o700)
@@ -62,7 +65,19 @@ async def run_node(
     async with contextlib.AsyncExitStack() as stack:
         endpoint = runtime
         if runtime in BUNDLED_RUNTIMES:
-            endpoint = await stack.enter_async_context(bundled_runtime(runtime, root / "runtimes"))
+            args = list(runtime_args)
+            if runtime == "native":  # its state beside the node's; its run root in /run
+                tag = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+                args = [
+                    "--root",
+                    str(root / "native"),
+                    "--run-root",
+                    f"/run/minikubelet/native-{tag}",
+                    *args,
+                ]
+            endpoint = await stack.enter_async_context(
+                bundled_runtime(runtime, root / "runtimes", extra_args=args)
+            )
         cri = CRIClient(endpoint, recorder=recorder)
         await cri.connect()
         stack.push_async_callback(cri.close)
@@ -82,7 +97,7 @@ async def run_node(
                     )
                 tg.create_task(kubelet.run(), name="kubelet")
         finally:
-            if runtime in BUNDLED_RUNTIMES:
+            if runtime in EPHEMERAL_RUNTIMES:
                 # the simulated runtime's containers end with it: so do the pods' volumes
                 await asyncio.shield(kubelet.release_host())
     return 0
