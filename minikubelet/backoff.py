@@ -78,11 +78,6 @@ class Backoff:
             return 0.0
         return max(0.0, event_time + entry.backoff - self.clock.now())
 
-    def ends_at(self, key: str) -> float | None:
-        """When the delay since the last failure runs out (seconds), if ``key`` has one."""
-        entry = self._entries.get(key)
-        return entry.last_update + entry.backoff if entry else None
-
     def delay(self, key: str) -> float:
         entry = self._entries.get(key)
         return entry.backoff if entry else 0.0

@@ -20,14 +20,12 @@ INVALID_IMAGE_NAME: Final = "InvalidImageName"
 
 
 class ImagePullError(Exception):
-    """The container cannot start for want of its image; ``reason`` is the waiting reason,
-    ``retry_at`` when the pull back-off ends (epoch seconds) if a retry is due then."""
+    """The container cannot start for want of its image; ``reason`` is the waiting reason."""
 
-    def __init__(self, reason: str, message: str, retry_at: float | None = None) -> None:
+    def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
-        self.retry_at = retry_at
 
 
 def with_default_tag(image: str) -> str:
@@ -78,7 +76,7 @@ class ImageManager:
         if self._backoff.in_backoff_since_update(key):
             message = f'Back-off pulling image "{image}"'
             self._events.pod_event(pod, NORMAL, "BackOff", message, field_path=field_path)
-            raise ImagePullError(IMAGE_PULL_BACKOFF, message, self._backoff.ends_at(key))
+            raise ImagePullError(IMAGE_PULL_BACKOFF, message)
         self._events.pod_event(
             pod, NORMAL, "Pulling", f'Pulling image "{image}"', field_path=field_path
         )
@@ -86,11 +84,10 @@ class ImageManager:
         try:
             image_ref = await self._cri.pull_image(image, sandbox_config=sandbox_config)
         except CRIError as exc:
-            failed_at = self._backoff.clock.now()
-            delay = self._backoff.next(key, failed_at)
+            self._backoff.next(key, self._backoff.clock.now())
             message = f'Failed to pull image "{image}": {exc.message}'
             self._events.pod_event(pod, WARNING, "Failed", message, field_path=field_path)
-            raise ImagePullError(ERR_IMAGE_PULL, message, failed_at + delay) from None
+            raise ImagePullError(ERR_IMAGE_PULL, message) from None
         self._backoff.reset(key)
         took = time.monotonic() - started
         size = ""

@@ -43,6 +43,7 @@ from minikubelet.kuberuntime.manager import KubeRuntimeManager
 from minikubelet.kuberuntime.podsetup import PodSetup
 from minikubelet.logrotate import ContainerLogManager
 from minikubelet.pleg import GenericPLEG, PodLifecycleEvent
+from minikubelet.podworkers import ERROR_RETRY as SYNC_ERROR_RETRY
 from minikubelet.podworkers import PodUpdate as WorkerUpdate
 from minikubelet.podworkers import PodWorkers, UpdateType, WorkerState
 from minikubelet.prober.manager import ProbeManager
@@ -79,6 +80,8 @@ class KubeletConfig:
     container_log_max_files: int = 5
     container_log_monitor_interval: float = 10.0
     serve_api: bool = True
+    #: > 0: on shutdown, stop every pod within this many seconds (graceful node shutdown)
+    shutdown_grace_period: int = 0
     cgroup_parent: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -204,6 +207,22 @@ class Kubelet:
                 self.runtime_name,
                 self.runtime_version,
             )
+
+    async def shutdown_pods(self, grace_period: int) -> None:
+        """Graceful node shutdown: stop every pod within ``grace_period`` seconds (or its own
+        shorter one), then remove its containers, sandboxes and volumes."""
+        pods = {**self._pods, **self._removed}
+
+        async def one(pod: Pod) -> None:
+            status = await self.runtime.get_pod_status(pod.uid, pod.name, pod.namespace, pod=pod)
+            grace = min(grace_period, pod.spec.termination_grace_period_seconds)
+            await self.runtime.kill_pod(pod, status, grace)
+            await self.runtime.remove_pod(pod.uid)
+
+        log.info("node shutdown: stopping %d pods (grace %ds)", len(pods), grace_period)
+        async with asyncio.TaskGroup() as tg:
+            for pod in pods.values():
+                tg.create_task(one(pod), name=f"shutdown-{pod.uid}")
 
     async def release_host(self) -> None:
         """Unmount and remove every pod's volumes: for when the runtime's containers are gone
@@ -350,7 +369,11 @@ class Kubelet:
             api_status = self._generate(pod, status)
         self.status_manager.set_pod_status(pod.uid, api_status)
         self.synced_once += 1
-        return False, result.retry_at
+        retry_at = result.retry_at
+        if retry_at is None and (result.errors or result.waiting):
+            # as the kubelet's pod workers: a sync that failed is tried again after ~10 s
+            retry_at = time.time() + SYNC_ERROR_RETRY
+        return False, retry_at
 
     async def sync_terminating_pod(self, pod: Pod, grace_period: int | None) -> None:
         status = await self.runtime.get_pod_status(pod.uid, pod.name, pod.namespace, pod=pod)

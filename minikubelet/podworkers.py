@@ -5,6 +5,8 @@ older one that has not started. A worker syncs its pod until the pod is
 terminal or is to be removed, then runs the terminating sync (stop everything
 within the grace period) and the terminated sync (clean up), and ends. Each
 worker is a task of :meth:`PodWorkers.run`'s task group; none is left behind.
+A pod does not start while another of the same full name (``name_namespace``)
+is still terminating, as the kubelet holds back a static pod's new version.
 """
 
 from __future__ import annotations
@@ -153,7 +155,34 @@ class PodWorkers:
         if worker is not None:
             await worker.done.wait()
 
+    async def _wait_for_namesake(self, worker: _Worker) -> None:
+        """Hold a pod back while another pod of its full name still terminates (the kubelet's
+        ``allowStaticPodStart``): an edited manifest's new pod starts once the old is gone,
+        so the two never run side by side."""
+        name = worker.pod.full_name
+        while True:
+            other = next(
+                (
+                    w
+                    for w in self._workers.values()
+                    if w is not worker
+                    and w.pod.full_name == name
+                    and w.state is not WorkerState.TERMINATED
+                ),
+                None,
+            )
+            if other is None:
+                return
+            log.info(
+                "pod=%s uid=%s waits for uid=%s of the same name to terminate",
+                worker.pod,
+                worker.pod.uid,
+                other.pod.uid,
+            )
+            await other.done.wait()
+
     async def _work(self, worker: _Worker) -> None:
+        await self._wait_for_namesake(worker)
         next_sync: float | None = None
         while True:
             timeout = None if next_sync is None else max(0.0, next_sync - time.time())

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: The kubelet never gives a container less than this to stop (minimumGracePeriodInSeconds).
 MINIMUM_GRACE_PERIOD = 2
+#: The grace period the kubelet kills orphaned pods with (HandlePodCleanups' override).
+ORPHAN_GRACE_PERIOD = 1
 #: How much of a termination message the kubelet keeps (and of the log when falling back).
 MAX_TERMINATION_MESSAGE = 4096
 FALLBACK_LOG_LINES = 80
@@ -354,8 +356,8 @@ class KubeRuntimeManager:
             try:
                 await self.configs.prepare_pod(pod, pod_ips)
             except ContainerConfigError as exc:
-                for c in (*pod.spec.init_containers, *pod.spec.containers):
-                    result.waiting[c.name] = (exc.reason, exc.message)
+                # the pod waits for its volumes: its containers show ContainerCreating (or
+                # PodInitializing), the reason is in the FailedMount event, as with the kubelet
                 self.events.pod_event(pod, WARNING, "FailedMount", exc.message)
                 result.errors.append(exc.message)
                 return result
@@ -459,8 +461,6 @@ class KubeRuntimeManager:
             self.events.pod_event(
                 pod, WARNING, "Failed", f"Error: {exc.reason}", field_path=field_path
             )
-            if exc.retry_at is not None:
-                result.retry_after(exc.retry_at)  # pull again once the back-off ends
             return False
         try:
             config = await self.configs.container_config(
@@ -559,8 +559,16 @@ class KubeRuntimeManager:
         if pre_stop is not None and grace > 0:
             error = await self.hooks.run(pod, spec, container_id, pre_stop, (), float(grace))  # type: ignore[arg-type]
             if error is not None:
+                # the kubelet keeps the hook's output out of the event (it may hold secrets)
+                log.warning(
+                    "pod=%s uid=%s: preStop hook of %s failed: %s", pod, pod.uid, name, error
+                )
                 self.events.pod_event(
-                    pod, WARNING, "FailedPreStopHook", error, field_path=self._field_path(pod, name)
+                    pod,
+                    WARNING,
+                    "FailedPreStopHook",
+                    "PreStopHook failed",
+                    field_path=self._field_path(pod, name),
                 )
         remaining = grace - int(time.monotonic() - started)
         timeout = max(remaining, MINIMUM_GRACE_PERIOD) if grace > 0 else 0
@@ -629,8 +637,10 @@ class KubeRuntimeManager:
 
     async def kill_orphan(self, uid: PodUID) -> None:
         """Stop the running containers of a pod no source wants any more, though the kubelet
-        has no spec for it (it was restarted meanwhile): the grace period and an exec preStop
-        come from the container's annotations, as the kubelet restores them."""
+        has no spec for it (it was restarted meanwhile): an exec preStop comes from the
+        container's annotations, as the kubelet restores it, and the grace period is the
+        kubelet's override for orphans (HandlePodCleanups): 1 s, so the preStop gets 1 s and
+        the container the 2 s minimum."""
         selector = {kl.POD_UID_LABEL: str(uid)}
         running = pb.ContainerFilter(
             label_selector=selector, state=pb.ContainerStateValue(state=pb.CONTAINER_RUNNING)
@@ -642,9 +652,7 @@ class KubeRuntimeManager:
             except NotFound:
                 return
             info = kl.container_info_from_annotations({**status.labels, **status.annotations})
-            grace = info.pod_deletion_grace_period
-            if grace is None:
-                grace = info.pod_termination_grace_period or 30
+            grace = ORPHAN_GRACE_PERIOD
             started = time.monotonic()
             command = ((info.pre_stop_handler or {}).get("exec") or {}).get("command")
             if grace > 0 and isinstance(command, list) and command:
@@ -662,20 +670,9 @@ class KubeRuntimeManager:
                 tg.create_task(stop(c.id), name=f"stop-orphan-{c.id[:13]}")
 
     async def remove_pod(self, uid: PodUID) -> None:
-        """Remove every container and sandbox of a terminated pod, and its volumes.
-
-        What still runs belongs to an orphan (its pod went while the kubelet was away): it
-        is stopped first as the kubelet kills orphans, with a grace period of 1 s raised to
-        the 2 s minimum, rather than removed (SIGKILLed) outright.
-        """
+        """Remove every container and sandbox of a terminated pod, and its volumes."""
         selector = {kl.POD_UID_LABEL: str(uid)}
-        containers = await self.cri.list_containers(pb.ContainerFilter(label_selector=selector))
-        running = [c for c in containers if c.state == pb.CONTAINER_RUNNING]
-        if running:
-            async with asyncio.TaskGroup() as tg:
-                for c in running:
-                    tg.create_task(self._stop_orphan(uid, c), name=f"stop-orphan-{c.id[:13]}")
-        for c in containers:
+        for c in await self.cri.list_containers(pb.ContainerFilter(label_selector=selector)):
             with contextlib.suppress(NotFound):
                 await self.cri.remove_container(c.id)
         for s in await self.cri.list_pod_sandbox(pb.PodSandboxFilter(label_selector=selector)):
@@ -683,16 +680,6 @@ class KubeRuntimeManager:
                 await self.cri.stop_pod_sandbox(s.id)
                 await self.cri.remove_pod_sandbox(s.id)
         await self.configs.cleanup_pod(uid)
-
-    async def _stop_orphan(self, uid: PodUID, container: pb.Container) -> None:
-        name = container.labels.get(kl.CONTAINER_NAME_LABEL, container.metadata.name)
-        log.info("uid=%s: stopping orphaned container %s (%s)", uid, name, container.id[:13])
-        try:
-            await self.cri.stop_container(container.id, MINIMUM_GRACE_PERIOD)
-        except NotFound:
-            pass
-        except CRIError as exc:
-            log.warning("uid=%s: stopping orphaned container %s failed: %s", uid, name, exc)
 
 
 def _latest_exited(status: PodStatus, name: str) -> ContainerStatus | None:

@@ -1,7 +1,8 @@
 """Container lifecycle hooks: postStart and preStop (the kubelet's ``lifecycle/handlers.go``).
 
 :func:`run_handler` runs one ``LifecycleHandler`` and returns ``None`` on success or the
-message the kubelet puts in its ``FailedPostStartHook`` / ``FailedPreStopHook`` event:
+message the kubelet puts in its ``FailedPostStartHook`` event (a failed preStop hook's
+message only goes to the log; its ``FailedPreStopHook`` event says "PreStopHook failed"):
 
 * ``exec``: the command runs through ``exec_runner`` with a CRI timeout of 0 (none), as the
   kubelet does; a non-zero exit code fails with

@@ -159,3 +159,42 @@ async def test_a_finished_worker_makes_way_for_a_restart(
     w.restart_pod(PodUpdate(make_pod("f", "img:3")))
     await until(syncer, lambda: ("sync", "f", "img:3") in syncer.calls)
     assert w.state("f") is WorkerState.SYNCING  # type: ignore[arg-type]
+
+
+def make_named(uid: str, name: str, image: str = "busybox:1") -> Pod:
+    return Pod.from_dict(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "uid": uid},
+            "spec": {"containers": [{"name": "c", "image": image}]},
+        }
+    )
+
+
+async def test_a_new_pod_waits_for_its_namesake_to_terminate(
+    workers: tuple[PodWorkers, Syncer],
+) -> None:
+    w, syncer = workers
+    old, new = make_named("old", "web", "img:1"), make_named("new", "web", "img:2")
+    w.update_pod(PodUpdate(old))
+    await until(syncer, lambda: ("sync", "old", "img:1") in syncer.calls)
+    release = asyncio.Event()
+
+    async def slow_terminating(pod: Pod, grace_period: int | None) -> None:
+        syncer._record(("terminating", pod.uid, str(grace_period)))
+        await release.wait()
+
+    syncer.sync_terminating_pod = slow_terminating  # type: ignore[method-assign]
+    w.update_pod(PodUpdate(old, UpdateType.KILL))
+    w.update_pod(PodUpdate(new))  # an edited manifest: same name, new UID
+    await until(syncer, lambda: ("terminating", "old", "None") in syncer.calls)
+    await settle()
+    assert ("sync", "new", "img:2") not in syncer.calls  # not while the old one stops
+    release.set()
+    await until(syncer, lambda: ("sync", "new", "img:2") in syncer.calls)
+    order = [(k, uid) for k, uid, _ in syncer.calls]
+    assert order.index(("terminated", "old")) < order.index(("sync", "new"))
+    other = make_named("other", "db")
+    w.update_pod(PodUpdate(other))  # another name never waits
+    await until(syncer, lambda: ("sync", "other", "busybox:1") in syncer.calls)
