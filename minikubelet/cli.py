@@ -122,6 +122,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from minikubelet.launch import LaunchError
     from minikubelet.node import default_manifests, run_node
 
+    if args.runtime == "native":
+        from runtimes.native.main import NotSupportedHere, preflight
+
+        try:
+            preflight()
+        except NotSupportedHere as exc:
+            print(
+                f"minikubelet run: {exc}.\nInstall what is missing (scripts/install-deps), "
+                "or run the simulated runtime: minikubelet run --runtime fake",
+                file=sys.stderr,
+            )
+            return 1
     manifests = Path(args.manifests) if args.manifests else default_manifests()
     tuning = {
         key: value
@@ -133,6 +145,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             ("container_log_max_size", args.container_log_max_size),
             ("container_log_max_files", args.container_log_max_files),
             ("container_log_monitor_interval", args.container_log_monitor_interval),
+            ("shutdown_grace_period", args.shutdown_grace_period),
         )
         if value is not None
     }
@@ -275,9 +288,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--manifest-url", metavar="URL", help="also poll pods from this URL")
     run.add_argument(
         "--runtime",
-        default="fake",
-        help="a bundled runtime started for this node (fake, native: runc as root, docker: "
-        "over dockerd), or the endpoint of a running one, unix:///PATH",
+        default="native",
+        help="a bundled runtime started for this node (native, the default: runc, as root; "
+        "fake: simulated; docker: over dockerd), or the endpoint of a running one, "
+        "unix:///PATH",
+    )
+    run.add_argument(
+        "--shutdown-grace-period",
+        type=int,
+        metavar="S",
+        help="when the node stops, stop and remove its pods within S seconds "
+        "(graceful node shutdown; default 0: pods keep running, as on a kubelet restart)",
     )
     run.add_argument(
         "--runtime-arg",

@@ -97,6 +97,8 @@ async def run_node(
                     )
                 tg.create_task(kubelet.run(), name="kubelet")
         finally:
+            if config.shutdown_grace_period > 0 and runtime not in EPHEMERAL_RUNTIMES:
+                await asyncio.shield(kubelet.shutdown_pods(config.shutdown_grace_period))
             if runtime in EPHEMERAL_RUNTIMES:
                 # the simulated runtime's containers end with it: so do the pods' volumes
                 await asyncio.shield(kubelet.release_host())
