@@ -7,8 +7,10 @@ container, mount, namespace, network link or directory of it is left.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -58,6 +60,16 @@ def cleanup(root: Path, run_root: Path) -> None:
                 capture_output=True,
                 check=False,
             )
+    for proc in Path("/proc").iterdir():  # pid-namespace holders and conmons of this runtime
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(run_root).encode() in cmdline or str(root).encode() in cmdline:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(proc.name), signal.SIGKILL)
     for point in _mounts_under(root, run_root):
         subprocess.run(["umount", "-l", point], capture_output=True, check=False)
     shutil.rmtree(root, ignore_errors=True)
