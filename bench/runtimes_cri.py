@@ -117,15 +117,20 @@ def main() -> None:
             measure(native_sock, busybox, args.pods, args.pulls, work / "logs-n")
         )
     finally:
-        if native.poll() is not None:
-            print(f"the native runtime exited ({native.returncode}):\n"
-                  + (work / "native.log").read_text()[-3000:], file=sys.stderr)
-        native_log.close()
-        native.terminate()
-        native.wait(timeout=30)
-        cleanup(work / "native", run_root)
-        containerd.stop()
-        registry.close()
+        try:
+            if native.poll() is not None:
+                print(
+                    f"the native runtime exited ({native.returncode}):\n"
+                    + (work / "native.log").read_text()[-3000:],
+                    file=sys.stderr,
+                )
+            native_log.close()
+            native.terminate()
+            native.wait(timeout=30)
+            cleanup(work / "native", run_root)
+        finally:
+            containerd.stop()  # whatever happened above: no daemon outlives the bench
+            registry.close()
     print(
         f"{args.pods} pods, {args.pulls} cold pulls of busybox from a local registry "
         "(medians, seconds)"
