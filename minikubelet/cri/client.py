@@ -242,6 +242,11 @@ class CRIClient:
         resp = await self._runtime_call("ListContainerStats", req, pb.ListContainerStatsResponse)
         return resp.stats
 
+    async def pod_sandbox_stats(self, pod_sandbox_id: str) -> pb.PodSandboxStats:
+        req = pb.PodSandboxStatsRequest(pod_sandbox_id=pod_sandbox_id)
+        resp = await self._runtime_call("PodSandboxStats", req, pb.PodSandboxStatsResponse)
+        return resp.stats
+
     async def update_runtime_config(self, pod_cidr: str) -> None:
         req = pb.UpdateRuntimeConfigRequest(
             runtime_config=pb.RuntimeConfig(network_config=pb.NetworkConfig(pod_cidr=pod_cidr))

@@ -213,7 +213,9 @@ def _describe_response(rec: CallRecord, resp: Any) -> None:
         rec.details["exit_code"] = resp.exit_code
     for list_field in ("items", "containers", "images", "stats"):
         if _has(resp, list_field):
-            rec.details["count"] = len(getattr(resp, list_field))
+            value = getattr(resp, list_field)
+            if hasattr(value, "__len__"):  # a repeated field, not a single message
+                rec.details["count"] = len(value)
     if _has(resp, "runtime_api_version"):
         rec.details["runtime"] = f"{resp.runtime_name} {resp.runtime_version}"
         rec.details["runtime_api_version"] = resp.runtime_api_version

@@ -22,6 +22,7 @@ import pytest
 
 from minikubelet.cri.client import CRIClient
 from minikubelet.cri.v1 import api_pb2 as pb
+from minikubelet.errors import CRIError, InvalidArgument, NotFound
 from tests.contract.pods import container_config, sandbox_config, wait_exited, wait_for
 from tests.harness.fixtures import HarnessImages
 from tests.harness.native import BRIDGE, cleanup
@@ -191,3 +192,34 @@ async def test_fifty_cycles_leave_nothing_behind(
         await wait_for(settled, timeout=20, what="the host to look as before")
     except AssertionError:
         assert _host_view(server.run_root, server.root) == before
+
+
+async def test_failed_requests_leave_nothing_half_created(
+    server: Server, cri: CRIClient, test_images: HarnessImages, tmp_path: Path
+) -> None:
+    before = _host_view(server.run_root, server.root)
+    sb = sandbox_config(tmp_path / "logs")
+    handler = pb.RunPodSandboxRequest(config=sb, runtime_handler="no-such-handler")
+    with pytest.raises(CRIError, match="no-such-handler"):
+        await cri.run_pod_sandbox(handler.config, handler.runtime_handler)
+    sandbox_id = await cri.run_pod_sandbox(sb)
+    during = _host_view(server.run_root, server.root)
+    bad_mount = container_config(test_images.busybox, "badmount", ["true"])
+    bad_mount.mounts.add(container_path="/data", host_path="/no/such/dir")
+    with pytest.raises(InvalidArgument, match="does not exist"):
+        await cri.create_container(sandbox_id, bad_mount, sb)
+    with pytest.raises(NotFound, match="not found"):
+        await cri.create_container(
+            sandbox_id,
+            container_config(f"{server.registry}/no-such-image:1", "noimage", ["true"]),
+            sb,
+        )
+    escape = container_config(test_images.busybox, "escape", ["true"])
+    escape.log_path = "../../outside.log"
+    with pytest.raises(InvalidArgument, match="escapes"):
+        await cri.create_container(sandbox_id, escape, sb)
+    assert not await cri.list_containers(pb.ContainerFilter(pod_sandbox_id=sandbox_id))
+    assert _host_view(server.run_root, server.root) == during  # no rootfs, bundle or mount
+    await cri.stop_pod_sandbox(sandbox_id)
+    await cri.remove_pod_sandbox(sandbox_id)
+    assert _host_view(server.run_root, server.root) == before
