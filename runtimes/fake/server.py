@@ -32,6 +32,7 @@ from minikubelet.errors import (
     NotFound,
 )
 from runtimes.base import model as m
+from runtimes.base.events import ContainerEvents
 from runtimes.fake import program as prog
 from runtimes.fake.images import FakeImages
 
@@ -92,7 +93,7 @@ class FakeRuntime:
         self._processes: dict[str, _Process] = {}
         self._next_ip = 2
         self._free_ips: list[str] = []
-        self._subscribers: list[asyncio.Queue[m.ContainerEvent]] = []
+        self._events = ContainerEvents()
         self._tasks: asyncio.TaskGroup | None = None
         self.pod_cidr = str(POD_CIDR)
 
@@ -642,28 +643,10 @@ class FakeRuntime:
     # -- events ------------------------------------------------------------------
 
     def _emit(self, container: m.Container, kind: m.ContainerEventType) -> None:
-        if not self._subscribers:
-            return
-        event = m.ContainerEvent(
-            container_id=container.id,
-            type=kind,
-            created_at=self.clock.now_ns(),
-            sandbox=self._sandboxes.get(container.sandbox_id),
-            containers=(container,),
-        )
-        for queue in self._subscribers:
-            if queue.full():
-                queue.get_nowait()
-            queue.put_nowait(event)
+        self._events.emit(container, kind, self.clock.now_ns(), self._sandboxes)
 
-    async def container_events(self) -> AsyncIterator[m.ContainerEvent]:
-        queue: asyncio.Queue[m.ContainerEvent] = asyncio.Queue(maxsize=10_000)
-        self._subscribers.append(queue)
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            self._subscribers.remove(queue)
+    def container_events(self) -> AsyncIterator[m.ContainerEvent]:
+        return self._events.stream()
 
 
 class _Exited(Exception):

@@ -31,6 +31,7 @@ from minikubelet.errors import (
     NotFound,
 )
 from runtimes.base import model as m
+from runtimes.base.events import ContainerEvents
 from runtimes.native.images.service import NativeImages
 from runtimes.native.namespaces import NamespaceManager
 from runtimes.native.network import files as sandbox_files
@@ -99,7 +100,7 @@ class NativeRuntime:
         self._layers: dict[str, list[Path]] = {}
         self._sandbox_names: dict[tuple[str, str, str, int], str] = {}
         self._container_names: dict[tuple[str, str, int], str] = {}
-        self._subscribers: list[asyncio.Queue[m.ContainerEvent]] = []
+        self._events = ContainerEvents()
         self._locks: dict[str, asyncio.Lock] = {}
         self._defaults: oci_spec.SpecDefaults | None = None
         self.handlers: dict[str, str] = {}  # handler -> why it is unavailable ("" = usable)
@@ -662,26 +663,10 @@ class NativeRuntime:
     # -- events --------------------------------------------------------------------
 
     def _emit(self, container: m.Container, kind: m.ContainerEventType) -> None:
-        event = m.ContainerEvent(
-            container_id=container.id,
-            type=kind,
-            created_at=time.time_ns(),
-            sandbox=self._sandboxes.get(container.sandbox_id),
-            containers=(container,),
-        )
-        for queue in self._subscribers:
-            if queue.full():
-                queue.get_nowait()
-            queue.put_nowait(event)
+        self._events.emit(container, kind, time.time_ns(), self._sandboxes)
 
-    async def container_events(self) -> AsyncIterator[m.ContainerEvent]:
-        queue: asyncio.Queue[m.ContainerEvent] = asyncio.Queue(maxsize=10_000)
-        self._subscribers.append(queue)
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            self._subscribers.remove(queue)
+    def container_events(self) -> AsyncIterator[m.ContainerEvent]:
+        return self._events.stream()
 
 
 def _read_text(path: Path) -> str:

@@ -8,13 +8,14 @@ the process's own output.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -214,3 +215,35 @@ def condition(pod: dict[str, Any], kind: str) -> str:
 
 def running(pod: dict[str, Any], *names: str) -> bool:
     return all("running" in container_status(pod, n).get("state", {}) for n in names)
+
+
+@contextlib.asynccontextmanager
+async def runtime_node(
+    workdir: Path, endpoint: str, node_name: str, *, drain_timeout: float = 90.0
+) -> AsyncIterator[Node]:
+    """A node on a real runtime's endpoint; at the end its manifests are removed, its pods
+    must all go, and neither the kubelet nor the runtime may hold a sandbox of it."""
+    from minikubelet.cri.client import CRIClient
+
+    node = Node(workdir, runtime=endpoint, node_name=node_name, extra_args=FAST)
+    node.start()
+    try:
+        await node.wait_ready()
+        yield node
+        for manifest in node.manifests.glob("*.yaml"):
+            manifest.unlink()
+
+        async def empty() -> bool | None:
+            return True if not await node.pods() else None
+
+        await wait_for(empty, timeout=drain_timeout, what="the node to have no pods left")
+        async with CRIClient(endpoint) as cri:
+            ours = [
+                s.metadata.name
+                for s in await cri.list_pod_sandbox()
+                if s.metadata.name.endswith(f"-{node_name}")
+            ]
+        assert ours == [], f"sandboxes left in the runtime: {ours}"
+    finally:
+        assert node.stop() == 0
+        assert "Traceback" not in node.log(), node.log()[-4000:]

@@ -13,8 +13,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from minikubelet.cri.client import CRIClient
-from tests.e2e.node import FAST, Node, condition, container_status, phase, running, wait_for
+from tests.e2e.node import Node, condition, container_status, phase, running, runtime_node
 from tests.harness.fixtures import HarnessImages
 from tests.harness.native import NativeRuntime
 
@@ -45,29 +44,11 @@ async def native_node(
     test_images: HarnessImages,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Node]:
-    node = Node(
-        tmp_path_factory.mktemp("native-node"),
-        runtime=native_runtime.endpoint,
-        node_name=NODE_NAME,
-        extra_args=FAST,
-    )
-    node.start()
-    try:
-        await node.wait_ready()
+    async with runtime_node(
+        tmp_path_factory.mktemp("native-node"), native_runtime.endpoint, NODE_NAME
+    ) as node:
         yield node
-        for manifest in node.manifests.glob("*.yaml"):
-            manifest.unlink()
-
-        async def empty() -> bool | None:
-            return True if not await node.pods() else None
-
-        await wait_for(empty, timeout=60, what="the node to have no pods left")
-        async with CRIClient(native_runtime.endpoint) as cri:
-            assert [s.metadata.name for s in await cri.list_pod_sandbox()] == []
-    finally:
-        assert node.stop() == 0
-        assert "Traceback" not in node.log(), node.log()[-4000:]
-        assert "Traceback" not in native_runtime.log(), native_runtime.log()[-4000:]
+    assert "Traceback" not in native_runtime.log(), native_runtime.log()[-4000:]
 
 
 async def test_hello_runs_in_a_real_container(native_node: Node) -> None:

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 BUSYBOX_PATH = Path("/bin/busybox")
-PAUSE_SOURCE = Path(__file__).with_name("pause.c")
+#: The same pause program the Docker-backed runtime builds its infra image from.
+PAUSE_SOURCE = Path(__file__).resolve().parents[2] / "runtimes" / "docker" / "pause.c"
 DEFAULT_PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
