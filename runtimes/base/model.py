@@ -8,9 +8,12 @@ epoch, as the CRI carries them.
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+from minikubelet.errors import InvalidArgument
 
 
 class SandboxState(enum.IntEnum):
@@ -280,6 +283,50 @@ class ContainerEvent:
 def labels_match(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
     """The CRI's label selector: every key/value of the selector is present."""
     return all(labels.get(k) == v for k, v in selector.items())
+
+
+def sandbox_matches(sandbox: PodSandbox, f: SandboxFilter) -> bool:
+    """ListPodSandbox's filter, but for the id (runtimes look that up directly)."""
+    return (f.state is None or sandbox.state == f.state) and labels_match(
+        sandbox.spec.labels, f.label_selector
+    )
+
+
+def container_matches(container: Container, f: ContainerFilter) -> bool:
+    """ListContainers' filter, but for the id (runtimes look that up directly)."""
+    return (
+        (not f.pod_sandbox_id or container.sandbox_id == f.pod_sandbox_id)
+        and (f.state is None or container.state == f.state)
+        and labels_match(container.spec.labels, f.label_selector)
+    )
+
+
+_T = TypeVar("_T")
+
+
+def find_by_id(table: Mapping[str, _T], key: str) -> _T | None:
+    """By full id, or by a unique id prefix of 3+ characters, as crictl users expect."""
+    found = table.get(key)
+    if found is not None or len(key) < 3:
+        return found
+    matches = [v for k, v in table.items() if k.startswith(key)]
+    return matches[0] if len(matches) == 1 else None
+
+
+def container_log_path(directory: str, relative: str) -> str:
+    """The container's log file; refuses a ``log_path`` that leaves the log directory."""
+    if not relative:
+        return ""
+    if not directory:
+        raise InvalidArgument(
+            "ContainerConfig.log_path is set but the sandbox has no log_directory"
+        )
+    if not os.path.isabs(directory):
+        raise InvalidArgument(f"sandbox log_directory {directory!r} must be absolute")
+    full = os.path.normpath(os.path.join(directory, relative))
+    if not full.startswith(os.path.normpath(directory) + os.sep):
+        raise InvalidArgument(f"log_path {relative!r} escapes the log directory {directory!r}")
+    return full
 
 
 class RuntimeBackend(Protocol):

@@ -58,22 +58,6 @@ def _generation(*fields: object) -> int:
     return hash(fields) & 0x7FFFFFFF
 
 
-def _log_path(directory: str, relative: str) -> str:
-    """The container's log file; refuses a ``log_path`` that leaves the log directory."""
-    if not relative:
-        return ""
-    if not directory:
-        raise InvalidArgument(
-            "ContainerConfig.log_path is set but the sandbox has no log_directory"
-        )
-    if not os.path.isabs(directory):
-        raise InvalidArgument(f"sandbox log_directory {directory!r} must be absolute")
-    full = os.path.normpath(os.path.join(directory, relative))
-    if not full.startswith(os.path.normpath(directory) + os.sep):
-        raise InvalidArgument(f"log_path {relative!r} escapes the log directory {directory!r}")
-    return full
-
-
 def _touch(path: str) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o750)
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640))
@@ -459,7 +443,7 @@ class DockerRuntime:
         resolved = await self.images.resolve(spec.image)
         if resolved is None:
             raise NotFound(f"image {spec.image!r} not found: pull it first")
-        log_path = _log_path(sandbox.spec.log_directory, spec.log_path)
+        log_path = m.container_log_path(sandbox.spec.log_directory, spec.log_path)
         name = lb.container_name(spec.metadata, sandbox.metadata)
         container_labels = lb.container_labels(
             spec,

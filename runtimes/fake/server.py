@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from minikubelet import crilog
 from minikubelet.errors import (
@@ -43,7 +43,6 @@ RUNTIME_VERSION = "0.1.0"
 POD_CIDR = ipaddress.ip_network("10.88.0.0/16")
 EXIT_SIGKILL = 137
 POD_UID_LABEL = "io.kubernetes.pod.uid"
-_T = TypeVar("_T")
 
 
 class Clock(Protocol):
@@ -149,13 +148,13 @@ class FakeRuntime:
             self._uid_index.pop(uid, None)
 
     def _sandbox(self, sandbox_id: str) -> m.PodSandbox:
-        found = _find(self._sandboxes, sandbox_id)
+        found = m.find_by_id(self._sandboxes, sandbox_id)
         if found is None:
             raise NotFound(f"pod sandbox {sandbox_id!r} not found")
         return found
 
     def _container(self, container_id: str) -> m.Container:
-        found = _find(self._containers, container_id)
+        found = m.find_by_id(self._containers, container_id)
         if found is None:
             raise NotFound(f"container {container_id!r} not found")
         return found
@@ -241,19 +240,14 @@ class FakeRuntime:
     async def list_pod_sandbox(self, filter: m.SandboxFilter) -> Sequence[m.PodSandbox]:
         uid = filter.label_selector.get(POD_UID_LABEL)
         if filter.id:
-            found = _find(self._sandboxes, filter.id)
+            found = m.find_by_id(self._sandboxes, filter.id)
             candidates: Sequence[m.PodSandbox] = [found] if found else []
         elif uid is not None:
             ids = self._uid_index.get(uid, set())
             candidates = [self._sandboxes[i] for i in ids if i in self._sandboxes]
         else:
             candidates = list(self._sandboxes.values())
-        return [
-            s
-            for s in candidates
-            if (filter.state is None or s.state == filter.state)
-            and m.labels_match(s.spec.labels, filter.label_selector)
-        ]
+        return [s for s in candidates if m.sandbox_matches(s, filter)]
 
     # -- containers --------------------------------------------------------------
 
@@ -273,7 +267,7 @@ class FakeRuntime:
         if resolved is None:
             raise NotFound(f"image {spec.image!r} not found: pull it first")
         image, image_name = resolved
-        log_path = _log_path(sandbox.spec.log_directory, spec.log_path)
+        log_path = m.container_log_path(sandbox.spec.log_directory, spec.log_path)
         container_id = _new_id()
         container = m.Container(
             id=container_id,
@@ -525,7 +519,7 @@ class FakeRuntime:
 
     async def list_containers(self, filter: m.ContainerFilter) -> Sequence[m.Container]:
         if filter.id:
-            found = _find(self._containers, filter.id)
+            found = m.find_by_id(self._containers, filter.id)
             candidates: Sequence[m.Container] = [found] if found else []
         elif filter.pod_sandbox_id:
             ids = self._by_sandbox.get(filter.pod_sandbox_id, set())
@@ -537,13 +531,7 @@ class FakeRuntime:
             candidates = list(self._containers.values())
         if filter.state is None and not filter.label_selector and not filter.pod_sandbox_id:
             return candidates
-        return [
-            c
-            for c in candidates
-            if (not filter.pod_sandbox_id or c.sandbox_id == filter.pod_sandbox_id)
-            and (filter.state is None or c.state == filter.state)
-            and m.labels_match(c.spec.labels, filter.label_selector)
-        ]
+        return [c for c in candidates if m.container_matches(c, filter)]
 
     async def exec_sync(self, container_id: str, cmd: Sequence[str], timeout: int) -> m.ExecResult:
         container = self._container(container_id)
@@ -654,15 +642,6 @@ class _Exited(Exception):
         self.code = code
 
 
-def _find(table: dict[str, _T], key: str) -> _T | None:
-    """By full id, or by a unique id prefix of 3+ characters, as crictl users expect."""
-    found = table.get(key)
-    if found is not None or len(key) < 3:
-        return found
-    matches = [v for k, v in table.items() if k.startswith(key)]
-    return matches[0] if len(matches) == 1 else None
-
-
 _VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 
 
@@ -676,22 +655,6 @@ def _expand(text: str, container: m.Container) -> str:
 
 def _is_forever_command(cmd: Sequence[str]) -> bool:
     return bool(cmd) and posixpath.basename(cmd[0]) == "sleep"
-
-
-def _log_path(directory: str, relative: str) -> str:
-    """The container's log file; refuses a ``log_path`` that leaves the log directory."""
-    if not relative:
-        return ""
-    if not directory:
-        raise InvalidArgument(
-            "ContainerConfig.log_path is set but the sandbox has no log_directory"
-        )
-    if not os.path.isabs(directory):
-        raise InvalidArgument(f"sandbox log_directory {directory!r} must be absolute")
-    full = os.path.normpath(os.path.join(directory, relative))
-    if not full.startswith(os.path.normpath(directory) + os.sep):
-        raise InvalidArgument(f"log_path {relative!r} escapes the log directory {directory!r}")
-    return full
 
 
 def _touch_log(path: str) -> None:

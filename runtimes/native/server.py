@@ -56,14 +56,6 @@ def _new_id() -> str:
     return secrets.token_hex(32)
 
 
-def _find(table: Mapping[str, Any], key: str) -> Any:
-    found = table.get(key)
-    if found is not None or len(key) < 3:
-        return found
-    matches = [v for k, v in table.items() if k.startswith(key)]
-    return matches[0] if len(matches) == 1 else None
-
-
 async def _run(*argv: str) -> None:
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
@@ -219,7 +211,7 @@ class NativeRuntime:
     # -- sandboxes -------------------------------------------------------------------
 
     def _sandbox(self, sandbox_id: str) -> m.PodSandbox:
-        found = _find(self._sandboxes, sandbox_id)
+        found = m.find_by_id(self._sandboxes, sandbox_id)
         if found is None:
             raise NotFound(f"pod sandbox {sandbox_id!r} not found")
         assert isinstance(found, m.PodSandbox)
@@ -349,16 +341,11 @@ class NativeRuntime:
 
     async def list_pod_sandbox(self, filter: m.SandboxFilter) -> Sequence[m.PodSandbox]:
         if filter.id:
-            found = _find(self._sandboxes, filter.id)
+            found = m.find_by_id(self._sandboxes, filter.id)
             candidates = [found] if found else []
         else:
             candidates = list(self._sandboxes.values())
-        return [
-            s
-            for s in candidates
-            if (filter.state is None or s.state == filter.state)
-            and m.labels_match(s.spec.labels, filter.label_selector)
-        ]
+        return [s for s in candidates if m.sandbox_matches(s, filter)]
 
     # -- containers ----------------------------------------------------------------
 
@@ -366,7 +353,7 @@ class NativeRuntime:
         return [c for c in self._containers.values() if c.sandbox_id == sandbox_id]
 
     def _container(self, container_id: str) -> m.Container:
-        found = _find(self._containers, container_id)
+        found = m.find_by_id(self._containers, container_id)
         if found is None:
             raise NotFound(f"container {container_id!r} not found")
         assert isinstance(found, m.Container)
@@ -430,7 +417,7 @@ class NativeRuntime:
                 raise InvalidArgument(
                     f"mount {mount.container_path!r}: host path {mount.host_path!r} does not exist"
                 )
-        log_path = _log_path(sandbox.spec.log_directory, spec.log_path)
+        log_path = m.container_log_path(sandbox.spec.log_directory, spec.log_path)
         container_id = _new_id()
         self._container_names[key] = container_id
         bundle = self.storage.container_dir(container_id)
@@ -600,19 +587,13 @@ class NativeRuntime:
 
     async def list_containers(self, filter: m.ContainerFilter) -> Sequence[m.Container]:
         if filter.id:
-            found = _find(self._containers, filter.id)
+            found = m.find_by_id(self._containers, filter.id)
             candidates = [found] if found else []
         else:
             candidates = list(self._containers.values())
         for c in candidates:
             await self._refresh(c)
-        return [
-            c
-            for c in candidates
-            if (not filter.pod_sandbox_id or c.sandbox_id == filter.pod_sandbox_id)
-            and (filter.state is None or c.state == filter.state)
-            and m.labels_match(c.spec.labels, filter.label_selector)
-        ]
+        return [c for c in candidates if m.container_matches(c, filter)]
 
     async def exec_sync(self, container_id: str, cmd: Sequence[str], timeout: int) -> m.ExecResult:
         container = self._container(container_id)
@@ -688,14 +669,3 @@ def _host_device(path: str) -> Any:
         return host_device(path)
     except (OSError, ValueError) as exc:
         raise InvalidArgument(f"device {path!r}: {exc}") from None
-
-
-def _log_path(directory: str, relative: str) -> str:
-    if not relative:
-        return ""
-    if not directory or not os.path.isabs(directory):
-        raise InvalidArgument("ContainerConfig.log_path needs an absolute sandbox log_directory")
-    full = os.path.normpath(os.path.join(directory, relative))
-    if not full.startswith(os.path.normpath(directory) + os.sep):
-        raise InvalidArgument(f"log_path {relative!r} escapes the log directory {directory!r}")
-    return full
