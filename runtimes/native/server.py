@@ -94,6 +94,7 @@ class NativeRuntime:
         self._container_names: dict[tuple[str, str, int], str] = {}
         self._events = ContainerEvents()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._write_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._defaults: oci_spec.SpecDefaults | None = None
         self.handlers: dict[str, str] = {}  # handler -> why it is unavailable ("" = usable)
 
@@ -157,16 +158,32 @@ class NativeRuntime:
 
     async def _save_sandbox(self, sandbox: m.PodSandbox) -> None:
         sandbox.generation += 1
-        await asyncio.to_thread(self.state.save, "sandboxes", sandbox.id, to_jsonable(sandbox))
+        await self._write_record("sandboxes", sandbox.id, to_jsonable(sandbox))
+
+    async def _write_record(self, kind: str, object_id: str, record: dict[str, Any]) -> None:
+        """Writes of one record happen one at a time, in the order they were asked for."""
+        async with self._write_locks.setdefault((kind, object_id), asyncio.Lock()):
+            live = self._sandboxes if kind == "sandboxes" else self._containers
+            if object_id not in live:
+                return  # a late status update must not bring a removed record back
+            await asyncio.to_thread(self.state.save, kind, object_id, record)
+
+    async def _delete_record(self, kind: str, object_id: str) -> None:
+        key = (kind, object_id)
+        async with self._write_locks.setdefault(key, asyncio.Lock()):
+            await asyncio.to_thread(self.state.delete, kind, object_id)
+        self._write_locks.pop(key, None)
 
     async def _save_container(self, container: m.Container) -> None:
+        if container.id not in self._handles:
+            return  # removed while this update was on its way
         container.generation += 1
         record = {
             "container": to_jsonable(container),
             "handle": to_jsonable(self._handles[container.id]),
             "layers": [str(p) for p in self._layers.get(container.id, ())],
         }
-        await asyncio.to_thread(self.state.save, "containers", container.id, record)
+        await self._write_record("containers", container.id, record)
 
     # -- runtime ---------------------------------------------------------------------
 
@@ -333,7 +350,7 @@ class NativeRuntime:
             md = sandbox.metadata
             self._sandbox_names.pop((md.name, md.namespace, md.uid, md.attempt), None)
             self._sandboxes.pop(sandbox.id, None)
-            await asyncio.to_thread(self.state.delete, "sandboxes", sandbox.id)
+            await self._delete_record("sandboxes", sandbox.id)
         log.info("sandbox %s removed", sandbox.id[:13])
 
     async def pod_sandbox_status(self, sandbox_id: str) -> m.PodSandbox:
@@ -525,11 +542,12 @@ class NativeRuntime:
 
     async def _refresh(self, container: m.Container) -> None:
         """A running container whose conmon recorded an exit becomes EXITED."""
-        if container.state is not m.ContainerState.RUNNING:
+        handle = self._handles.get(container.id)
+        if container.state is not m.ContainerState.RUNNING or handle is None:
             return
-        status = await self.oci.exit_status(self._handles[container.id])
-        if status is None:
-            return
+        status = await self.oci.exit_status(handle)
+        if status is None or container.state is not m.ContainerState.RUNNING:
+            return  # still running, or another caller recorded the exit meanwhile
         container.state = m.ContainerState.EXITED
         container.exit_code = status.exit_code
         container.finished_at = status.finished_at
@@ -552,6 +570,8 @@ class NativeRuntime:
                 return
             handle = self._handles[container.id]
             status = await self.oci.stop(handle, max(timeout, 0))
+            if _has_exited(container):
+                return  # a concurrent status call recorded the exit while it stopped
             container.state = m.ContainerState.EXITED
             container.exit_code = status.exit_code
             container.finished_at = status.finished_at or time.time_ns()
@@ -577,7 +597,7 @@ class NativeRuntime:
             self._containers.pop(container.id, None)
             self._handles.pop(container.id, None)
             self._layers.pop(container.id, None)
-            await asyncio.to_thread(self.state.delete, "containers", container.id)
+            await self._delete_record("containers", container.id)
         self._emit(container, m.ContainerEventType.DELETED)
 
     async def container_status(self, container_id: str) -> m.Container:
@@ -669,3 +689,8 @@ def _host_device(path: str) -> Any:
         return host_device(path)
     except (OSError, ValueError) as exc:
         raise InvalidArgument(f"device {path!r}: {exc}") from None
+
+
+def _has_exited(container: m.Container) -> bool:
+    """Read after an await: another task may have recorded the exit meanwhile."""
+    return container.state is m.ContainerState.EXITED

@@ -11,6 +11,7 @@ import dataclasses
 import enum
 import json
 import os
+import threading
 import types
 import typing
 from collections.abc import Mapping
@@ -65,7 +66,8 @@ def from_jsonable(cls: Any, data: Any) -> Any:
 
 def _write_atomic(path: Path, payload: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.tmp")
+    # One temporary name per writer: two writes of the same record never share a file.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, payload)
