@@ -7,6 +7,7 @@ epoch, as the CRI carries them.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -374,3 +375,78 @@ class ImageBackend(Protocol):
     async def list_images(self, reference_filter: str) -> Sequence[Image]: ...
     async def remove_image(self, reference: str) -> None: ...
     async def image_fs_info(self) -> Sequence[FilesystemUsage]: ...
+
+
+# -- streaming (Exec, Attach, PortForward) -------------------------------------------------
+
+#: Output channel numbers a :class:`StreamIO` reports (as the POSIX descriptors).
+STDOUT = 1
+STDERR = 2
+
+
+class StreamIO(Protocol):
+    """A running exec or attach, as the streaming server drives it.
+
+    One reader task calls :meth:`read` until it returns None, one writer task
+    calls :meth:`write_stdin` / :meth:`close_stdin` / :meth:`resize`; either may
+    run while the other waits. :meth:`close` may come at any time (the client
+    went away) and must leave no process, thread or descriptor behind.
+    """
+
+    async def read(self) -> tuple[int, bytes] | None:
+        """The next output chunk as (STDOUT or STDERR, data); None once all output ended.
+
+        With a tty there is only STDOUT (the terminal merges both).
+        """
+        ...
+
+    async def write_stdin(self, data: bytes) -> None: ...
+
+    async def close_stdin(self) -> None:
+        """End of input: the process reads EOF (a no-op without stdin)."""
+        ...
+
+    async def resize(self, width: int, height: int) -> None:
+        """Set the terminal size (a no-op without a tty)."""
+        ...
+
+    async def wait(self) -> int:
+        """The exit code, once the process ended (an attach reports 0 when output ends)."""
+        ...
+
+    async def close(self) -> None:
+        """Release everything; an exec still running is killed. Idempotent."""
+        ...
+
+
+class StreamingBackend(Protocol):
+    """What a runtime offers the streaming server.
+
+    The ``check_*`` calls run inside the CRI Exec/Attach/PortForward RPC, so a
+    missing or stopped container is a gRPC error there; the others run when the
+    client connects to the returned URL.
+    """
+
+    async def check_exec(self, container_id: str) -> None:
+        """NotFound / FailedPrecondition unless the container exists and runs."""
+        ...
+
+    async def check_port_forward(self, sandbox_id: str) -> None:
+        """NotFound / FailedPrecondition unless the sandbox exists and is ready."""
+        ...
+
+    async def exec_stream(
+        self, container_id: str, cmd: Sequence[str], *, tty: bool, stdin: bool
+    ) -> StreamIO:
+        """Start ``cmd`` in the container with the given stdio."""
+        ...
+
+    async def attach_stream(self, container_id: str, *, tty: bool, stdin: bool) -> StreamIO:
+        """Join the container's own stdio (output from now on; stdin if it has one)."""
+        ...
+
+    async def port_forward_connect(
+        self, sandbox_id: str, port: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A TCP connection to ``localhost:port`` inside the sandbox's network namespace."""
+        ...
