@@ -21,7 +21,7 @@ def test_concurrent_saves_of_one_record_all_succeed_and_leave_one_whole_file(
         try:
             for i in range(50):
                 store.save("containers", "abc", {"writer": n, "i": i})
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+        except BaseException as exc:  # collected for the assertion
             errors.append(exc)
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
