@@ -17,6 +17,7 @@ from minikubelet.cri.client import MAX_MESSAGE_BYTES
 from minikubelet.cri.endpoint import Endpoint, parse_endpoint
 from runtimes.base import model as m
 from runtimes.base.service import ImageServicer, RuntimeServicer, rpc_handler
+from runtimes.base.streaming import StreamingServer
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,13 @@ async def serving(
     images: m.ImageBackend,
     *,
     grace: float = 5.0,
+    streaming: StreamingServer | None = None,
 ) -> AsyncIterator[Endpoint]:
-    """Serve both CRI services until the context exits, then stop with ``grace`` seconds."""
+    """Serve both CRI services until the context exits, then stop with ``grace`` seconds.
+
+    With a ``streaming`` server (started here and closed after the gRPC server),
+    Exec, Attach and PortForward return its URLs; without one they are UNIMPLEMENTED.
+    """
     ep = parse_endpoint(endpoint) if isinstance(endpoint, str) else endpoint
     server = grpc.aio.server(
         options=[
@@ -60,7 +66,7 @@ async def serving(
     )
     server.add_generic_rpc_handlers(
         (
-            rpc_handler(RuntimeServicer(runtime), "RuntimeService"),
+            rpc_handler(RuntimeServicer(runtime, streaming), "RuntimeService"),
             rpc_handler(ImageServicer(images), "ImageService"),
         )
     )
@@ -79,12 +85,16 @@ async def serving(
             raise ListenError(f"cannot listen on {ep}")
         host = ep.address.rpartition(":")[0]
         ep = Endpoint("tcp", f"{host}:{port}")
+    if streaming is not None:
+        await streaming.start()
     await server.start()
     log.info("serving CRI runtime.v1 on %s", ep)
     try:
         yield ep
     finally:
         await asyncio.shield(server.stop(grace))
+        if streaming is not None:
+            await asyncio.shield(streaming.close())
         if ep.scheme == "unix":
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(ep.address)

@@ -19,8 +19,9 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 
 from minikubelet.cri.v1 import api_pb2 as pb
-from minikubelet.errors import CRIError, InvalidArgument
+from minikubelet.errors import CRIError, InvalidArgument, Unimplemented
 from runtimes.base import model as m
+from runtimes.base.streaming import StreamingServer
 
 log = logging.getLogger(__name__)
 
@@ -437,8 +438,9 @@ def _unimplemented_stream(name: str) -> Any:
 class RuntimeServicer:
     """runtime.v1.RuntimeService over a :class:`~runtimes.base.model.RuntimeBackend`."""
 
-    def __init__(self, backend: m.RuntimeBackend) -> None:
+    def __init__(self, backend: m.RuntimeBackend, streaming: StreamingServer | None = None) -> None:
         self._backend = backend
+        self._streaming = streaming
         self._sandbox_views = _EncodedViews(sandbox_to_pb)
         self._container_views = _EncodedViews(container_to_pb)
 
@@ -590,6 +592,43 @@ class RuntimeServicer:
             stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code
         )
 
+    def _streamer(self, method: str) -> StreamingServer:
+        if self._streaming is None:
+            raise Unimplemented(f"{method}: this runtime has no streaming server")
+        return self._streaming
+
+    @_rpc
+    async def Exec(self, request: pb.ExecRequest, context: Any) -> pb.ExecResponse:
+        url = await self._streamer("Exec").get_exec(
+            _id(request.container_id, "container_id"),
+            list(request.cmd),
+            tty=request.tty,
+            stdin=request.stdin,
+            stdout=request.stdout,
+            stderr=request.stderr,
+        )
+        return pb.ExecResponse(url=url)
+
+    @_rpc
+    async def Attach(self, request: pb.AttachRequest, context: Any) -> pb.AttachResponse:
+        url = await self._streamer("Attach").get_attach(
+            _id(request.container_id, "container_id"),
+            tty=request.tty,
+            stdin=request.stdin,
+            stdout=request.stdout,
+            stderr=request.stderr,
+        )
+        return pb.AttachResponse(url=url)
+
+    @_rpc
+    async def PortForward(
+        self, request: pb.PortForwardRequest, context: Any
+    ) -> pb.PortForwardResponse:
+        url = await self._streamer("PortForward").get_port_forward(
+            _id(request.pod_sandbox_id, "pod_sandbox_id"), list(request.port)
+        )
+        return pb.PortForwardResponse(url=url)
+
     @_rpc
     async def ReopenContainerLog(
         self, request: pb.ReopenContainerLogRequest, context: Any
@@ -696,9 +735,6 @@ class RuntimeServicer:
     # Not offered by the bundled runtimes yet: each answers UNIMPLEMENTED with its name.
     UpdateContainerResources = _unimplemented("UpdateContainerResources")
     UpdatePodSandboxResources = _unimplemented("UpdatePodSandboxResources")
-    Exec = _unimplemented("Exec")
-    Attach = _unimplemented("Attach")
-    PortForward = _unimplemented("PortForward")
     CheckpointContainer = _unimplemented("CheckpointContainer")
     ListMetricDescriptors = _unimplemented("ListMetricDescriptors")
     ListPodSandboxMetrics = _unimplemented("ListPodSandboxMetrics")
