@@ -68,7 +68,10 @@ def _cmd_runtime_serve(args: argparse.Namespace) -> int:
             print(f"minikubelet runtime serve: {exc}", file=sys.stderr)
             return 1
         main = serve_docker(
-            args.listen, args.docker_host, registry_mirrors=args.registry_mirror or ()
+            args.listen,
+            args.docker_host,
+            registry_mirrors=args.registry_mirror or (),
+            streaming_address=args.streaming_address,
         )
     elif args.runtime == "native":
         from pathlib import Path
@@ -88,6 +91,7 @@ def _cmd_runtime_serve(args: argparse.Namespace) -> int:
             insecure_registries=args.insecure_registry or (),
             registry_mirrors=args.registry_mirror or (),
             config_file=Path(args.config) if args.config else None,
+            streaming_address=args.streaming_address,
         )
     else:
         print(
@@ -176,11 +180,22 @@ def _client_command(args: argparse.Namespace) -> int:
     """get / describe / logs / exec / events: ask the running kubelet over its local API."""
     from pathlib import Path
 
-    from minikubelet import commands
+    from minikubelet import commands, streamcmds, terminal
     from minikubelet.node import default_root_dir
     from minikubelet.server.client import KubeletUnreachable, LocalClient
 
     root = Path(args.root_dir) if args.root_dir else default_root_dir()
+    use_tty, term = False, streamcmds.Terminal()
+    if getattr(args, "tty", False):
+        stdin_fd = sys.stdin.fileno()
+        if args.stdin and terminal.is_terminal(stdin_fd):
+            use_tty = True
+            term = streamcmds.Terminal(stdin_fd, lambda: terminal.size(stdin_fd))
+        else:  # as kubectl: a tty needs -i and a terminal on stdin
+            print(
+                "Unable to use a TTY - input is not a terminal or the right kind of file",
+                file=sys.stderr,
+            )
 
     async def main() -> int:
         async with LocalClient(root / "kubelet.sock") as client:
@@ -199,9 +214,38 @@ def _client_command(args: argparse.Namespace) -> int:
                     args.timestamps,
                     sys.stdout,
                 )
+            if args.command == "exec" and (args.stdin or args.tty):
+                return await streamcmds.exec_stream(
+                    client,
+                    args.pod,
+                    args.container,
+                    args.cmd,
+                    sys.stdout,
+                    sys.stderr,
+                    stdin=streamcmds.stdin_chunks(args.stdin),
+                    tty=use_tty,
+                    term=term,
+                    transport=args.transport,
+                )
             if args.command == "exec":
                 return await commands.exec_(
                     client, args.pod, args.container, args.cmd, sys.stdout, sys.stderr
+                )
+            if args.command == "attach":
+                return await streamcmds.attach(
+                    client,
+                    args.pod,
+                    args.container,
+                    sys.stdout,
+                    sys.stderr,
+                    stdin=streamcmds.stdin_chunks(args.stdin),
+                    tty=use_tty,
+                    term=term,
+                    transport=args.transport,
+                )
+            if args.command == "port-forward":
+                return await streamcmds.port_forward(
+                    client, args.pod, args.ports, sys.stdout, sys.stderr, address=args.address
                 )
             if args.command == "trace":
                 return await commands.trace(client, args.pod, args.follow, args.format, sys.stdout)
@@ -248,6 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="PATTERN",
         help="fake: references matching this glob fail to pull (default: *.invalid/*); repeatable",
+    )
+    serve.add_argument(
+        "--streaming-address",
+        default="127.0.0.1:0",
+        metavar="HOST:PORT",
+        help="native, docker: where Exec/Attach/PortForward URLs point (default 127.0.0.1:0, "
+        "loopback on any free port)",
     )
     serve.add_argument(
         "--docker-host",
@@ -372,10 +423,35 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("-p", "--previous", action="store_true")
     logs.add_argument("--tail", type=int, default=None)
     logs.add_argument("--timestamps", action="store_true")
-    exec_ = client_parser("exec", "run a command in a container (through CRI ExecSync)")
+    exec_ = client_parser(
+        "exec",
+        "run a command in a container (-i/-t: streamed through CRI Exec, else CRI ExecSync)",
+    )
     exec_.add_argument("pod", help="NAME or NAMESPACE/NAME")
     exec_.add_argument("-c", "--container")
     exec_.add_argument("cmd", nargs="*", help="-- COMMAND [ARGS...]")
+
+    def stream_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-i", "--stdin", action="store_true", help="pass our stdin to it")
+        p.add_argument("-t", "--tty", action="store_true", help="a terminal (with -i)")
+        p.add_argument(
+            "--transport",
+            choices=["websocket", "spdy"],
+            default="websocket",
+            help="how to talk to the runtime's streaming server (default websocket)",
+        )
+
+    stream_flags(exec_)
+    attach = client_parser("attach", "attach to a running container's stdio (CRI Attach)")
+    attach.add_argument("pod", help="NAME or NAMESPACE/NAME")
+    attach.add_argument("-c", "--container")
+    stream_flags(attach)
+    forward = client_parser(
+        "port-forward", "forward local ports into a pod (CRI PortForward, over SPDY)"
+    )
+    forward.add_argument("pod", help="NAME or NAMESPACE/NAME")
+    forward.add_argument("ports", nargs="+", help="[LOCAL]:REMOTE or PORT")
+    forward.add_argument("--address", default="127.0.0.1", help="where to listen (loopback)")
     client_parser("events", "list the node's events")
     trace = client_parser("trace", "the kubelet's CRI calls (kubelet -> runtime), as recorded")
     trace.add_argument("--pod", help="only the calls about this pod (NAME or NAMESPACE/NAME)")

@@ -36,7 +36,7 @@ from minikubelet.config.types import PodOperation, PodUpdate
 from minikubelet.container.status import ContainerState, PodStatus
 from minikubelet.cri.client import CRIClient
 from minikubelet.cri.trace import TraceRecorder
-from minikubelet.errors import CRIError, FailedPrecondition, NotFound
+from minikubelet.errors import CRIError, FailedPrecondition, InvalidArgument, NotFound
 from minikubelet.events import WARNING, EventRecorder
 from minikubelet.images import ImageManager
 from minikubelet.kuberuntime.manager import KubeRuntimeManager
@@ -554,6 +554,43 @@ class Kubelet:
         container_id = str(cs.get("containerID", "")).split("://", 1)[-1]
         resp = await self.cri.exec_sync(container_id, cmd, timeout)
         return resp.stdout, resp.stderr, resp.exit_code
+
+    async def stream_url(
+        self,
+        kind: str,
+        namespace: str,
+        pod: str,
+        container: str,
+        cmd: list[str],
+        *,
+        tty: bool,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+    ) -> str:
+        found = self._find(namespace, pod)
+        cs = self._container_status(found, container)
+        if "running" not in cs.get("state", {}):
+            raise FailedPrecondition(f'container "{container}" in pod "{pod}" is not running')
+        container_id = str(cs.get("containerID", "")).split("://", 1)[-1]
+        flags = {"tty": tty, "stdin": stdin, "stdout": stdout, "stderr": stderr}
+        if kind == "exec":
+            return await self.cri.exec(container_id, cmd, **flags)
+        if kind == "attach":
+            return await self.cri.attach(container_id, **flags)
+        raise InvalidArgument(f"unknown stream kind {kind!r}")
+
+    async def port_forward_url(self, namespace: str, pod: str, ports: list[int]) -> str:
+        found = self._find(namespace, pod)
+        runtime_pod = self.pleg.pods.get(found.uid)
+        ready = [
+            s
+            for s in (runtime_pod.sandboxes if runtime_pod is not None else ())
+            if s.state is ContainerState.RUNNING
+        ]
+        if not ready:
+            raise FailedPrecondition(f'pod "{pod}" has no running sandbox to forward ports into')
+        return await self.cri.port_forward(ready[0].id, ports)
 
     async def delete_pod(self, namespace: str, pod: str, grace_seconds: int | None) -> None:
         found = self._find(namespace, pod)

@@ -227,6 +227,47 @@ class CRIClient:
         deadline = self.timeout + timeout if timeout else None
         return await self._runtime_call("ExecSync", req, pb.ExecSyncResponse, deadline)
 
+    async def exec(
+        self,
+        container_id: str,
+        cmd: Sequence[str],
+        *,
+        tty: bool = False,
+        stdin: bool = False,
+        stdout: bool = True,
+        stderr: bool = True,
+    ) -> str:
+        """The runtime's streaming URL for ``cmd`` in the container (CRI Exec)."""
+        req = pb.ExecRequest(
+            container_id=container_id,
+            cmd=list(cmd),
+            tty=tty,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+        )
+        return (await self._runtime_call("Exec", req, pb.ExecResponse)).url
+
+    async def attach(
+        self,
+        container_id: str,
+        *,
+        tty: bool = False,
+        stdin: bool = False,
+        stdout: bool = True,
+        stderr: bool = True,
+    ) -> str:
+        """The runtime's streaming URL for the container's own stdio (CRI Attach)."""
+        req = pb.AttachRequest(
+            container_id=container_id, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr
+        )
+        return (await self._runtime_call("Attach", req, pb.AttachResponse)).url
+
+    async def port_forward(self, pod_sandbox_id: str, ports: Sequence[int]) -> str:
+        """The runtime's streaming URL for connections into the pod (CRI PortForward)."""
+        req = pb.PortForwardRequest(pod_sandbox_id=pod_sandbox_id, port=list(ports))
+        return (await self._runtime_call("PortForward", req, pb.PortForwardResponse)).url
+
     async def reopen_container_log(self, container_id: str) -> None:
         req = pb.ReopenContainerLogRequest(container_id=container_id)
         await self._runtime_call("ReopenContainerLog", req, pb.ReopenContainerLogResponse)

@@ -1,8 +1,11 @@
 """The kubelet's local API: HTTP on a unix socket, for the CLI on the same machine.
 
 The routes follow the kubelet's own server where it has one (``/healthz``,
-``/pods``, ``/containerLogs/{namespace}/{pod}/{container}``); ``/exec`` is a
-one-shot ExecSync rather than the kubelet's SPDY/WebSocket stream. Everything
+``/pods``, ``/containerLogs/{namespace}/{pod}/{container}``). A POST to ``/exec``
+is a one-shot ExecSync; a GET to ``/exec``, ``/attach`` or ``/portForward``
+asks the runtime (CRI Exec, Attach, PortForward) for a streaming URL and
+redirects there, as the kubelet did with ``--redirect-container-streaming``:
+the client then speaks SPDY or WebSocket to the runtime's streaming server. Everything
 the handlers know comes from a :class:`~minikubelet.server.view.NodeView`.
 
 The socket is bound and made 0600 *before* it listens (a pre-bound socket handed
@@ -90,6 +93,11 @@ async def _errors_as_json(
         return _error(500, f"internal error: {type(exc).__name__}: {exc}")
 
 
+def _redirect(url: str) -> web.Response:
+    """Where the client streams: the runtime's own server, as the kubelet redirects to it."""
+    return web.json_response({"url": url}, status=302, headers={"Location": url}, dumps=_dumps)
+
+
 def _bool(request: web.Request, name: str) -> bool:
     value = request.query.get(name, "false").lower()
     if value in ("", "true", "1", "yes"):
@@ -160,6 +168,9 @@ class LocalAPI:
         app.router.add_get("/status", self._status)
         app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self._container_logs)
         app.router.add_post("/exec/{namespace}/{pod}/{container}", self._exec)
+        app.router.add_get("/exec/{namespace}/{pod}/{container}", self._stream_exec)
+        app.router.add_get("/attach/{namespace}/{pod}/{container}", self._stream_attach)
+        app.router.add_get("/portForward/{namespace}/{pod}", self._port_forward)
         app.router.add_delete("/pods/{namespace}/{pod}", self._delete_pod)
         app.router.add_get("/trace", self._trace)
         return app
@@ -349,6 +360,41 @@ class LocalAPI:
                 "exitCode": code,
             }
         )
+
+    async def _stream(self, request: web.Request, kind: str) -> web.Response:
+        command = request.query.getall("command", [])
+        if kind == "exec" and not command:
+            raise errors.InvalidArgument("command is required: ?command=ARG&command=ARG...")
+        url = await self.view.stream_url(
+            kind,
+            request.match_info["namespace"],
+            request.match_info["pod"],
+            request.match_info["container"],
+            list(command),
+            tty=_bool(request, "tty"),
+            stdin=_bool(request, "stdin"),
+            stdout=_bool(request, "stdout"),
+            stderr=_bool(request, "stderr"),
+        )
+        return _redirect(url)
+
+    async def _stream_exec(self, request: web.Request) -> web.Response:
+        """GET with ?command=: the runtime's streaming URL, as a redirect (CRI Exec)."""
+        return await self._stream(request, "exec")
+
+    async def _stream_attach(self, request: web.Request) -> web.Response:
+        return await self._stream(request, "attach")
+
+    async def _port_forward(self, request: web.Request) -> web.Response:
+        ports: list[int] = []
+        for text in request.query.getall("port", []):
+            if not text.isdigit() or not 0 < int(text) < 65536:
+                raise errors.InvalidArgument(f"port must be in 1..65535, not {text!r}")
+            ports.append(int(text))
+        url = await self.view.port_forward_url(
+            request.match_info["namespace"], request.match_info["pod"], ports
+        )
+        return _redirect(url)
 
     async def _delete_pod(self, request: web.Request) -> web.Response:
         namespace = request.match_info["namespace"]

@@ -88,9 +88,10 @@ class LocalClient:
         method: str,
         path: str,
         *,
-        params: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | list[tuple[str, str]] | None = None,
         json: Any = None,
         timeout: aiohttp.ClientTimeout | None = None,
+        allow_redirects: bool = True,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         if self._session is None:
             self._session = aiohttp.ClientSession(
@@ -104,6 +105,7 @@ class LocalClient:
                 params=params,
                 json=json,
                 timeout=timeout or aiohttp.ClientTimeout(total=self.timeout),
+                allow_redirects=allow_redirects,
             )
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, PermissionError):
@@ -219,6 +221,36 @@ class LocalClient:
             base64.b64decode(answer["stderr"]),
             int(answer["exitCode"]),
         )
+
+    async def _stream_location(self, path: str, params: list[tuple[str, str]]) -> str:
+        async with self._request("GET", path, params=params, allow_redirects=False) as response:
+            location = response.headers.get("Location", "")
+        if response.status != 302 or not location:
+            raise errors.Internal(f"the kubelet gave no streaming URL for {path}")
+        return location
+
+    async def stream_url(
+        self,
+        kind: str,
+        namespace: str,
+        pod: str,
+        container: str,
+        command: list[str],
+        *,
+        tty: bool,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+    ) -> str:
+        """The runtime's streaming URL for an ``exec`` or ``attach`` (CRI Exec / Attach)."""
+        params = [("command", arg) for arg in command]
+        flags = {"tty": tty, "stdin": stdin, "stdout": stdout, "stderr": stderr}
+        params += [(name, "true" if value else "false") for name, value in flags.items()]
+        return await self._stream_location(f"/{kind}/{namespace}/{pod}/{container}", params)
+
+    async def port_forward_url(self, namespace: str, pod: str, ports: list[int]) -> str:
+        params = [("port", str(port)) for port in ports]
+        return await self._stream_location(f"/portForward/{namespace}/{pod}", params)
 
     async def delete_pod(
         self, namespace: str, pod: str, *, grace_period_seconds: int | None = None

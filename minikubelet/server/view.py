@@ -44,6 +44,27 @@ class NodeView(Protocol):
         :class:`~minikubelet.errors.FailedPrecondition` (container not running)."""
         ...
 
+    async def stream_url(
+        self,
+        kind: str,
+        namespace: str,
+        pod: str,
+        container: str,
+        cmd: list[str],
+        *,
+        tty: bool,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+    ) -> str:
+        """The runtime's streaming URL for an ``exec`` of ``cmd`` or an ``attach``
+        (CRI Exec / Attach); NotFound or FailedPrecondition as :meth:`exec`."""
+        ...
+
+    async def port_forward_url(self, namespace: str, pod: str, ports: list[int]) -> str:
+        """The runtime's streaming URL for port-forwarding into the pod (CRI PortForward)."""
+        ...
+
     async def delete_pod(self, namespace: str, pod: str, grace_seconds: int | None) -> None:
         """Stop and forget the pod (``None``: the pod's own grace period)."""
         ...

@@ -52,6 +52,8 @@ from runtimes.base import model as m
 
 log = logging.getLogger(__name__)
 
+#: Loopback, any free port: as CRI-O's and containerd's defaults (stream_address, stream_port).
+DEFAULT_STREAMING_ADDRESS = "127.0.0.1:0"
 TOKEN_TTL = 60.0  # seconds a URL stays usable (upstream's CacheTTL)
 MAX_IN_FLIGHT = 1000  # unused tokens held at once (upstream's maxInFlight)
 STREAM_CREATION_TIMEOUT = 30.0  # the client's streams must all exist by then
@@ -96,7 +98,7 @@ class StreamingServer:
     def __init__(
         self,
         backend: m.StreamingBackend,
-        address: str = "127.0.0.1:0",
+        address: str = DEFAULT_STREAMING_ADDRESS,
         *,
         token_ttl: float = TOKEN_TTL,
         max_in_flight: int = MAX_IN_FLIGHT,
