@@ -87,6 +87,7 @@ class FakeNodeView:
         ]
         self.deleted: list[tuple[str, str, int | None]] = []
         self.execs: list[tuple[str, str, str, list[str], int]] = []
+        self.streams: list[tuple[str, str, list[Any], bool, bool, bool, bool]] = []
 
     def pods(self) -> list[dict[str, Any]]:
         return copy.deepcopy(self.items)
@@ -167,6 +168,30 @@ class FakeNodeView:
         if cmd[0] == "crash":
             raise RuntimeError("the fake broke")
         return b"out \xff\n", b"err\n", 3 if cmd[0] == "false" else 0
+
+    async def stream_url(
+        self,
+        kind: str,
+        namespace: str,
+        pod: str,
+        container: str,
+        cmd: list[str],
+        *,
+        tty: bool,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+    ) -> str:
+        self._find(namespace, pod)
+        self.streams.append((kind, container, cmd, tty, stdin, stdout, stderr))
+        if not (stdin or stdout or stderr):
+            raise errors.InvalidArgument("one of stdin, stdout, or stderr must be set")
+        return f"http://127.0.0.1:1/{kind}/token{len(self.streams)}"
+
+    async def port_forward_url(self, namespace: str, pod: str, ports: list[int]) -> str:
+        self._find(namespace, pod)
+        self.streams.append(("portforward", "", ports, False, False, False, False))
+        return "http://127.0.0.1:1/portforward/tok"
 
     async def delete_pod(self, namespace: str, pod: str, grace_seconds: int | None) -> None:
         self._find(namespace, pod)
@@ -418,6 +443,38 @@ async def test_exec(client: LocalClient, raw: aiohttp.ClientSession, view: FakeN
             assert response.status == 400, body
     async with raw.post("/exec/default/web/app", data=b"{not json") as response:
         assert response.status == 400
+
+
+async def test_streams_redirect_to_the_runtime_url(
+    client: LocalClient, raw: aiohttp.ClientSession, view: FakeNodeView
+) -> None:
+    url = await client.stream_url(
+        "exec", "default", "web", "app", ["sh", "-c", "echo hi"],
+        tty=True, stdin=True, stdout=True, stderr=False,
+    )  # fmt: skip
+    assert url == "http://127.0.0.1:1/exec/token1"
+    assert view.streams[-1] == ("exec", "app", ["sh", "-c", "echo hi"], True, True, True, False)
+    url = await client.stream_url(
+        "attach", "default", "web", "app", [], tty=False, stdin=False, stdout=True, stderr=True
+    )
+    assert url == "http://127.0.0.1:1/attach/token2"
+    assert await client.port_forward_url("default", "web", [80, 8080]) == (
+        "http://127.0.0.1:1/portforward/tok"
+    )
+    assert view.streams[-1][2] == [80, 8080]
+    query = "?command=ls&stdout=true"
+    async with raw.get(f"/exec/default/web/app{query}", allow_redirects=False) as response:
+        assert response.status == 302
+        assert response.headers["Location"] == "http://127.0.0.1:1/exec/token4"
+        assert (await response.json()) == {"url": "http://127.0.0.1:1/exec/token4"}
+    async with raw.get("/exec/default/web/app?stdout=true", allow_redirects=False) as response:
+        assert response.status == 400  # exec needs a command
+    async with raw.get("/exec/default/web/app?command=ls", allow_redirects=False) as response:
+        assert response.status == 400  # and some stdio
+    async with raw.get("/portForward/default/web?port=http", allow_redirects=False) as response:
+        assert response.status == 400
+    with pytest.raises(errors.NotFound):
+        await client.port_forward_url("default", "ghost", [80])
 
 
 async def test_an_unexpected_error_is_a_500_without_traceback(
