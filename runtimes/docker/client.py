@@ -9,6 +9,12 @@ unreachable socket Unavailable, anything else a plain CRIError (UNKNOWN).
 Every request opens its own connection (``force_close``): a unix socket connect
 costs microseconds, and a pooled connection can never be stale after dockerd
 restarts.
+
+Exec and attach streams are "hijacked" connections: the request asks for
+``Upgrade: tcp``, dockerd answers ``101 UPGRADED`` and the connection becomes a raw
+bidirectional stream (stdcopy frames without a TTY, terminal bytes with one). aiohttp
+cannot hand such a connection over, so :meth:`DockerClient.hijack` speaks that one
+HTTP/1.1 exchange itself on a socket of its own.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, TypedDict
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 
@@ -41,6 +47,13 @@ DEFAULT_HOST: Final = "unix:///var/run/docker.sock"
 DEFAULT_TIMEOUT: Final = 60.0
 STDOUT: Final = 1
 STDERR: Final = 2
+SYSTEMERR: Final = 3  # stdcopy's stream of dockerd's own errors (newer API versions)
+HIJACK_HEAD_LIMIT: Final = 64 * 1024  # a response head larger than this is not dockerd's
+HIJACK_ERROR_LIMIT: Final = 1024 * 1024  # how much of an error body is read
+_RAW_STREAM_TYPES: Final = (
+    "application/vnd.docker.raw-stream",
+    "application/vnd.docker.multiplexed-stream",
+)
 _HEADER = struct.Struct(">BxxxL")  # stream, 3 pad bytes, big-endian payload size
 _STATE_CONFLICTS = ("is not running", "is paused", "is restarting", "is already in progress")
 
@@ -63,6 +76,8 @@ class ContainerConfig(TypedDict, total=False):
     Image: str
     Labels: dict[str, str] | None
     Tty: bool
+    OpenStdin: bool
+    StdinOnce: bool
     User: str
     Hostname: str
 
@@ -107,6 +122,11 @@ class ExecInspect(TypedDict, total=False):
     Running: bool
     ExitCode: int | None
     Pid: int
+
+
+class ProcessList(TypedDict, total=False):
+    Titles: list[str]
+    Processes: list[list[str]] | None
 
 
 class Event(TypedDict, total=False):
@@ -422,11 +442,19 @@ class DockerClient:
 
     # -- exec -----------------------------------------------------------------------------
 
-    async def create_exec(self, container_id: str, cmd: Sequence[str]) -> str:
+    async def create_exec(
+        self, container_id: str, cmd: Sequence[str], *, tty: bool = False, stdin: bool = False
+    ) -> str:
         result = await self.call(
             "POST",
             f"/containers/{quote(container_id)}/exec",
-            body={"Cmd": list(cmd), "AttachStdout": True, "AttachStderr": True, "Tty": False},
+            body={
+                "Cmd": list(cmd),
+                "AttachStdin": stdin,
+                "AttachStdout": True,
+                "AttachStderr": True,
+                "Tty": tty,
+            },
         )
         return str(result["Id"])
 
@@ -451,6 +479,108 @@ class DockerClient:
     async def inspect_exec(self, exec_id: str) -> ExecInspect:
         result: ExecInspect = await self.call("GET", f"/exec/{quote(exec_id)}/json")
         return result
+
+    async def start_exec_stream(
+        self, exec_id: str, *, tty: bool
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Start an exec attached: its stdio as a hijacked connection (see :meth:`hijack`)."""
+        return await self.hijack(
+            "POST", f"/exec/{quote(exec_id)}/start", body={"Detach": False, "Tty": tty}
+        )
+
+    async def resize_exec(self, exec_id: str, width: int, height: int) -> None:
+        """The terminal size of a started TTY exec (dockerd waits up to 10 s for the start)."""
+        await self.call(
+            "POST", f"/exec/{quote(exec_id)}/resize", params={"h": str(height), "w": str(width)}
+        )
+
+    # -- attach ---------------------------------------------------------------------------
+
+    async def attach_container(
+        self, container_id: str, *, stdin: bool
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """The container's stdio from now on (no replay: no ``logs=1``), hijacked."""
+        params = {"stream": "1", "stdout": "1", "stderr": "1", "stdin": "1" if stdin else "0"}
+        return await self.hijack("POST", f"/containers/{quote(container_id)}/attach", params=params)
+
+    async def resize_container(self, container_id: str, width: int, height: int) -> None:
+        await self.call(
+            "POST",
+            f"/containers/{quote(container_id)}/resize",
+            params={"h": str(height), "w": str(width)},
+        )
+
+    async def top(self, container_id: str) -> ProcessList:
+        """``ps`` of the container's processes (``ps -ef`` columns; PIDs as the host sees them)."""
+        result: ProcessList = await self.call("GET", f"/containers/{quote(container_id)}/top")
+        return result
+
+    # -- hijacked connections -------------------------------------------------------------
+
+    async def hijack(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """One request upgraded to a raw stream; the connection's reader and writer.
+
+        The caller owns the connection (``writer.close()`` ends it; ``write_eof()``
+        half-closes it, which dockerd takes as the end of stdin). An error status is
+        raised as usual, and the connection closed.
+        """
+        target = self._url(path)
+        if params:
+            target += "?" + urlencode(params)
+        payload = json.dumps(body).encode() if body is not None else b""
+        head = (
+            f"{method} {target} HTTP/1.1\r\n"
+            "Host: docker\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n"
+            "Connection: Upgrade\r\n"
+            "Upgrade: tcp\r\n"
+            "\r\n"
+        )
+        try:
+            async with asyncio.timeout(10):
+                reader, writer = await asyncio.open_unix_connection(
+                    self.socket_path, limit=HIJACK_HEAD_LIMIT
+                )
+        except (OSError, TimeoutError) as exc:
+            raise Unavailable(f"cannot reach dockerd at {self.host}: {exc}") from None
+        try:
+            writer.write(head.encode("latin-1") + payload)
+            async with asyncio.timeout(self.timeout):
+                await writer.drain()
+                raw_head = await reader.readuntil(b"\r\n\r\n")
+                status, headers = _parse_head(raw_head)
+                if status == 101 or (
+                    status == 200 and headers.get("content-type") in _RAW_STREAM_TYPES
+                ):
+                    return reader, writer
+                raw = await _read_error_body(reader, headers)
+        except TimeoutError:  # before OSError, of which it is a subclass
+            writer.close()
+            raise Unavailable(f"dockerd at {self.host} did not answer {method} {path}") from None
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError, ValueError) as exc:
+            writer.close()
+            raise Unavailable(
+                f"dockerd at {self.host} broke off {method} {path}: {exc or type(exc).__name__}"
+            ) from None
+        except BaseException:
+            writer.close()
+            raise
+        writer.close()
+        try:
+            message = str(json.loads(raw).get("message", "")) or raw.decode()
+        except (ValueError, AttributeError):
+            message = raw.decode(errors="replace")
+        if status < 400:
+            message = f"unexpected answer {status} to {method} {path}: {message}"
+        raise _error_for(status, message.strip() or f"HTTP {status}")
 
     # -- images ---------------------------------------------------------------------------
 
@@ -496,6 +626,38 @@ class DockerClient:
             timeout=120,
         ) as resp:
             await _raise_stream_error(resp)
+
+
+def _parse_head(raw: bytes) -> tuple[int, dict[str, str]]:
+    """The status and (lower-cased) headers of an HTTP/1.1 response head."""
+    lines = raw.decode("latin-1").split("\r\n")
+    version, _, rest = lines[0].partition(" ")
+    code = rest.partition(" ")[0]
+    if not version.startswith("HTTP/1.") or not code.isdigit():
+        raise ValueError(f"not an HTTP/1.1 response: {lines[0][:80]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    return int(code), headers
+
+
+async def _read_error_body(reader: asyncio.StreamReader, headers: Mapping[str, str]) -> bytes:
+    """The body of a plain (not upgraded) answer, as far as it is an error message."""
+    length = headers.get("content-length", "")
+    if length.isdigit():
+        return await reader.readexactly(min(int(length), HIJACK_ERROR_LIMIT))
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = bytearray()
+        while len(body) < HIJACK_ERROR_LIMIT:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                break
+            body += await reader.readexactly(size)
+            await reader.readexactly(2)
+        return bytes(body)
+    return await reader.read(HIJACK_ERROR_LIMIT)
 
 
 async def _raise_stream_error(resp: aiohttp.ClientResponse) -> None:

@@ -30,6 +30,7 @@ from minikubelet.errors import (
     Unavailable,
 )
 from runtimes.base import model as m
+from runtimes.base import netns
 from runtimes.docker import dockerconfig
 from runtimes.docker import labels as lb
 from runtimes.docker.client import (
@@ -41,6 +42,7 @@ from runtimes.docker.client import (
 from runtimes.docker.images import DockerImages
 from runtimes.docker.logs import LogCopier
 from runtimes.docker.pause import PauseImage
+from runtimes.docker.streaming import DockerAttach, DockerExec
 
 log = logging.getLogger(__name__)
 
@@ -630,6 +632,73 @@ class DockerRuntime:
             if pid > 0 and await asyncio.to_thread(_in_cgroup_of, pid, container_id):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
+
+    # -- streaming (Exec, Attach, PortForward) ----------------------------------------------
+
+    async def _running_container(self, container_id: str) -> ContainerInspect:
+        raw = await self._inspect(container_id, lb.CONTAINER)
+        if not (raw.get("State") or {}).get("Running"):
+            raise FailedPrecondition(f"container {raw.get('Id')} is not running")
+        return raw
+
+    async def _ready_sandbox(self, sandbox_id: str) -> ContainerInspect:
+        raw = await self._inspect(sandbox_id, lb.SANDBOX)
+        if not (raw.get("State") or {}).get("Running"):
+            raise FailedPrecondition(f"pod sandbox {raw.get('Id')} is not ready")
+        return raw
+
+    async def check_exec(self, container_id: str) -> None:
+        await self._running_container(container_id)
+
+    async def check_port_forward(self, sandbox_id: str) -> None:
+        await self._ready_sandbox(sandbox_id)
+
+    async def exec_stream(
+        self, container_id: str, cmd: Sequence[str], *, tty: bool, stdin: bool
+    ) -> m.StreamIO:
+        """``docker exec``, attached; returns once the process runs (or failed to start)."""
+        if not cmd:
+            raise InvalidArgument("exec needs a command")
+        raw = await self._running_container(container_id)
+        return await DockerExec.start(self._client, str(raw.get("Id")), cmd, tty=tty, stdin=stdin)
+
+    async def attach_stream(self, container_id: str, *, tty: bool, stdin: bool) -> m.StreamIO:
+        """The container's stdio as it was created: its own TTY decides the output framing.
+
+        ``stdin`` joins the container's input only if it was created with one; what
+        is written otherwise is dropped.
+        """
+        raw = await self._running_container(container_id)
+        config = raw.get("Config") or {}
+        container_tty = bool(config.get("Tty"))
+        if tty != container_tty:
+            log.debug(
+                "attach to %s: tty=%s asked, the container has tty=%s",
+                str(raw.get("Id"))[:13],
+                tty,
+                container_tty,
+            )
+        return await DockerAttach.open(
+            self._client,
+            str(raw.get("Id")),
+            tty=container_tty,
+            stdin=stdin and bool(config.get("OpenStdin")),
+            stdin_once=bool(config.get("StdinOnce")),
+        )
+
+    async def port_forward_connect(
+        self, sandbox_id: str, port: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to ``localhost:port`` in the network namespace of the infra container.
+
+        A host-network sandbox's infra container is in the node's namespace, so the
+        same path reaches the node's localhost.
+        """
+        raw = await self._ready_sandbox(sandbox_id)
+        pid = int((raw.get("State") or {}).get("Pid") or 0)
+        if pid <= 0:
+            raise FailedPrecondition(f"pod sandbox {raw.get('Id')} has no running process")
+        return await netns.connect(f"/proc/{pid}/ns/net", port)
 
     async def reopen_container_log(self, container_id: str) -> None:
         raw = await self._inspect(container_id, lb.CONTAINER)

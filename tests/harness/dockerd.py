@@ -495,6 +495,11 @@ class RuntimeServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    @property
+    def pid(self) -> int:
+        """The runtime server's process (0 when it is not running)."""
+        return self._proc.pid if self._proc is not None else 0
+
     def __enter__(self) -> RuntimeServer:
         return self.start()
 
