@@ -512,8 +512,13 @@ class StreamingServer:
             await asyncio.wait({output, gone}, return_when="FIRST_COMPLETED")
             if output.done() and not channels.gone.is_set():
                 output.result()
-                code = await io.wait()
-                await channels.status(ch.exit_status(code))
+                # Output ended; the process may outlive it. The client may leave meanwhile.
+                exited = asyncio.ensure_future(io.wait())
+                await asyncio.wait({exited, gone}, return_when="FIRST_COMPLETED")
+                if not exited.done():
+                    exited.cancel()
+                    return
+                await channels.status(ch.exit_status(exited.result()))
                 await channels.end()
         except (ConnectionError, CRIError) as exc:
             log.info("%s stream of %s ended: %s", request.kind, request.target[:13], exc)

@@ -410,3 +410,16 @@ async def test_abandoned_streams_leave_nothing_behind(server: tuple) -> None:
     assert all(io.proc.returncode is not None for io in backend.ios)  # killed, reaped
     assert fd_count() <= before_fds
     assert threading.active_count() <= before_threads
+
+
+async def test_a_process_that_closed_its_output_is_killed_when_the_client_leaves(
+    server: tuple,
+) -> None:
+    srv, backend, _ = server
+    url = await exec_url(srv, ["sh", "-c", "exec >&- 2>&-; sleep 600"])
+    command = await connect_remote_command(url, stdin=False, transport=SPDY)
+    assert await collect(command) == (b"", b"")  # all output ended, the process did not
+    await command.close()
+    async with asyncio.timeout(10):
+        await srv.wait_idle()
+    assert backend.ios[-1].closed and backend.ios[-1].proc.returncode == -9
