@@ -512,6 +512,7 @@ class StreamingServer:
             await asyncio.wait({output, gone}, return_when="FIRST_COMPLETED")
             if output.done() and not channels.gone.is_set():
                 output.result()
+                await channels.end_output()
                 # Output ended; the process may outlive it. The client may leave meanwhile.
                 exited = asyncio.ensure_future(io.wait())
                 await asyncio.wait({exited, gone}, return_when="FIRST_COMPLETED")
@@ -635,6 +636,9 @@ class _Channels:
     async def status(self, payload: bytes) -> None:
         raise NotImplementedError
 
+    async def end_output(self) -> None:
+        """No more output will come (the status may still)."""
+
     async def end(self) -> None:
         """All output and the status are written: close the channels."""
         raise NotImplementedError
@@ -671,6 +675,11 @@ class _SpdyChannels(_Channels):
 
     async def status(self, payload: bytes) -> None:
         await self._streams[ch.STREAM_TYPE_ERROR].write(payload)
+
+    async def end_output(self) -> None:
+        for kind in (ch.STREAM_TYPE_STDOUT, ch.STREAM_TYPE_STDERR):
+            if kind in self._streams:
+                await self._streams[kind].close()
 
     async def end(self) -> None:
         for stream in self._streams.values():
