@@ -17,12 +17,12 @@ import asyncio
 import contextlib
 import itertools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from minikubelet.streaming import channels as ch
-from minikubelet.streaming import http1
+from minikubelet.streaming import http1, spdy
 from minikubelet.streaming.session import SpdySession, SpdyStream
 
 SPDY = "spdy"
@@ -55,7 +55,9 @@ async def _open(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, s
 
 
 async def spdy_upgrade(
-    url: str, protocols: tuple[str, ...]
+    url: str,
+    protocols: tuple[str, ...],
+    observer: Callable[[str, spdy.Frame], None] | None = None,
 ) -> tuple[SpdySession, asyncio.Task[None], str]:
     """POST ``url`` with ``Upgrade: SPDY/3.1``; the running session and the chosen protocol."""
     reader, writer, target, host = await _open(url)
@@ -83,7 +85,7 @@ async def spdy_upgrade(
     except BaseException:
         writer.close()
         raise
-    session = SpdySession(reader, writer, server=False)
+    session = SpdySession(reader, writer, server=False, observer=observer)
     return session, asyncio.create_task(session.run(), name="spdy-client-reader"), chosen
 
 
@@ -272,10 +274,14 @@ async def connect_remote_command(
     stderr: bool = True,
     tty: bool = False,
     transport: str = WEBSOCKET,
+    observer: Callable[[str, spdy.Frame], None] | None = None,
 ) -> RemoteCommand:
-    """Connect to an exec or attach URL; the flags must match the CRI request's."""
+    """Connect to an exec or attach URL; the flags must match the CRI request's.
+
+    ``observer`` sees every SPDY frame ("out" or "in", frame), for traces.
+    """
     if transport == SPDY:
-        session, reader_task, _ = await spdy_upgrade(url, (ch.STREAM_PROTOCOL_V4,))
+        session, reader_task, _ = await spdy_upgrade(url, (ch.STREAM_PROTOCOL_V4,), observer)
         try:
             streams: dict[str, SpdyStream] = {}
             kinds = [ch.STREAM_TYPE_ERROR]

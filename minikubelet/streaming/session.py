@@ -136,12 +136,14 @@ class SpdySession:
         server: bool,
         on_stream: Callable[[SpdyStream], None] | None = None,
         initial: bytes = b"",
+        observer: Callable[[str, spdy.Frame], None] | None = None,
     ) -> None:
         self._reader = reader
         self._writer = writer
         self._server = server
         self._on_stream = on_stream
         self._initial = initial
+        self._observer = observer  # sees ("out" | "in", frame) for every frame: for traces
         self._frames_in = spdy.FrameReader()
         self._frames_out = spdy.FrameWriter()
         self._write_lock = asyncio.Lock()
@@ -162,6 +164,8 @@ class SpdySession:
         async with self._write_lock:
             # Encoding happens under the lock: the header compressor's state is ordered.
             self._writer.write(self._frames_out.write(frame))
+            if self._observer is not None:
+                self._observer("out", frame)
             await self._writer.drain()
 
     async def open_stream(self, headers: spdy.Headers, *, fin: bool = False) -> SpdyStream:
@@ -225,6 +229,8 @@ class SpdySession:
             while True:
                 if data:
                     for frame in self._frames_in.feed(data):
+                        if self._observer is not None:
+                            self._observer("in", frame)
                         self._stalled = await self._dispatch(frame)
                         if self._stalled is not None:
                             # A slow reader: stop reading the socket until it catches up.

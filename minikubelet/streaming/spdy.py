@@ -590,3 +590,48 @@ class FrameReader:
                 raise ProtocolError("WINDOW_UPDATE with delta 0")
             return WindowUpdate(sid & MAX_STREAM_ID, delta)
         return UnknownControlFrame(frame_type, flags, payload)
+
+
+# ---------------------------------------------------------------- for people
+
+
+def _enum_name(kind: type[IntEnum], value: int) -> str:
+    try:
+        return kind(value).name
+    except ValueError:
+        return str(value)
+
+
+def describe(frame: Frame, *, limit: int = 60) -> str:
+    """One line per frame, for traces: type, stream, headers or data, flags."""
+
+    def flags(fin: bool) -> str:
+        return " FIN" if fin else ""
+
+    def headers(pairs: Headers) -> str:
+        return "{" + ", ".join(f"{k}: {v}" for k, v in pairs) + "}"
+
+    match frame:
+        case DataFrame():
+            shown = frame.data[:limit].decode("utf-8", "backslashreplace")
+            more = f"... ({len(frame.data)} bytes)" if len(frame.data) > limit else ""
+            return f"DATA          stream={frame.stream_id} {shown!r}{more}{flags(frame.fin)}"
+        case SynStream() | SynReply() | HeadersFrame():
+            name = {SynStream: "SYN_STREAM", SynReply: "SYN_REPLY", HeadersFrame: "HEADERS"}
+            shown = f"{headers(frame.headers)}{flags(frame.fin)}"
+            return f"{name[type(frame)]:<13} stream={frame.stream_id} {shown}"
+        case RstStream():
+            reason = _enum_name(RstStatus, frame.status)
+            return f"RST_STREAM    stream={frame.stream_id} {reason}"
+        case Ping():
+            return f"PING          id={frame.id}"
+        case GoAway():
+            status = _enum_name(GoAwayStatus, frame.status)
+            return f"GOAWAY        last-good-stream={frame.last_good_stream_id} {status}"
+        case WindowUpdate():
+            return f"WINDOW_UPDATE stream={frame.stream_id} +{frame.delta_window_size}"
+        case Settings():
+            return f"SETTINGS      {[(s.id, s.value) for s in frame.settings]}"
+        case UnknownControlFrame():
+            return f"CONTROL type={frame.type}"
+    raise TypeError(f"not a SPDY frame: {frame!r}")  # pragma: no cover
