@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from runtimes.base.listener import serving
+from runtimes.base.streaming import DEFAULT_STREAMING_ADDRESS, StreamingServer
 from runtimes.native.images.hosts import RegistryConfig
 from runtimes.native.images.service import NativeImages
 from runtimes.native.namespaces import NamespaceManager
@@ -87,6 +88,7 @@ async def serve(
     registry_mirrors: Iterable[str] = (),
     config_file: Path | None = None,
     ready: asyncio.Event | None = None,
+    streaming_address: str = DEFAULT_STREAMING_ADDRESS,
 ) -> None:
     """Serve until cancelled."""
     preflight()
@@ -101,8 +103,10 @@ async def serve(
         await runtime.start()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(runtime.run(), name="native-runtime-monitor")
-            async with serving(listen, runtime, images) as endpoint:
+            streaming = StreamingServer(runtime, streaming_address)
+            async with serving(listen, runtime, images, streaming=streaming) as endpoint:
                 print(f"minikubelet-native: serving CRI runtime.v1 on {endpoint}", flush=True)
+                print(f"minikubelet-native: streaming on {streaming.base_url}", flush=True)
                 if ready is not None:
                     ready.set()
                 await asyncio.Future()

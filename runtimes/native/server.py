@@ -31,6 +31,7 @@ from minikubelet.errors import (
     NotFound,
 )
 from runtimes.base import model as m
+from runtimes.base import netns
 from runtimes.base.events import ContainerEvents
 from runtimes.native.images.service import NativeImages
 from runtimes.native.namespaces import NamespaceManager
@@ -42,6 +43,7 @@ from runtimes.native.oci.runtime import ContainerHandle, OCIRuntime
 from runtimes.native.oci.user import container_user, resolve_user
 from runtimes.native.state import StateStore, from_jsonable, to_jsonable
 from runtimes.native.storage import RootfsManager, StorageError, is_mounted
+from runtimes.native.streaming import AttachStream, ExecStream
 
 log = logging.getLogger(__name__)
 
@@ -496,6 +498,7 @@ class NativeRuntime:
                 handler=self._handler_binary(sandbox.spec.runtime_handler),
                 name=spec.metadata.name,
                 stdin=spec.stdin,
+                stdin_once=spec.stdin_once,
             )
             self._handles[container_id] = handle
             await self.oci.create(handle, document)
@@ -622,6 +625,64 @@ class NativeRuntime:
             raise FailedPrecondition(f"container {container.id} is not running")
         result = await self.oci.exec_sync(self._handles[container.id], list(cmd), timeout)
         return m.ExecResult(result.stdout, result.stderr, result.exit_code)
+
+    # -- streaming (the StreamingBackend the streaming server drives) --------------------
+
+    async def _running(self, container_id: str) -> m.Container:
+        container = self._container(container_id)
+        await self._refresh(container)
+        if container.state is not m.ContainerState.RUNNING:
+            raise FailedPrecondition(
+                f"container {container.id} is in state {container.state.name}, not RUNNING"
+            )
+        return container
+
+    def _ready(self, sandbox_id: str) -> m.PodSandbox:
+        sandbox = self._sandbox(sandbox_id)
+        if sandbox.state is not m.SandboxState.READY:
+            raise FailedPrecondition(f"pod sandbox {sandbox.id} is not ready")
+        return sandbox
+
+    async def check_exec(self, container_id: str) -> None:
+        """NotFound / FailedPrecondition unless the container (or a unique id prefix) runs."""
+        await self._running(container_id)
+
+    async def check_port_forward(self, sandbox_id: str) -> None:
+        self._ready(sandbox_id)
+
+    async def exec_stream(
+        self, container_id: str, cmd: Sequence[str], *, tty: bool, stdin: bool
+    ) -> m.StreamIO:
+        """``runc exec`` of ``cmd`` (see :mod:`runtimes.native.streaming`)."""
+        if not cmd:
+            raise InvalidArgument("exec: empty command")
+        container = await self._running(container_id)
+        return await ExecStream.start(
+            self.oci, self._handles[container.id], list(cmd), tty=tty, stdin=stdin
+        )
+
+    async def attach_stream(self, container_id: str, *, tty: bool, stdin: bool) -> m.StreamIO:
+        """conmon's attach socket: the container's output from now on, its stdin if it has one.
+
+        ``tty`` is the container's to choose (its spec): with a terminal the output
+        is one stream, and a resize goes to conmon's pty.
+        """
+        container = await self._running(container_id)
+        return await AttachStream.open(self.oci, self._handles[container.id], stdin=stdin)
+
+    async def port_forward_connect(
+        self, sandbox_id: str, port: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """localhost:``port`` in the sandbox's pinned network namespace (the host's for a
+        hostNetwork sandbox)."""
+        sandbox = self._ready(sandbox_id)
+        path: str | None = None
+        if sandbox.spec.namespaces.network != NODE:
+            paths = await asyncio.to_thread(self.namespaces.paths, sandbox.id)
+            if paths.network is None:
+                raise FailedPrecondition(f"pod sandbox {sandbox.id} has no network namespace")
+            path = str(paths.network)
+        return await netns.connect(path, port)
 
     async def reopen_container_log(self, container_id: str) -> None:
         container = self._container(container_id)

@@ -26,7 +26,25 @@ ExecSync does not go through conmon: ``runc exec`` runs the command with the
 container's process settings and our pipes, which is all ExecSync needs (CRI-O
 uses ``conmon --exec`` for the same). On a timeout the exec'd process is killed
 with its process group (runc makes it a session leader) before we answer
-DeadlineExceeded, so nothing is left behind in the container.
+DeadlineExceeded, so nothing is left behind in the container. Streaming exec
+(:meth:`OCIRuntime.spawn_exec`) starts the same ``runc exec`` with stdio of the
+caller's choosing and kills it the same way. Verified on runc 1.1.5: ``runc exec``
+exits with the command's exit code, 128 + N when a signal N killed it (137 for
+SIGKILL, as ``kubectl exec`` reports it), and 255 when it could not start it
+(its message on its stderr).
+
+Attach goes through conmon's attach socket, a SOCK_SEQPACKET socket that conmon
+binds in the bundle as ``attach`` and reaches through the symlink
+``<attach dir>/<id>`` to the bundle (so its path fits a socket address). Each
+message from conmon is one byte naming the stream, 2 for stdout and 3 for
+stderr (a terminal's output is 2), then the data; what a client sends goes to
+the container's stdin when conmon runs with ``--stdin`` (conmon reads at most
+32 KiB of a message: the rest would be lost). When a client leaves (or shuts its
+writing half) conmon closes the container's stdin, unless it runs with
+``--leave-stdin-open``, which it does for a container with stdin but not
+stdin_once, as CRI-O runs it. A terminal's size is set by ``1 <height> <width>``
+on the ctl FIFO. Verified on conmon 2.1.6
+(``tests/component/test_native_streaming.py``).
 
 Nothing here keeps per-container state: the server layer keeps a
 :class:`ContainerHandle` per container (persisted) and passes it back.
@@ -44,11 +62,12 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol, TypeVar
 
 from minikubelet.errors import (
     DeadlineExceeded,
@@ -65,6 +84,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HANDLERS: Final[Mapping[str, str]] = {"runc": "runc", "crun": "crun"}
 REOPEN_LOG_MESSAGE: Final = b"2 0 0\n"  # conmon ctl: REOPEN_LOGS_EVENT, height, width
+RESIZE_MESSAGE: Final = "1 {height} {width}\n"  # conmon ctl: WIN_RESIZE_EVENT, height, width
+ATTACH_STDOUT: Final = 2  # the first byte of a message from conmon's attach socket
+ATTACH_STDERR: Final = 3
 EXIT_SIGKILL: Final = 137
 POLL_INTERVAL: Final = 0.02
 _RUNC_MSG = re.compile(r'msg="((?:[^"\\]|\\.)*)"')
@@ -83,6 +105,7 @@ class ContainerHandle:
     name: str = ""
     terminal: bool = False
     stdin: bool = False
+    stdin_once: bool = False  # conmon closes stdin when the first attached client leaves
 
     @classmethod
     def from_spec(
@@ -95,6 +118,7 @@ class ContainerHandle:
         handler: str = "",
         name: str = "",
         stdin: bool = False,
+        stdin_once: bool = False,
     ) -> ContainerHandle:
         return cls(
             id=id,
@@ -105,6 +129,7 @@ class ContainerHandle:
             name=name,
             terminal=bool(spec.get("process", {}).get("terminal", False)),
             stdin=stdin,
+            stdin_once=stdin_once,
         )
 
     @property
@@ -122,6 +147,10 @@ class ContainerHandle:
     @property
     def ctl_fifo(self) -> Path:
         return Path(self.bundle, "ctl")
+
+    def exec_pidfile(self) -> Path:
+        """A new pid file for one ``runc exec`` (the caller removes it)."""
+        return Path(self.bundle, f"exec-{secrets.token_hex(6)}.pid")
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +198,23 @@ class ExitStatus:
         if self.oom_killed:
             return "OOMKilled"
         return "Completed" if self.exit_code == 0 else "Error"
+
+
+class ExecProcess(Protocol):
+    """A running ``runc exec`` as :meth:`OCIRuntime.kill_exec` needs it (a Process fits)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def kill(self) -> None: ...
+
+    async def wait(self) -> int: ...
+
+
+_P = TypeVar("_P", bound=asyncio.SubprocessProtocol)
 
 
 def runc_message(stderr: bytes) -> str:
@@ -371,6 +417,8 @@ class OCIRuntime:
             argv.append("--terminal")
         if handle.stdin:
             argv.append("--stdin")
+            if not handle.stdin_once:
+                argv.append("--leave-stdin-open")
         return argv
 
     async def create(self, handle: ContainerHandle, spec: Mapping[str, Any]) -> int:
@@ -529,6 +577,7 @@ class OCIRuntime:
             raise Internal(f"deleting container {handle.id}: {message}")
         await self._wait_conmon_gone(handle)
         await asyncio.to_thread((self.exit_dir / handle.id).unlink, missing_ok=True)
+        await asyncio.to_thread((self.attach_dir / handle.id).unlink, missing_ok=True)
         log.info("deleted container %s", handle.id)
 
     async def _wait_conmon_gone(self, handle: ContainerHandle) -> None:
@@ -612,17 +661,8 @@ class OCIRuntime:
             raise NotFound(f"container {handle.id} not found")
         if current.status != "running":
             raise FailedPrecondition(f"container {handle.id} is {current.status}, not running")
-        pidfile = Path(handle.bundle, f"exec-{secrets.token_hex(6)}.pid")
-        argv = [
-            self.binary(handle.handler),
-            "--root",
-            str(self.state_root(handle.handler)),
-            "exec",
-            "--pid-file",
-            str(pidfile),
-            handle.id,
-            *cmd,
-        ]
+        pidfile = handle.exec_pidfile()
+        argv = self.exec_argv(handle, cmd, pidfile)
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
@@ -633,18 +673,77 @@ class OCIRuntime:
         try:
             out, err = await asyncio.wait_for(proc.communicate(), timeout if timeout > 0 else None)
         except TimeoutError:
-            await self._kill_exec(proc, pidfile)
+            await self.kill_exec(proc, pidfile)
             raise DeadlineExceeded(f"exec in {handle.id} timed out after {timeout}s") from None
         except BaseException:
-            await self._kill_exec(proc, pidfile)
+            await self.kill_exec(proc, pidfile)
             raise
         finally:
             await asyncio.to_thread(pidfile.unlink, missing_ok=True)
         assert proc.returncode is not None
         return ExecResult(stdout=out, stderr=err, exit_code=proc.returncode)
 
-    async def _kill_exec(self, proc: asyncio.subprocess.Process, pidfile: Path) -> None:
-        """Kill an exec'd command, its process group, and the runc exec that waits on it."""
+    def exec_argv(
+        self, handle: ContainerHandle, cmd: Sequence[str], pidfile: Path, *, tty: bool = False
+    ) -> list[str]:
+        """``runc exec`` of ``cmd`` in the container, writing the command's pid to ``pidfile``."""
+        if not cmd:
+            raise InvalidArgument("exec: empty command")
+        return [
+            self.binary(handle.handler),
+            "--root",
+            str(self.state_root(handle.handler)),
+            "exec",
+            *(["--tty"] if tty else []),
+            "--pid-file",
+            str(pidfile),
+            handle.id,
+            *cmd,
+        ]
+
+    async def spawn_exec(
+        self,
+        handle: ContainerHandle,
+        cmd: Sequence[str],
+        protocol_factory: Callable[[], _P],
+        *,
+        tty: bool = False,
+        stdin: int | None = asyncio.subprocess.DEVNULL,
+        stdout: int | None = asyncio.subprocess.PIPE,
+        stderr: int | None = asyncio.subprocess.PIPE,
+    ) -> tuple[asyncio.SubprocessTransport, _P, Path]:
+        """Start ``runc exec`` of ``cmd`` in a new session, with the given stdio; nothing waits.
+
+        The stdio arguments are what :meth:`asyncio.loop.subprocess_exec` takes
+        (PIPE, DEVNULL or a descriptor); with ``tty`` runc wants a terminal as its
+        stdin and copies between it and the container's own pty. Returns the
+        transport, its protocol and the pid file: :meth:`kill_exec` ends it, the
+        caller closes the transport once runc has exited and removes the pid file.
+        The server layer checks that the container runs (a stopped one makes runc
+        fail with exit code 255 and its message on stderr).
+        """
+        pidfile = handle.exec_pidfile()
+        argv = self.exec_argv(handle, cmd, pidfile, tty=tty)
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.subprocess_exec(
+            protocol_factory,
+            *argv,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
+        log.debug("exec %s in %s: runc pid %d", cmd[0], handle.id[:13], transport.get_pid())
+        return transport, protocol, pidfile
+
+    async def kill_exec(self, proc: ExecProcess, pidfile: Path) -> None:
+        """Kill an exec'd command, its process group, and the runc exec that waits on it.
+
+        Returns once runc has been reaped. runc exits only once the command's
+        output is closed, so a background process of the command that holds it
+        keeps runc waiting: killing the group while runc runs gets it too (and the
+        group's id, still in use, cannot name anything else).
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.command_timeout
         while proc.returncode is None:
@@ -660,6 +759,78 @@ class OCIRuntime:
                 await asyncio.wait_for(proc.wait(), POLL_INTERVAL * 5)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # runc's own group, if anything is left in it
+
+    # -- attach ----------------------------------------------------------------------------
+
+    def attach_socket_path(self, handle: ContainerHandle) -> Path:
+        """conmon's attach socket, by the symlink it makes to the bundle (too long to bind)."""
+        return self.attach_dir / handle.id / "attach"
+
+    async def connect_attach(self, handle: ContainerHandle) -> socket.socket:
+        """A non-blocking connection to the container's conmon attach socket.
+
+        The path may be longer than a socket address holds: the directory is opened
+        with O_PATH and the socket reached as ``/proc/self/fd/<fd>/attach``, as CRI-O
+        does. NotFound without the socket, FailedPrecondition once conmon is gone.
+        """
+        path = self.attach_socket_path(handle)
+        try:
+            directory = await asyncio.to_thread(
+                os.open, path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+            )
+        except FileNotFoundError:
+            raise NotFound(f"container {handle.id} has no attach socket") from None
+        try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+            try:
+                sock.setblocking(False)
+                await self._connect_unix(sock, f"/proc/self/fd/{directory}/{path.name}")
+            except BaseException:
+                sock.close()
+                raise
+        finally:
+            os.close(directory)
+        return sock
+
+    async def _connect_unix(self, sock: socket.socket, address: str) -> None:
+        """A non-blocking connect to a unix socket: EAGAIN there means a full backlog, retry."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.command_timeout
+        while True:
+            try:
+                sock.connect(address)
+                return
+            except BlockingIOError:
+                if loop.time() > deadline:
+                    raise DeadlineExceeded(f"conmon did not accept on {address}") from None
+                await asyncio.sleep(POLL_INTERVAL)
+            except FileNotFoundError:
+                raise NotFound("the container has no attach socket") from None
+            except ConnectionRefusedError:
+                raise FailedPrecondition("the container is not running (conmon is gone)") from None
+
+    def _write_ctl(self, handle: ContainerHandle, message: bytes) -> None:
+        """One message on conmon's ctl FIFO; NotFound or FailedPrecondition when none can go."""
+        try:
+            fd = os.open(handle.ctl_fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotFound(f"container {handle.id} has no conmon control FIFO") from None
+        except OSError as err:
+            if err.errno == errno.ENXIO:  # no reader: conmon is gone with the container
+                raise FailedPrecondition(f"container {handle.id} is not running") from None
+            raise
+        try:
+            os.write(fd, message)
+        finally:
+            os.close(fd)
+
+    async def resize_terminal(self, handle: ContainerHandle, width: int, height: int) -> None:
+        """Set the size of the container's terminal (conmon's pty), if conmon still runs it."""
+        if not handle.terminal or width <= 0 or height <= 0:
+            return
+        message = RESIZE_MESSAGE.format(height=height, width=width).encode()
+        with contextlib.suppress(NotFound, FailedPrecondition):
+            await asyncio.to_thread(self._write_ctl, handle, message)
 
     # -- logs ------------------------------------------------------------------------------
 
