@@ -33,6 +33,7 @@ class NativeRuntime:
     root: Path
     run_root: Path
     log_path: Path
+    pid: int = 0  # the runtime server's process
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -118,7 +119,7 @@ def native_runtime(
             stderr=log,
             text=True,
         )
-    runtime = NativeRuntime(endpoint, root / "state", run_root, log_path)
+    runtime = NativeRuntime(endpoint, root / "state", run_root, log_path, proc.pid)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
