@@ -8,7 +8,9 @@ docker-registry (as docker.io's mirror: nothing comes from the internet), starts
 the native runtime and the Docker-backed runtime (on a private dockerd), plays
 manifests/hello.yaml through each with ``minikubelet demo``, and writes
 docs/traces/<runtime>.txt (the call table), .jsonl (the records) and .mmd (the
-Mermaid sequence diagram). Needs root and scripts/install-deps.
+Mermaid sequence diagram); then runs one ``exec -i`` through each runtime's
+streaming server over SPDY and writes its frames to docs/traces/<runtime>-exec.txt
+(shown in docs/streaming.md). Needs root and scripts/install-deps.
 """
 
 from __future__ import annotations
@@ -49,12 +51,88 @@ def play(runtime: str, endpoint: str, work: Path) -> None:
 
 
 DOC = ROOT / "docs" / "how-a-pod-starts.md"
+STREAM_DOC = ROOT / "docs" / "streaming.md"
+EXEC_SCRIPT = "echo hello from $(hostname); read name; echo nice to meet you, $name; exit 3"
+
+
+async def _exec_trace(endpoint: str, work: Path) -> list[str]:
+    """One ``exec -i`` over SPDY, CRI call and frames, as lines of text."""
+    import asyncio
+    import re
+
+    from minikubelet.cri.client import CRIClient
+    from minikubelet.streaming import spdy
+    from minikubelet.streaming.client import SPDY, connect_remote_command
+    from tests.contract.pods import container_config, pod, sandbox_config
+
+    lines: list[str] = []
+    image = "docker.io/library/busybox:1.36"
+    async with CRIClient(endpoint) as cri:
+        await cri.pull_image(image)
+        config = sandbox_config(work / "logs", name="streaming")
+        async with pod(cri, config) as sandbox_id:
+            container = await cri.create_container(
+                sandbox_id, container_config(image, "shell", ["sleep", "3600"]), config
+            )
+            await cri.start_container(container)
+            cmd = ["sh", "-c", EXEC_SCRIPT]
+            url = await cri.exec(container, cmd, stdin=True, stdout=True, stderr=True)
+            shown = re.sub(r"/exec/[^/]+$", "/exec/<token>", url)
+            shown = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:<port>", shown)
+            lines += [
+                f"kubelet -> runtime   Exec {{container_id: {container[:13]}..., "
+                f"cmd: {cmd}, stdin: true, stdout: true, stderr: true}}",
+                f"runtime -> kubelet   ExecResponse {{url: {shown}}}",
+                "",
+                f"client  -> streaming POST {shown.split('<port>', 1)[1]} HTTP/1.1",
+                "                      Connection: Upgrade / Upgrade: SPDY/3.1",
+                "                      X-Stream-Protocol-Version: v4.channel.k8s.io",
+                "streaming -> client   HTTP/1.1 101 Switching Protocols (v4.channel.k8s.io)",
+            ]
+
+            def observe(direction: str, frame: spdy.Frame) -> None:
+                arrow = "client  ->" if direction == "out" else "client  <-"
+                lines.append(f"{arrow}           {spdy.describe(frame, limit=200)}")
+
+            command = await connect_remote_command(
+                url, stdin=True, transport=SPDY, observer=observe
+            )
+            await command.write_stdin(b"Ada\n")
+            await command.close_stdin()
+            async for _ in command.read_output():
+                pass
+            code = await command.wait()
+            # The server ends the session once the status is out: show its GOAWAY too.
+            await asyncio.wait_for(command._session.closed.wait(), 10)  # type: ignore[attr-defined]
+            await command.close()
+            lines += ["", f"exit code reported on the error stream: {code}"]
+            await cri.stop_container(container, 0)
+            await cri.remove_container(container)
+    return lines
+
+
+def play_exec(runtime: str, endpoint: str, work: Path) -> None:
+    import asyncio
+
+    lines = asyncio.run(_exec_trace(endpoint, work))
+    (OUT / f"{runtime}-exec.txt").write_text("\n".join(lines) + "\n")
+    print(f"{runtime}: exec trace -> docs/traces/{runtime}-exec.txt")
 
 
 def fill_doc() -> None:
     """Put the recorded traces between the doc's markers."""
     import re
 
+    text = STREAM_DOC.read_text()
+    for runtime in ("native", "docker"):
+        body = (OUT / f"{runtime}-exec.txt").read_text().rstrip()
+        text = re.sub(
+            rf"(<!-- trace:{runtime}:exec -->\n).*?(<!-- /trace:{runtime}:exec -->)",
+            lambda m, body=body: f"{m.group(1)}```\n{body}\n```\n{m.group(2)}",
+            text,
+            flags=re.DOTALL,
+        )
+    STREAM_DOC.write_text(text)
     text = DOC.read_text()
     for runtime in ("native", "docker"):
         table = (OUT / f"{runtime}.txt").read_text().rstrip()
@@ -91,6 +169,7 @@ def main() -> None:
         try:
             assert native.stdout is not None and "serving" in native.stdout.readline()
             play("native", sock, work)
+            play_exec("native", sock, work)
         finally:
             native.terminate()
             native.wait(timeout=30)
@@ -104,6 +183,7 @@ def main() -> None:
             server.start()
             try:
                 play("docker", server.endpoint, work)
+                play_exec("docker", server.endpoint, work)
             finally:
                 server.stop()
         finally:
@@ -112,7 +192,7 @@ def main() -> None:
         registry.close()
         shutil.rmtree(work, ignore_errors=True)
     fill_doc()
-    print(f"updated {DOC.relative_to(ROOT)}")
+    print(f"updated {DOC.relative_to(ROOT)} and {STREAM_DOC.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
