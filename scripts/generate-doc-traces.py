@@ -37,9 +37,21 @@ MANIFEST = ROOT / "manifests" / "hello.yaml"
 def play(runtime: str, endpoint: str, work: Path) -> None:
     jsonl = work / f"{runtime}.jsonl"
     table = subprocess.run(
-        [sys.executable, "-m", "minikubelet", "demo", str(MANIFEST), "--runtime", endpoint,
-         "--trace-file", str(jsonl)],
-        capture_output=True, text=True, check=True, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "minikubelet",
+            "demo",
+            str(MANIFEST),
+            "--runtime",
+            endpoint,
+            "--trace-file",
+            str(jsonl),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
     ).stdout
     records = read_jsonl(jsonl)
     (OUT / f"{runtime}.txt").write_text(table)
@@ -119,32 +131,34 @@ def play_exec(runtime: str, endpoint: str, work: Path) -> None:
     print(f"{runtime}: exec trace -> docs/traces/{runtime}-exec.txt")
 
 
+def _fill(text: str, marker: str, body: str) -> str:
+    """``body`` between ``<!-- trace:MARKER -->`` and ``<!-- /trace:MARKER -->``."""
+    import re
+
+    def put(match: re.Match[str]) -> str:
+        return f"{match.group(1)}{body}\n{match.group(2)}"
+
+    pattern = rf"(<!-- trace:{marker} -->\n).*?(<!-- /trace:{marker} -->)"
+    return re.sub(pattern, put, text, flags=re.DOTALL)
+
+
 def fill_doc() -> None:
     """Put the recorded traces between the doc's markers."""
-    import re
 
     text = STREAM_DOC.read_text()
     for runtime in ("native", "docker"):
         body = (OUT / f"{runtime}-exec.txt").read_text().rstrip()
-        text = re.sub(
-            rf"(<!-- trace:{runtime}:exec -->\n).*?(<!-- /trace:{runtime}:exec -->)",
-            lambda m, body=body: f"{m.group(1)}```\n{body}\n```\n{m.group(2)}",
-            text,
-            flags=re.DOTALL,
-        )
+        text = _fill(text, f"{runtime}:exec", f"```\n{body}\n```")
     STREAM_DOC.write_text(text)
     text = DOC.read_text()
     for runtime in ("native", "docker"):
         table = (OUT / f"{runtime}.txt").read_text().rstrip()
         mermaid = (OUT / f"{runtime}.mmd").read_text().rstrip()
-        for marker, body in ((runtime, f"```\n{table}\n```"),
-                             (f"{runtime}:mermaid", f"```mermaid\n{mermaid}\n```")):
-            text = re.sub(
-                rf"(<!-- trace:{marker} -->\n).*?(<!-- /trace:{marker} -->)",
-                lambda m, body=body: f"{m.group(1)}{body}\n{m.group(2)}",
-                text,
-                flags=re.DOTALL,
-            )
+        for marker, body in (
+            (runtime, f"```\n{table}\n```"),
+            (f"{runtime}:mermaid", f"```mermaid\n{mermaid}\n```"),
+        ):
+            text = _fill(text, marker, body)
     DOC.write_text(text)
 
 
@@ -161,10 +175,26 @@ def main() -> None:
         run_root = Path(tempfile.mkdtemp(prefix="mk-doc-native-", dir="/run"))
         sock = f"unix://{work}/native.sock"
         native = subprocess.Popen(
-            [sys.executable, "-m", "minikubelet", "runtime", "serve", "native", "--listen", sock,
-             "--root", str(work / "native"), "--run-root", str(run_root),
-             "--registry-mirror", mirror],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+            [
+                sys.executable,
+                "-m",
+                "minikubelet",
+                "runtime",
+                "serve",
+                "native",
+                "--listen",
+                sock,
+                "--root",
+                str(work / "native"),
+                "--run-root",
+                str(run_root),
+                "--registry-mirror",
+                mirror,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd=ROOT,
         )
         try:
             assert native.stdout is not None and "serving" in native.stdout.readline()
@@ -178,8 +208,7 @@ def main() -> None:
         dockerd = Dockerd(work / "dockerd", insecure_registries=[registry.host])
         dockerd.start()
         try:
-            server = RuntimeServer(work / "docker-runtime", dockerd.host,
-                                   registry_mirrors=[mirror])
+            server = RuntimeServer(work / "docker-runtime", dockerd.host, registry_mirrors=[mirror])
             server.start()
             try:
                 play("docker", server.endpoint, work)

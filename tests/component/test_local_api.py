@@ -87,7 +87,8 @@ class FakeNodeView:
         ]
         self.deleted: list[tuple[str, str, int | None]] = []
         self.execs: list[tuple[str, str, str, list[str], int]] = []
-        self.streams: list[tuple[str, str, list[Any], bool, bool, bool, bool]] = []
+        self.streams: list[tuple[str, str, list[str], bool, bool, bool, bool]] = []
+        self.forwards: list[list[int]] = []
 
     def pods(self) -> list[dict[str, Any]]:
         return copy.deepcopy(self.items)
@@ -190,7 +191,7 @@ class FakeNodeView:
 
     async def port_forward_url(self, namespace: str, pod: str, ports: list[int]) -> str:
         self._find(namespace, pod)
-        self.streams.append(("portforward", "", ports, False, False, False, False))
+        self.forwards.append(ports)
         return "http://127.0.0.1:1/portforward/tok"
 
     async def delete_pod(self, namespace: str, pod: str, grace_seconds: int | None) -> None:
@@ -461,12 +462,12 @@ async def test_streams_redirect_to_the_runtime_url(
     assert await client.port_forward_url("default", "web", [80, 8080]) == (
         "http://127.0.0.1:1/portforward/tok"
     )
-    assert view.streams[-1][2] == [80, 8080]
+    assert view.forwards == [[80, 8080]]
     query = "?command=ls&stdout=true"
     async with raw.get(f"/exec/default/web/app{query}", allow_redirects=False) as response:
         assert response.status == 302
-        assert response.headers["Location"] == "http://127.0.0.1:1/exec/token4"
-        assert (await response.json()) == {"url": "http://127.0.0.1:1/exec/token4"}
+        assert response.headers["Location"] == "http://127.0.0.1:1/exec/token3"
+        assert (await response.json()) == {"url": "http://127.0.0.1:1/exec/token3"}
     async with raw.get("/exec/default/web/app?stdout=true", allow_redirects=False) as response:
         assert response.status == 400  # exec needs a command
     async with raw.get("/exec/default/web/app?command=ls", allow_redirects=False) as response:

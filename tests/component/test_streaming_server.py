@@ -16,8 +16,10 @@ import threading
 from collections.abc import AsyncIterator
 
 import pytest
+from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus
+from websockets.typing import Subprotocol
 
 from minikubelet.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from minikubelet.streaming import channels as ch
@@ -41,8 +43,20 @@ class Clock:
         return self.now
 
 
+Server = tuple[StreamingServer, LocalBackend, Clock]
+
+
+def protocols(*names: str) -> list[Subprotocol]:
+    return [Subprotocol(name) for name in names]
+
+
+async def messages(ws: ClientConnection) -> list[bytes]:
+    """Every (binary) message until the server closes."""
+    return [m if isinstance(m, bytes) else m.encode() async for m in ws]
+
+
 @pytest.fixture
-async def server() -> AsyncIterator[tuple[StreamingServer, LocalBackend, Clock]]:
+async def server() -> AsyncIterator[Server]:
     backend = LocalBackend()
     clock = Clock()
     srv = StreamingServer(backend, clock=clock, stream_creation_timeout=2)
@@ -77,7 +91,7 @@ async def collect(command: object) -> tuple[bytes, bytes]:
 # -- tokens --------------------------------------------------------------------------------
 
 
-async def test_urls_name_the_kind_and_a_fresh_token(server: tuple) -> None:
+async def test_urls_name_the_kind_and_a_fresh_token(server: Server) -> None:
     srv, _, _ = server
     a = await exec_url(srv, ["true"])
     b = await exec_url(srv, ["true"])
@@ -88,7 +102,7 @@ async def test_urls_name_the_kind_and_a_fresh_token(server: tuple) -> None:
     assert "/attach/" in attach and "/portforward/" in forward
 
 
-async def test_bad_requests_fail_in_the_rpc_not_on_the_stream(server: tuple) -> None:
+async def test_bad_requests_fail_in_the_rpc_not_on_the_stream(server: Server) -> None:
     srv, _, _ = server
     with pytest.raises(InvalidArgument, match="tty and stderr"):
         await exec_url(srv, ["sh"], tty=True)
@@ -104,7 +118,7 @@ async def test_bad_requests_fail_in_the_rpc_not_on_the_stream(server: tuple) -> 
         await srv.get_port_forward("pod", [0])
 
 
-async def test_a_token_serves_one_connection_only(server: tuple) -> None:
+async def test_a_token_serves_one_connection_only(server: Server) -> None:
     srv, _, _ = server
     url = await exec_url(srv, ["echo", "once"])
     command = await connect_remote_command(url, stdin=False, transport=WEBSOCKET)
@@ -117,7 +131,7 @@ async def test_a_token_serves_one_connection_only(server: tuple) -> None:
         await connect_remote_command(url, stdin=False, transport=SPDY)
 
 
-async def test_a_token_expires_after_a_minute(server: tuple) -> None:
+async def test_a_token_expires_after_a_minute(server: Server) -> None:
     srv, _, clock = server
     url = await exec_url(srv, ["echo", "late"])
     clock.now += 61
@@ -125,7 +139,7 @@ async def test_a_token_expires_after_a_minute(server: tuple) -> None:
         await connect_remote_command(url, stdin=False, transport=SPDY)
 
 
-async def test_tokens_in_flight_are_capped(server: tuple) -> None:
+async def test_tokens_in_flight_are_capped(server: Server) -> None:
     _, _, clock = server
     small = StreamingServer(LocalBackend(), max_in_flight=3, clock=clock)
     await small.start()
@@ -140,7 +154,7 @@ async def test_tokens_in_flight_are_capped(server: tuple) -> None:
         await small.close()
 
 
-async def test_plain_http_and_unknown_paths_get_http_errors(server: tuple) -> None:
+async def test_plain_http_and_unknown_paths_get_http_errors(server: Server) -> None:
     srv, _, _ = server
     url = await exec_url(srv, ["true"])
     path = url.removeprefix(srv.base_url)
@@ -161,12 +175,12 @@ async def test_plain_http_and_unknown_paths_get_http_errors(server: tuple) -> No
 # -- remotecommand over WebSocket, with an independent client -----------------------------
 
 
-async def test_websocket_v5_exec_channels_and_exit_code(server: tuple) -> None:
+async def test_websocket_v5_exec_channels_and_exit_code(server: Server) -> None:
     srv, _, _ = server
     url = await exec_url(srv, ["sh", "-c", "echo out; echo err >&2; exit 7"])
     frames: list[bytes] = []
     async with ws_connect(
-        ws_url(url), subprotocols=["v5.channel.k8s.io", "v4.channel.k8s.io"]
+        ws_url(url), subprotocols=protocols("v5.channel.k8s.io", "v4.channel.k8s.io")
     ) as ws:
         assert ws.subprotocol == "v5.channel.k8s.io"
         async for message in ws:
@@ -187,37 +201,37 @@ async def test_websocket_v5_exec_channels_and_exit_code(server: tuple) -> None:
     assert frames[-1][0] == 3  # the status comes last
 
 
-async def test_websocket_v5_stdin_and_close_signal(server: tuple) -> None:
+async def test_websocket_v5_stdin_and_close_signal(server: Server) -> None:
     srv, _, _ = server
     url = await exec_url(srv, ["cat"], stdin=True)
-    async with ws_connect(ws_url(url), subprotocols=["v5.channel.k8s.io"]) as ws:
+    async with ws_connect(ws_url(url), subprotocols=protocols("v5.channel.k8s.io")) as ws:
         await ws.send(b"\x00hello ")
         await ws.send(b"\x00world")
         await ws.send(b"\xff\x00")  # CLOSE stdin: cat sees EOF and exits
-        got = [m async for m in ws]
+        got = await messages(ws)
     assert b"".join(m[1:] for m in got if m[0] == 1) == b"hello world"
     assert got[-1] == b'\x03{"metadata":{},"status":"Success"}'
 
 
-async def test_websocket_v4_is_still_served(server: tuple) -> None:
+async def test_websocket_v4_is_still_served(server: Server) -> None:
     srv, _, _ = server
     url = await exec_url(srv, ["echo", "four"])
-    async with ws_connect(ws_url(url), subprotocols=["v4.channel.k8s.io"]) as ws:
+    async with ws_connect(ws_url(url), subprotocols=protocols("v4.channel.k8s.io")) as ws:
         assert ws.subprotocol == "v4.channel.k8s.io"
-        got = [m async for m in ws]
+        got = await messages(ws)
     assert b"\x01four\n" in got
 
 
-async def test_websocket_without_a_known_subprotocol_is_refused(server: tuple) -> None:
+async def test_websocket_without_a_known_subprotocol_is_refused(server: Server) -> None:
     srv, _, _ = server
     url = await exec_url(srv, ["true"])
     with pytest.raises(InvalidStatus) as info:
-        async with ws_connect(ws_url(url), subprotocols=["chat"]):
+        async with ws_connect(ws_url(url), subprotocols=protocols("chat")):
             pass
     assert info.value.response.status_code == 403
 
 
-async def test_websocket_tty_resize_reaches_the_terminal(server: tuple) -> None:
+async def test_websocket_tty_resize_reaches_the_terminal(server: Server) -> None:
     srv, _, _ = server
     url = await exec_url(srv, ["sh"], tty=True, stdin=True, stderr=False)
     command = await connect_remote_command(url, stdin=True, tty=True, transport=WEBSOCKET)
@@ -232,7 +246,7 @@ async def test_websocket_tty_resize_reaches_the_terminal(server: tuple) -> None:
 # -- remotecommand over SPDY ---------------------------------------------------------------
 
 
-async def test_spdy_exec_output_stdin_and_exit_code(server: tuple) -> None:
+async def test_spdy_exec_output_stdin_and_exit_code(server: Server) -> None:
     srv, _, _ = server
     url = await exec_url(srv, ["sh", "-c", "cat; echo done >&2; exit 3"], stdin=True)
     command = await connect_remote_command(url, stdin=True, transport=SPDY)
@@ -245,7 +259,7 @@ async def test_spdy_exec_output_stdin_and_exit_code(server: tuple) -> None:
     await command.close()
 
 
-async def test_spdy_tty_resize(server: tuple) -> None:
+async def test_spdy_tty_resize(server: Server) -> None:
     srv, _, _ = server
     url = await exec_url(srv, ["sh"], tty=True, stdin=True, stderr=False)
     command = await connect_remote_command(url, stdin=True, tty=True, transport=SPDY)
@@ -258,7 +272,7 @@ async def test_spdy_tty_resize(server: tuple) -> None:
     await command.close()
 
 
-async def test_spdy_upgrade_without_a_common_protocol_is_refused(server: tuple) -> None:
+async def test_spdy_upgrade_without_a_common_protocol_is_refused(server: Server) -> None:
     srv, _, _ = server
     url = await exec_url(srv, ["true"])
     host, port = srv.base_url.removeprefix("http://").split(":")
@@ -273,7 +287,7 @@ async def test_spdy_upgrade_without_a_common_protocol_is_refused(server: tuple) 
     assert "X-Accepted-Stream-Protocol-Versions: v4.channel.k8s.io" in head
 
 
-async def test_spdy_frames_on_the_wire(server: tuple) -> None:
+async def test_spdy_frames_on_the_wire(server: Server) -> None:
     """Raw frames, as client-go sends them, and the server's answers byte by byte."""
     srv, _, _ = server
     url = await exec_url(srv, ["echo", "raw"], stderr=False)
@@ -314,7 +328,7 @@ async def test_spdy_frames_on_the_wire(server: tuple) -> None:
     assert goaway == [spdy.GoAway(3, spdy.GoAwayStatus.OK)]
 
 
-async def test_spdy_ping_is_answered_and_server_ids_are_refused(server: tuple) -> None:
+async def test_spdy_ping_is_answered_and_server_ids_are_refused(server: Server) -> None:
     srv, _, _ = server
     url = await exec_url(srv, ["sleep", "5"])
     command = await connect_remote_command(url, stdin=False, transport=SPDY)
@@ -342,7 +356,7 @@ async def echo_port() -> AsyncIterator[int]:
         srv.close()
 
 
-async def test_spdy_port_forward_carries_both_directions(server: tuple, echo_port: int) -> None:
+async def test_spdy_port_forward_carries_both_directions(server: Server, echo_port: int) -> None:
     srv, _, _ = server
     forwarder = await connect_port_forward(await srv.get_port_forward("pod", [echo_port]))
     try:
@@ -358,7 +372,7 @@ async def test_spdy_port_forward_carries_both_directions(server: tuple, echo_por
         await forwarder.close()
 
 
-async def test_spdy_port_forward_to_a_closed_port_says_why(server: tuple) -> None:
+async def test_spdy_port_forward_to_a_closed_port_says_why(server: Server) -> None:
     srv, _, _ = server
     forwarder = await connect_port_forward(await srv.get_port_forward("pod", []))
     try:
@@ -371,12 +385,12 @@ async def test_spdy_port_forward_to_a_closed_port_says_why(server: tuple) -> Non
         await forwarder.close()
 
 
-async def test_websocket_port_forward_channels(server: tuple, echo_port: int) -> None:
+async def test_websocket_port_forward_channels(server: Server, echo_port: int) -> None:
     srv, _, _ = server
     url = await srv.get_port_forward("pod", [echo_port])
     async with ws_connect(
         ws_url(url) + f"?port={echo_port}",
-        subprotocols=["v4.channel.k8s.io"],
+        subprotocols=protocols("v4.channel.k8s.io"),
     ) as ws:
         prefix = struct.pack("<H", echo_port)
         assert await ws.recv() == b"\x00" + prefix  # data channel, opened by its port
@@ -393,7 +407,7 @@ def fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-async def test_abandoned_streams_leave_nothing_behind(server: tuple) -> None:
+async def test_abandoned_streams_leave_nothing_behind(server: Server) -> None:
     srv, backend, _ = server
     before_fds, before_threads = fd_count(), threading.active_count()
     commands = []
@@ -413,7 +427,7 @@ async def test_abandoned_streams_leave_nothing_behind(server: tuple) -> None:
 
 
 async def test_a_process_that_closed_its_output_is_killed_when_the_client_leaves(
-    server: tuple,
+    server: Server,
 ) -> None:
     srv, backend, _ = server
     url = await exec_url(srv, ["sh", "-c", "exec >&- 2>&-; sleep 600"])

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 from websockets.asyncio.client import connect as ws_connect
+from websockets.typing import Subprotocol
 
 from minikubelet import streamcmds
 from minikubelet.server.client import LocalClient
@@ -102,12 +103,12 @@ async def test_exec_with_an_independent_websocket_client(node: tuple[Node, Any])
             tty=False, stdin=True, stdout=True, stderr=True,
         )  # fmt: skip
     async with ws_connect(
-        "ws" + url.removeprefix("http"), subprotocols=["v5.channel.k8s.io"]
+        "ws" + url.removeprefix("http"), subprotocols=[Subprotocol("v5.channel.k8s.io")]
     ) as ws:
         assert ws.subprotocol == "v5.channel.k8s.io"
         await ws.send(b"\x00round trip")
         await ws.send(b"\xff\x00")  # v5 CLOSE of stdin
-        messages = [m async for m in ws]
+        messages = [m if isinstance(m, bytes) else m.encode() async for m in ws]
     assert b"".join(m[1:] for m in messages if m[0] == 1) == b"round trip"
     assert messages[-1] == b'\x03{"metadata":{},"status":"Success"}'
 
@@ -210,7 +211,8 @@ async def test_port_forward_over_websocket(node: tuple[Node, Any]) -> None:
     async with n.client() as client:
         url = await client.port_forward_url("default", "shell-stream", [8080])
     async with ws_connect(
-        "ws" + url.removeprefix("http") + "?port=8080", subprotocols=["v4.channel.k8s.io"]
+        "ws" + url.removeprefix("http") + "?port=8080",
+        subprotocols=[Subprotocol("v4.channel.k8s.io")],
     ) as ws:
         prefix = struct.pack("<H", 8080)
         assert [await ws.recv(), await ws.recv()] == [b"\x00" + prefix, b"\x01" + prefix]
