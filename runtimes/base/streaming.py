@@ -57,6 +57,7 @@ DEFAULT_STREAMING_ADDRESS = "127.0.0.1:0"
 TOKEN_TTL = 60.0  # seconds a URL stays usable (upstream's CacheTTL)
 MAX_IN_FLIGHT = 1000  # unused tokens held at once (upstream's maxInFlight)
 STREAM_CREATION_TIMEOUT = 30.0  # the client's streams must all exist by then
+STREAM_IDLE_TIMEOUT = 4 * 3600.0  # a session with no frame either way for this long ends
 HEAD_TIMEOUT = 10.0  # the upgrade request must arrive by then
 
 SPDY_UPGRADE = "SPDY/3.1"
@@ -103,6 +104,7 @@ class StreamingServer:
         token_ttl: float = TOKEN_TTL,
         max_in_flight: int = MAX_IN_FLIGHT,
         stream_creation_timeout: float = STREAM_CREATION_TIMEOUT,
+        stream_idle_timeout: float = STREAM_IDLE_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         host, sep, port = address.rpartition(":")
@@ -114,6 +116,7 @@ class StreamingServer:
         self._ttl = token_ttl
         self._max = max_in_flight
         self._creation_timeout = stream_creation_timeout
+        self._idle_timeout = stream_idle_timeout
         self._clock = clock
         self._pending: dict[str, _Request] = {}
         self._server: asyncio.Server | None = None
@@ -249,6 +252,12 @@ class StreamingServer:
             return await self._spdy(reader, writer, head, request)
         await _reply(writer, 400, "upgrade to SPDY/3.1 or websocket required")
 
+    def _watch_idle(self, activity: _Activity) -> _IdleWatch:
+        """End this connection (cancel its task) after the idle timeout without a frame."""
+        connection = asyncio.current_task()
+        assert connection is not None
+        return _IdleWatch(activity, self._idle_timeout, connection)
+
     # -- SPDY ------------------------------------------------------------------------------
 
     async def _spdy(
@@ -279,8 +288,16 @@ class StreamingServer:
         )
         await writer.drain()
         arrivals: asyncio.Queue[SpdyStream] = asyncio.Queue()
-        session = SpdySession(reader, writer, server=True, on_stream=arrivals.put_nowait)
+        activity = _Activity()
+        session = SpdySession(
+            reader,
+            writer,
+            server=True,
+            on_stream=arrivals.put_nowait,
+            observer=lambda _direction, _frame: activity.touch(),
+        )
         reading = asyncio.create_task(session.run(), name="spdy-reader")
+        watchdog = self._watch_idle(activity)
         try:
             if request.kind == "portforward":
                 await self._spdy_port_forward(session, arrivals, request)
@@ -289,6 +306,7 @@ class StreamingServer:
                 if channels is not None:
                     await self._remote_command(channels, request)
         finally:
+            watchdog.cancel()
             await session.close()
             reading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -415,6 +433,7 @@ class StreamingServer:
         ws = _WebSocket(reader, writer, supported)
         if not await ws.handshake(head):
             return
+        watchdog = self._watch_idle(ws.activity)
         try:
             if request.kind == "portforward":
                 await self._websocket_port_forward(ws, request, query)
@@ -425,6 +444,7 @@ class StreamingServer:
                 finally:
                     await channels.stop_reading()
         finally:
+            watchdog.cancel()
             await ws.close()
 
     async def _websocket_port_forward(
@@ -619,6 +639,38 @@ async def _reply(
 # -- the channel views of both transports ------------------------------------------------
 
 
+class _Activity:
+    """When a frame last went either way on a connection (loop time)."""
+
+    def __init__(self) -> None:
+        self.last = asyncio.get_running_loop().time()
+
+    def touch(self) -> None:
+        self.last = asyncio.get_running_loop().time()
+
+
+class _IdleWatch:
+    """A timer re-armed from the last activity; cancels ``target`` once it runs out."""
+
+    def __init__(self, activity: _Activity, timeout: float, target: asyncio.Task[Any]) -> None:
+        self._activity = activity
+        self._timeout = timeout
+        self._target = target
+        self._loop = asyncio.get_running_loop()
+        self._handle = self._loop.call_later(timeout, self._check)
+
+    def _check(self) -> None:
+        left = self._activity.last + self._timeout - self._loop.time()
+        if left > 0:
+            self._handle = self._loop.call_later(left, self._check)
+            return
+        log.info("streaming session idle for %.0fs: closing it", self._timeout)
+        self._target.cancel()
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
 class _Channels:
     """remotecommand channels; each transport maps them onto its own frames."""
 
@@ -739,6 +791,7 @@ class _WebSocket:
         self._messages: list[bytes] = []
         self.subprotocol = ""
         self.closed = asyncio.Event()
+        self.activity = _Activity()
 
     async def _flush(self) -> None:
         async with self._write_lock:
@@ -782,6 +835,7 @@ class _WebSocket:
             except (ConnectionError, OSError):
                 data = b""
             if data:
+                self.activity.touch()
                 self._protocol.receive_data(data)
             else:
                 self._protocol.receive_eof()
@@ -806,6 +860,7 @@ class _WebSocket:
         if self._protocol.state is not WsState.OPEN:
             raise ConnectionResetError("WebSocket is closed")
         self._protocol.send_binary(data)
+        self.activity.touch()
         await self._flush()
 
     async def close(self) -> None:

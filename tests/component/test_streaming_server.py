@@ -437,3 +437,32 @@ async def test_a_process_that_closed_its_output_is_killed_when_the_client_leaves
     async with asyncio.timeout(10):
         await srv.wait_idle()
     assert backend.ios[-1].closed and backend.ios[-1].proc.returncode == -9
+
+
+@pytest.mark.parametrize("transport", [SPDY, WEBSOCKET])
+async def test_an_idle_session_is_closed_and_its_process_killed(transport: str) -> None:
+    backend = LocalBackend()
+    srv = StreamingServer(backend, stream_idle_timeout=0.5)
+    await srv.start()
+    try:
+        ticking = "for i in 1 2 3 4 5 6; do echo $i; sleep 0.2; done"
+        busy = await exec_url(srv, ["sh", "-c", ticking])
+        command = await connect_remote_command(busy, stdin=False, transport=transport)
+        out, _ = await asyncio.wait_for(collect(command), 10)
+        assert out == b"1\n2\n3\n4\n5\n6\n"  # 1.2 s in all, never 0.5 s without a frame
+        assert await command.wait() == 0
+        await command.close()
+
+        idle = await exec_url(srv, ["sleep", "600"])
+        command = await connect_remote_command(idle, stdin=False, transport=transport)
+        await asyncio.wait_for(collect(command), 10)  # the server ended the session
+        with pytest.raises(StreamError, match="before the exit status"):
+            await command.wait()
+        await command.close()
+        async with asyncio.timeout(10):
+            await srv.wait_idle()
+        assert backend.ios[-1].closed and backend.ios[-1].proc.returncode == -9
+    finally:
+        await srv.close()
+        for io in backend.ios:
+            await io.close()
