@@ -15,8 +15,8 @@ socket file left by a kubelet that died is replaced; one a live kubelet still
 answers on is refused with :class:`SocketInUse`.
 
 Errors answer as JSON ``{"error": message}``: NotFound 404, InvalidArgument 400,
-FailedPrecondition 409, anything else 500. Tracebacks go to the log, never into
-a response.
+FailedPrecondition 409, Unavailable (the runtime) 503, DeadlineExceeded 504,
+anything else 500. Tracebacks go to the log, never into a response.
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ _STATUS_BY_ERROR: Final[dict[type[errors.CRIError], int]] = {
     errors.NotFound: 404,
     errors.InvalidArgument: 400,
     errors.FailedPrecondition: 409,
+    errors.Unavailable: 503,
+    errors.DeadlineExceeded: 504,
 }
 _STREAMS: Final[dict[str, frozenset[Stream]]] = {
     "All": ALL_STREAMS,

@@ -4,8 +4,9 @@ One :class:`aiohttp.ClientSession` over a unix socket per client, made on first
 use; close it with :meth:`LocalClient.close` or ``async with``. Every call has a
 deadline except a followed log and an exec without a timeout, which last as long
 as they last. Error answers come back as the :mod:`minikubelet.errors` taxonomy
-(404 NotFound, 400 InvalidArgument, 409 FailedPrecondition, other Internal); no
-kubelet on the socket is a :class:`KubeletUnreachable`.
+(404 NotFound, 400 InvalidArgument, 409 FailedPrecondition, 503 Unavailable,
+504 DeadlineExceeded, other Internal); no kubelet on the socket is a
+:class:`KubeletUnreachable`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ _ERRORS_BY_STATUS: Final[dict[int, type[errors.CRIError]]] = {
     400: errors.InvalidArgument,
     404: errors.NotFound,
     409: errors.FailedPrecondition,
+    503: errors.Unavailable,
+    504: errors.DeadlineExceeded,
 }
 
 

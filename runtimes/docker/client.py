@@ -239,7 +239,10 @@ class DockerClient:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.UnixConnector(path=self.socket_path, force_close=True)
+            # No pool limit: every request has its own connection (force_close), and
+            # followed logs and events hold theirs for as long as they last; a limit
+            # would make short calls wait behind them and time out.
+            connector = aiohttp.UnixConnector(path=self.socket_path, force_close=True, limit=0)
             self._session = aiohttp.ClientSession(
                 connector=connector, base_url="http://docker", auto_decompress=False
             )
@@ -285,10 +288,10 @@ class DockerClient:
                         message = raw.decode(errors="replace")
                     raise _error_for(resp.status, message.strip() or f"HTTP {resp.status}")
                 yield resp
+        except TimeoutError:  # before OSError, of which it is a subclass
+            raise Unavailable(f"dockerd at {self.host} did not answer {method} {path}") from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
             raise Unavailable(f"cannot reach dockerd at {self.host}: {exc}") from None
-        except TimeoutError:
-            raise Unavailable(f"dockerd at {self.host} did not answer {method} {path}") from None
 
     async def call(
         self,

@@ -168,6 +168,10 @@ class FakeNodeView:
             raise errors.FailedPrecondition(f'container "{container}" is not running')
         if cmd[0] == "crash":
             raise RuntimeError("the fake broke")
+        if cmd[0] == "busy":
+            raise errors.Unavailable("dockerd at unix:///x did not answer")
+        if cmd[0] == "slow":
+            raise errors.DeadlineExceeded("timed out after 1s")
         return b"out \xff\n", b"err\n", 3 if cmd[0] == "false" else 0
 
     async def stream_url(
@@ -476,6 +480,17 @@ async def test_streams_redirect_to_the_runtime_url(
         assert response.status == 400
     with pytest.raises(errors.NotFound):
         await client.port_forward_url("default", "ghost", [80])
+
+
+async def test_a_runtime_that_is_unavailable_or_too_slow_is_503_or_504(
+    client: LocalClient, raw: aiohttp.ClientSession
+) -> None:
+    async with raw.post("/exec/default/web/app", json={"command": ["busy"]}) as response:
+        assert response.status == 503
+    with pytest.raises(errors.Unavailable, match="did not answer"):
+        await client.exec("default", "web", "app", ["busy"])
+    with pytest.raises(errors.DeadlineExceeded, match="timed out"):
+        await client.exec("default", "web", "app", ["slow"])
 
 
 async def test_an_unexpected_error_is_a_500_without_traceback(

@@ -307,17 +307,15 @@ async def test_kubelet_restart_keeps_containers_and_restart_counts(
     # of it, but never less than 2 s.
     node.remove_manifest("survivor.yaml")
     await _gone(node, "survivor")
-    stops = await _until(
-        lambda: (
-            {
-                c.container: c.details.get("timeout")
-                for c in node.calls("StopContainer")
-                if c.container_id in ids.values()
-            }
-            or None
-        ),
-        "survivor's StopContainer calls",
-    )
+    def both_stopped() -> dict[str, object] | None:
+        found = {
+            c.container: c.details.get("timeout")
+            for c in node.calls("StopContainer")
+            if c.container_id in ids.values()
+        }
+        return found if len(found) == 2 else None  # the sidecar's stop comes after the app's
+
+    stops = await _until(both_stopped, "survivor's two StopContainer calls")
     assert stops == {"app": 3, "shipper": 2}, stops
 
 
