@@ -188,10 +188,13 @@ class _SpdyRemoteCommand(RemoteCommand):
         chunks = []
         while data := await stream.read():
             chunks.append(data)
-        if stream.reset or (self._session.closed.is_set() and not chunks):
+        if chunks:
+            # Kubernetes' own server resets the stream right after the status: it stands.
+            self._set_status(b"".join(chunks))
+        elif stream.reset or self._session.closed.is_set():
             self._lost()
         else:
-            self._set_status(b"".join(chunks))
+            self._set_status(b"")
 
     async def write_stdin(self, data: bytes) -> None:
         await self._streams[ch.STREAM_TYPE_STDIN].write(data)
