@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from minikubelet.cri.client import CRIClient
+from minikubelet.cri.v1 import api_pb2 as pb
 from minikubelet.errors import CRIError, InvalidArgument, NotFound, Unimplemented
 from minikubelet.streaming import channels as ch
 from minikubelet.streaming.client import (
@@ -27,6 +28,7 @@ from tests.contract.pods import container_config, pod, sandbox_config
 
 # Reads one line, so it ends without an end of stdin (v4 WebSocket cannot send one).
 ONE_LINE = "echo out; read line; echo $line | tr a-z A-Z >&2; exit 4"
+TICKS = "while true; do echo tick; sleep 0.2; done"
 SERVE = "mkdir -p /www && echo contract > /www/index.html && exec httpd -f -p 8080 -h /www"
 
 
@@ -84,6 +86,26 @@ async def test_exec_attach_and_port_forward_through_the_returned_urls(
             assert await command.wait() == 0
         finally:
             await command.close()
+
+        ticker = await cri.create_container(
+            sandbox_id,
+            container_config(rt.busybox, "ticker", ["sh", "-c", TICKS]),
+            config,
+        )
+        await cri.start_container(ticker)
+        url = await cri.attach(ticker, stdout=True, stderr=True)
+        command = await connect_remote_command(url, stdin=False, transport=SPDY)
+        try:
+            ticks = b""
+            async with asyncio.timeout(30):
+                async for _, output in command.read_output():
+                    ticks += output
+                    if ticks.count(b"\n") >= 2:
+                        break
+            assert set(ticks.splitlines()[:2]) == {b"tick"}, ticks
+        finally:
+            await command.close()
+        assert (await cri.container_status(ticker)).status.state == pb.CONTAINER_RUNNING
 
         url = await cri.port_forward(sandbox_id, [8080])
         forwarder = await connect_port_forward(url)
