@@ -196,6 +196,12 @@ def _describe_request(rec: CallRecord, req: Any) -> None:
         rec.pod = _pod_of(req.sandbox_config.metadata)
     if _has(req, "cmd"):
         rec.details["cmd"] = list(req.cmd)
+    if _has(req, "port") and req.port:  # PortForward
+        rec.details["ports"] = list(req.port)
+    if _has(req, "tty") and req.tty:  # Exec, Attach
+        rec.details["tty"] = True
+    if _has(req, "stdin") and req.stdin:
+        rec.details["stdin"] = True
     if _has(req, "runtime_handler") and req.runtime_handler:
         rec.details["runtime_handler"] = req.runtime_handler
     if _has(req, "timeout") and req.timeout:
@@ -211,6 +217,10 @@ def _describe_response(rec: CallRecord, resp: Any) -> None:
         rec.details["image_ref"] = resp.image_ref
     if _has(resp, "exit_code"):
         rec.details["exit_code"] = resp.exit_code
+    if _has(resp, "url") and resp.url:  # Exec, Attach, PortForward: where the stream goes
+        # The token is a credential for a minute: the trace keeps where, not the key.
+        base, _, _token = resp.url.rpartition("/")
+        rec.details["url"] = f"{base}/<token>" if base else resp.url
     for list_field in ("items", "containers", "images", "stats"):
         if _has(resp, list_field):
             value = getattr(resp, list_field)
@@ -435,7 +445,7 @@ def to_mermaid(records: Iterable[CallRecord], *, title: str = "") -> str:
         lines.append(f"    participant {alias} as {name}")
     for rec in records:
         what = rec.container or ""
-        if rec.method in ("ExecSync",) and "cmd" in rec.details:
+        if rec.method in ("ExecSync", "Exec") and "cmd" in rec.details:
             what = f"{what} {' '.join(rec.details['cmd'])}".strip()
         elif rec.image and rec.service == "ImageService":
             what = rec.image

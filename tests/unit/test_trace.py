@@ -125,3 +125,41 @@ async def test_follow_and_jsonl_writer(tmp_path: Path) -> None:
     await asyncio.gather(writer, return_exceptions=True)
     assert followed == ["RunPodSandbox", "CreateContainer"]
     assert [r.method for r in read_jsonl(path)] == ["RunPodSandbox", "CreateContainer"]
+
+
+def test_streaming_calls_keep_where_the_stream_goes_but_not_the_token() -> None:
+    rec = TraceRecorder()
+    _record_pod_start(rec)
+    exec_ = rec.record(
+        service="RuntimeService",
+        method="Exec",
+        request=pb.ExecRequest(
+            container_id=CONTAINER, cmd=["sh"], tty=True, stdin=True, stdout=True
+        ),
+        response=pb.ExecResponse(url="http://127.0.0.1:4100/exec/s3cr3tT0k"),
+        code="OK",
+        started=2.0,
+        duration_s=0.001,
+    )
+    assert (exec_.pod, exec_.container) == ("shop/web", "nginx")
+    assert exec_.details == {
+        "cmd": ["sh"],
+        "tty": True,
+        "stdin": True,
+        "url": "http://127.0.0.1:4100/exec/<token>",
+    }
+    forward = rec.record(
+        service="RuntimeService",
+        method="PortForward",
+        request=pb.PortForwardRequest(pod_sandbox_id=SANDBOX, port=[80, 8080]),
+        response=pb.PortForwardResponse(url="http://127.0.0.1:4100/portforward/abc"),
+        code="OK",
+        started=2.1,
+        duration_s=0.001,
+    )
+    assert forward.pod == "shop/web"
+    assert forward.details == {
+        "ports": [80, 8080],
+        "url": "http://127.0.0.1:4100/portforward/<token>",
+    }
+    assert "s3cr3t" not in format_text(exec_)
