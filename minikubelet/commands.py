@@ -151,6 +151,15 @@ def choose_container(pod: dict[str, Any], container: str | None, err: TextIO) ->
     return main[0]
 
 
+async def find_container(
+    client: LocalClient, pod: str, container: str | None, err: TextIO
+) -> tuple[str, str, str]:
+    """(namespace, pod name, container) for ``POD [-c CONTAINER]`` as a command names it."""
+    found = await _find_pod(client, pod)
+    chosen = choose_container(found, container, err)
+    return _namespace(found), str(found["metadata"]["name"]), chosen
+
+
 @_reports_errors
 async def get_pods(
     client: LocalClient, output: Output, out: TextIO, *, err: TextIO | None = None
@@ -222,9 +231,7 @@ async def logs(
 ) -> int:
     """``logs POD [-c CONTAINER] [-f] [-p] [--tail N] [--timestamps]``."""
     err = err or sys.stderr
-    found = await _find_pod(client, pod)
-    chosen = choose_container(found, container, err)
-    namespace, pod_name = _namespace(found), found["metadata"]["name"]
+    namespace, pod_name, chosen = await find_container(client, pod, container, err)
     writer = _BytesWriter(out)
     chunks = client.logs(
         namespace,
@@ -255,9 +262,7 @@ async def exec_(
     """``exec POD [-c CONTAINER] -- CMD...``: the command's output, and its exit code as ours."""
     if not cmd:
         raise errors.InvalidArgument("you must specify at least one command for the container")
-    found = await _find_pod(client, pod)
-    chosen = choose_container(found, container, err)
-    namespace, pod_name = _namespace(found), found["metadata"]["name"]
+    namespace, pod_name, chosen = await find_container(client, pod, container, err)
     result = await client.exec(namespace, pod_name, chosen, list(cmd), timeout=timeout)
     _BytesWriter(out).close(result.stdout)
     _BytesWriter(err).close(result.stderr)

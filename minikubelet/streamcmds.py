@@ -21,7 +21,7 @@ from minikubelet.commands import (
     _find_pod,
     _namespace,
     _reports_errors,
-    choose_container,
+    find_container,
 )
 from minikubelet.server.client import LocalClient
 from minikubelet.streaming import channels as ch
@@ -85,6 +85,38 @@ async def _run_remote(
     return code
 
 
+async def _connect(
+    client: LocalClient,
+    kind: str,
+    pod: str,
+    container: str | None,
+    cmd: Sequence[str],
+    err: TextIO,
+    stdin: AsyncIterator[bytes] | None,
+    tty: bool,
+    transport: str,
+) -> RemoteCommand:
+    """The kubelet's URL for an ``exec`` or ``attach`` of the pod's container, connected.
+
+    A terminal carries stderr in stdout, so with ``tty`` there is no stderr channel.
+    """
+    namespace, pod_name, chosen = await find_container(client, pod, container, err)
+    url = await client.stream_url(
+        kind,
+        namespace,
+        pod_name,
+        chosen,
+        list(cmd),
+        tty=tty,
+        stdin=stdin is not None,
+        stdout=True,
+        stderr=not tty,
+    )
+    return await connect_remote_command(
+        url, stdin=stdin is not None, tty=tty, stderr=not tty, transport=transport
+    )
+
+
 @_reports_errors
 async def exec_stream(
     client: LocalClient,
@@ -102,22 +134,7 @@ async def exec_stream(
     """``exec -i/-t POD [-c CTR] -- CMD``: the remote exit code becomes ours."""
     if not cmd:
         raise errors.InvalidArgument("you must specify at least one command for the container")
-    found = await _find_pod(client, pod)
-    chosen = choose_container(found, container, err)
-    url = await client.stream_url(
-        "exec",
-        _namespace(found),
-        found["metadata"]["name"],
-        chosen,
-        list(cmd),
-        tty=tty,
-        stdin=stdin is not None,
-        stdout=True,
-        stderr=not tty,
-    )
-    command = await connect_remote_command(
-        url, stdin=stdin is not None, tty=tty, stderr=not tty, transport=transport
-    )
+    command = await _connect(client, "exec", pod, container, cmd, err, stdin, tty, transport)
     code = await _run_remote(command, stdin, out, err, term or Terminal())
     if code != 0:
         print(f"command terminated with exit code {code}", file=err)
@@ -138,22 +155,7 @@ async def attach(
     transport: str = WEBSOCKET,
 ) -> int:
     """``attach POD [-c CTR] [-i] [-t]``: the container's output from now on, stdin to it."""
-    found = await _find_pod(client, pod)
-    chosen = choose_container(found, container, err)
-    url = await client.stream_url(
-        "attach",
-        _namespace(found),
-        found["metadata"]["name"],
-        chosen,
-        [],
-        tty=tty,
-        stdin=stdin is not None,
-        stdout=True,
-        stderr=not tty,
-    )
-    command = await connect_remote_command(
-        url, stdin=stdin is not None, tty=tty, stderr=not tty, transport=transport
-    )
+    command = await _connect(client, "attach", pod, container, [], err, stdin, tty, transport)
     if stdin is not None and tty:
         print("If you don't see a command prompt, try pressing enter.", file=err)
     return await _run_remote(command, stdin, out, err, term or Terminal())
