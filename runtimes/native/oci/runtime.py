@@ -839,18 +839,7 @@ class OCIRuntime:
             before: int | None = os.stat(handle.log_path).st_ino
         except FileNotFoundError:
             before = None
-        try:
-            fd = os.open(handle.ctl_fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise NotFound(f"container {handle.id} has no conmon control FIFO") from None
-        except OSError as err:
-            if err.errno == errno.ENXIO:  # no reader: conmon is gone with the container
-                raise FailedPrecondition(f"container {handle.id} is not running") from None
-            raise
-        try:
-            os.write(fd, REOPEN_LOG_MESSAGE)
-        finally:
-            os.close(fd)
+        self._write_ctl(handle, REOPEN_LOG_MESSAGE)
         return before
 
     async def reopen_log(self, handle: ContainerHandle) -> None:
