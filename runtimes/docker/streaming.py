@@ -33,7 +33,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -197,6 +197,26 @@ class _HijackedStream:
         with contextlib.suppress(ConnectionError, OSError):
             await writer.wait_closed()
 
+    def _ended(self) -> bool:
+        """Whether the process is known to have ended (a resize may then fail)."""
+        return False
+
+    async def _resize(
+        self, resize: Callable[[], Awaitable[None]], what: str, width: int, height: int
+    ) -> None:
+        """Call ``resize`` (an Engine API call) unless it cannot apply; a race with the
+        process's end is not an error."""
+        if not self.tty or self.closed or width <= 0 or height <= 0:
+            return
+        try:
+            await resize()
+        except (NotFound, FailedPrecondition) as exc:
+            log.debug("%s ended before its resize: %s", what, exc.message)
+        except CRIError as exc:
+            if self._ended() or "not running" in exc.message:
+                return
+            log.warning("resizing %s: %s", what, exc.message)
+
     async def _release(self) -> None:
         await self._drop_connection()
 
@@ -270,16 +290,15 @@ class DockerExec(_HijackedStream):
             self._half_close()
 
     async def resize(self, width: int, height: int) -> None:
-        if not self.tty or self.closed or width <= 0 or height <= 0:
-            return
-        try:
-            await self._client.resize_exec(self.exec_id, width, height)
-        except (NotFound, FailedPrecondition) as exc:
-            log.debug("exec %s ended before its resize: %s", self.exec_id[:13], exc.message)
-        except CRIError as exc:
-            if self._exit_code is not None or "not running" in exc.message:
-                return
-            log.warning("resizing exec %s: %s", self.exec_id[:13], exc.message)
+        await self._resize(
+            lambda: self._client.resize_exec(self.exec_id, width, height),
+            f"exec {self.exec_id[:13]}",
+            width,
+            height,
+        )
+
+    def _ended(self) -> bool:
+        return self._exit_code is not None
 
     async def _poll_exit(self, timeout: float | None) -> int | None:
         """The exit code once dockerd reports the exec ended; None if ``timeout`` passes first."""
@@ -385,16 +404,12 @@ class DockerAttach(_HijackedStream):
         # half-close would only make dockerd end this attach's output
 
     async def resize(self, width: int, height: int) -> None:
-        if not self.tty or self.closed or width <= 0 or height <= 0:
-            return
-        try:
-            await self._client.resize_container(self.container_id, width, height)
-        except (NotFound, FailedPrecondition) as exc:
-            log.debug("container %s: resize: %s", self.container_id[:13], exc.message)
-        except CRIError as exc:
-            if "not running" in exc.message:
-                return
-            log.warning("resizing container %s: %s", self.container_id[:13], exc.message)
+        await self._resize(
+            lambda: self._client.resize_container(self.container_id, width, height),
+            f"container {self.container_id[:13]}",
+            width,
+            height,
+        )
 
     async def wait(self) -> int:
         await self._output_ended.wait()
