@@ -121,6 +121,14 @@ class RemoteCommand:
         raise NotImplementedError
 
     async def close(self) -> None:
+        """End the connection (the server then ends what it started); idempotent."""
+        await self._disconnect()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._lost()
+
+    async def _disconnect(self) -> None:
         raise NotImplementedError
 
     async def read_output(self) -> AsyncIterator[tuple[int, bytes]]:
@@ -209,12 +217,8 @@ class _SpdyRemoteCommand(RemoteCommand):
                 ch.TerminalSize(width, height).encode()
             )
 
-    async def close(self) -> None:
+    async def _disconnect(self) -> None:
         await self._session.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._lost()
 
 
 class _WebSocketRemoteCommand(RemoteCommand):
@@ -261,12 +265,8 @@ class _WebSocketRemoteCommand(RemoteCommand):
     async def resize(self, width: int, height: int) -> None:
         await self._ws.send(ch.encode(ch.STREAM_RESIZE, ch.TerminalSize(width, height).encode()))
 
-    async def close(self) -> None:
+    async def _disconnect(self) -> None:
         await self._ws.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._lost()
 
 
 async def connect_remote_command(
