@@ -124,8 +124,8 @@ class SpdyStream:
 class SpdySession:
     """Both ends of SPDY: ``run()`` reads frames until the connection ends.
 
-    A server passes ``on_stream``: called (on the reader task) with each stream the
-    client opens, after its SYN_REPLY went out. A client calls :meth:`open_stream`.
+    A server takes the streams the client opens with :meth:`accept` (each after its
+    SYN_REPLY went out). A client opens its own with :meth:`open_stream`.
     """
 
     def __init__(
@@ -134,14 +134,13 @@ class SpdySession:
         writer: asyncio.StreamWriter,
         *,
         server: bool,
-        on_stream: Callable[[SpdyStream], None] | None = None,
         initial: bytes = b"",
         observer: Callable[[str, spdy.Frame], None] | None = None,
     ) -> None:
         self._reader = reader
         self._writer = writer
         self._server = server
-        self._on_stream = on_stream
+        self._accepted: asyncio.Queue[SpdyStream | None] = asyncio.Queue()  # None: ended
         self._initial = initial
         self._observer = observer  # sees ("out" | "in", frame) for every frame: for traces
         self._frames_in = spdy.FrameReader()
@@ -181,6 +180,13 @@ class SpdySession:
             stream.local_closed = True
         return stream
 
+    async def accept(self) -> SpdyStream | None:
+        """The next stream the peer opened (server side); None once the session ended."""
+        stream = await self._accepted.get()
+        if stream is None:
+            self._accepted.put_nowait(None)  # every later call sees the end too
+        return stream
+
     async def ping(self, timeout: float = 10.0) -> None:
         ping_id = self._next_ping
         self._next_ping += 2
@@ -215,6 +221,7 @@ class SpdySession:
         for fut in self._pings.values():
             if not fut.done():
                 fut.set_exception(ConnectionResetError("SPDY session closed"))
+        self._accepted.put_nowait(None)
 
     def _maybe_forget(self, stream: SpdyStream) -> None:
         if stream.local_closed and stream.remote_closed:
@@ -301,7 +308,7 @@ class SpdySession:
         valid = (
             frame.stream_id % 2 == (1 if peer_odd else 0)
             and frame.stream_id > self._last_peer_id
-            and self._on_stream is not None
+            and self._server
         )
         if not valid:
             await self.send(spdy.RstStream(frame.stream_id, spdy.RstStatus.PROTOCOL_ERROR))
@@ -315,5 +322,4 @@ class SpdySession:
         stream.replied.set()
         if frame.fin:
             stream._finish_remote()
-        assert self._on_stream is not None
-        self._on_stream(stream)
+        self._accepted.put_nowait(stream)

@@ -287,22 +287,20 @@ class StreamingServer:
             )
         )
         await writer.drain()
-        arrivals: asyncio.Queue[SpdyStream] = asyncio.Queue()
         activity = _Activity()
         session = SpdySession(
             reader,
             writer,
             server=True,
-            on_stream=arrivals.put_nowait,
             observer=lambda _direction, _frame: activity.touch(),
         )
         reading = asyncio.create_task(session.run(), name="spdy-reader")
         watchdog = self._watch_idle(activity)
         try:
             if request.kind == "portforward":
-                await self._spdy_port_forward(session, arrivals, request)
+                await self._spdy_port_forward(session, request)
             else:
-                channels = await self._spdy_channels(session, arrivals, request)
+                channels = await self._spdy_channels(session, request)
                 if channels is not None:
                     await self._remote_command(channels, request)
         finally:
@@ -312,9 +310,7 @@ class StreamingServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await reading
 
-    async def _spdy_channels(
-        self, session: SpdySession, arrivals: asyncio.Queue[SpdyStream], request: _Request
-    ) -> _SpdyChannels | None:
+    async def _spdy_channels(self, session: SpdySession, request: _Request) -> _SpdyChannels | None:
         wanted = {ch.STREAM_TYPE_ERROR}
         if request.stdin:
             wanted.add(ch.STREAM_TYPE_STDIN)
@@ -325,44 +321,27 @@ class StreamingServer:
         if request.tty:
             wanted.add(ch.STREAM_TYPE_RESIZE)
         streams: dict[str, SpdyStream] = {}
-        deadline = asyncio.get_running_loop().time() + self._creation_timeout
-        closed = asyncio.ensure_future(session.closed.wait())
         try:
-            while not wanted <= streams.keys():
-                arrival = asyncio.ensure_future(arrivals.get())
-                remaining = deadline - asyncio.get_running_loop().time()
-                done, _ = await asyncio.wait(
-                    {arrival, closed}, timeout=max(remaining, 0), return_when="FIRST_COMPLETED"
-                )
-                if arrival not in done:
-                    arrival.cancel()
-                    if closed not in done:
-                        log.info("streams %s never came", sorted(wanted - streams.keys()))
-                    return None
-                stream = arrival.result()
-                kind = stream.header(ch.STREAM_TYPE_HEADER)
-                if kind not in wanted or kind in streams:
-                    await stream.reset_stream(spdy.RstStatus.REFUSED_STREAM)
-                    continue
-                streams[kind] = stream
-        finally:
-            closed.cancel()
+            async with asyncio.timeout(self._creation_timeout):
+                while not wanted <= streams.keys():
+                    stream = await session.accept()
+                    if stream is None:
+                        return None  # the client went away
+                    kind = stream.header(ch.STREAM_TYPE_HEADER)
+                    if kind not in wanted or kind in streams:
+                        await stream.reset_stream(spdy.RstStatus.REFUSED_STREAM)
+                        continue
+                    streams[kind] = stream
+        except TimeoutError:
+            log.info("streams %s never came", sorted(wanted - streams.keys()))
+            return None
         return _SpdyChannels(session, streams)
 
-    async def _spdy_port_forward(
-        self, session: SpdySession, arrivals: asyncio.Queue[SpdyStream], request: _Request
-    ) -> None:
+    async def _spdy_port_forward(self, session: SpdySession, request: _Request) -> None:
         pairs: dict[str, dict[str, SpdyStream]] = {}
         forwards: set[asyncio.Task[None]] = set()
-        closed = asyncio.ensure_future(session.closed.wait())
         try:
-            while True:
-                arrival = asyncio.ensure_future(arrivals.get())
-                done, _ = await asyncio.wait({arrival, closed}, return_when="FIRST_COMPLETED")
-                if arrival not in done:
-                    arrival.cancel()
-                    return
-                stream = arrival.result()
+            while (stream := await session.accept()) is not None:
                 kind = stream.header(ch.STREAM_TYPE_HEADER)
                 request_id = stream.header(ch.PORT_FORWARD_REQUEST_ID_HEADER)
                 port_text = stream.header(ch.PORT_HEADER)
@@ -388,7 +367,6 @@ class StreamingServer:
                     forwards.add(task)
                     task.add_done_callback(forwards.discard)
         finally:
-            closed.cancel()
             for task in list(forwards):
                 task.cancel()
             if forwards:
