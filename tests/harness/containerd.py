@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from tests.harness.process import stop_process
+from tests.harness.process import GaveUp, stop_process, wait_ready
 from tests.harness.registry import log_tail
 
 CONTAINERD_BINARY = "containerd"
@@ -386,29 +386,28 @@ oom_score = 0
 
     def _wait_ready(self, timeout: float) -> None:
         assert self._proc is not None
-        deadline = time.monotonic() + timeout
-        last = "socket not there yet"
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                last = f"containerd exited with code {self._proc.returncode}"
-                break
-            if Path(self.address).exists():
-                proc = _run([CTR_BINARY, "--address", self.address, "plugins", "ls"], 5)
-                if proc.returncode != 0:
-                    last = proc.stderr.strip()
-                else:
-                    status = parse_plugins(proc.stdout).get(CRI_PLUGIN)
-                    if status not in (None, "ok"):
-                        last = f"{CRI_PLUGIN} plugin status {status!r}"
-                        break
-                    if status == "ok" and self._cri_version_ok():
-                        return
-                    last = f"{CRI_PLUGIN} plugin status {status!r}, CRI not serving yet"
-            time.sleep(0.1)
+        last = wait_ready(
+            self._proc, self._not_ready, name="containerd", timeout=timeout, interval=0.1
+        )
+        if last is None:
+            return
         raise ContainerdError(
             f"containerd not ready ({last}); config {self.config_path}; "
             f"log tail:\n{log_tail(self.log_path)}"
         )
+
+    def _not_ready(self) -> str | None:
+        if not Path(self.address).exists():
+            return "socket not there yet"
+        proc = _run([CTR_BINARY, "--address", self.address, "plugins", "ls"], 5)
+        if proc.returncode != 0:
+            return proc.stderr.strip()
+        status = parse_plugins(proc.stdout).get(CRI_PLUGIN)
+        if status not in (None, "ok"):
+            raise GaveUp(f"{CRI_PLUGIN} plugin status {status!r}")
+        if status == "ok" and self._cri_version_ok():
+            return None
+        return f"{CRI_PLUGIN} plugin status {status!r}, CRI not serving yet"
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of containerd's log."""

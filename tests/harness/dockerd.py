@@ -49,7 +49,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from tests.harness.containerd import _shim_processes, mounts_under, shim_socket_path
-from tests.harness.process import stop_process
+from tests.harness.process import stop_process, wait_ready
 from tests.harness.registry import log_tail
 
 DOCKERD_BINARY = "dockerd"
@@ -379,15 +379,18 @@ class Dockerd:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + timeout
-        last = "socket not there yet"
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                last = f"dockerd exited with code {self._proc.returncode}"
-                break
-            if Path(self.socket_path).exists() and self.ping():
-                return self
-            time.sleep(0.05)
+        last = wait_ready(
+            self._proc,
+            lambda: (
+                None
+                if Path(self.socket_path).exists() and self.ping()
+                else "socket not answering yet"
+            ),
+            name="dockerd",
+            timeout=timeout,
+        )
+        if last is None:
+            return self
         tail = log_tail(self.log_path)
         self.stop()
         raise DockerdError(f"dockerd not ready ({last}); log tail:\n{tail}")

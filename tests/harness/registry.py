@@ -9,13 +9,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from tests.harness.process import stop_process
+from tests.harness.process import stop_process, wait_ready
 
 REGISTRY_BINARY = "docker-registry"
 READY_TIMEOUT = 30.0
@@ -146,25 +145,21 @@ class LocalRegistry:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + timeout
-        last_error = "no attempt"
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                last_error = f"exited with code {self._proc.returncode}"
-                break
-            try:
-                status, _ = http_get(self.host, "/v2/")
-                if status == 200:
-                    return self
-                last_error = f"GET /v2/ returned {status}"
-            except OSError as exc:
-                last_error = str(exc)
-            time.sleep(0.05)
+        last_error = wait_ready(self._proc, self._not_ready, name="registry", timeout=timeout)
+        if last_error is None:
+            return self
         tail = log_tail(self.log_path)
         self.close()
         raise RegistryError(
             f"registry on {self.host} not ready after {timeout}s ({last_error}); log tail:\n{tail}"
         )
+
+    def _not_ready(self) -> str | None:
+        try:
+            status, _ = http_get(self.host, "/v2/")
+        except OSError as exc:
+            return str(exc)
+        return None if status == 200 else f"GET /v2/ returned {status}"
 
     def close(self) -> None:
         """Stop the registry (terminate, then kill) and remove its files if we made them."""
