@@ -466,3 +466,27 @@ async def test_an_idle_session_is_closed_and_its_process_killed(transport: str) 
         await srv.close()
         for io in backend.ios:
             await io.close()
+
+
+async def test_malformed_resize_messages_are_ignored_and_later_ones_apply(server: Server) -> None:
+    srv, _, _ = server
+    url = await exec_url(srv, ["sh"], tty=True, stdin=True, stderr=False)
+    async with ws_connect(ws_url(url), subprotocols=protocols("v5.channel.k8s.io")) as ws:
+        await ws.send(b"\x04not json")
+        await ws.send(b'\x04{"Width":-3,"Height":2}')
+        await ws.send(b'\x04{"Width":70,"Height":20}')
+        await ws.send(b"\x00stty size; exit 0\n")
+        got = await asyncio.wait_for(messages(ws), 10)
+    assert b"20 70" in b"".join(m[1:] for m in got if m[0] == 1)
+    assert got[-1] == b'\x03{"metadata":{},"status":"Success"}'
+
+    url = await exec_url(srv, ["sh"], tty=True, stdin=True, stderr=False)
+    command = await connect_remote_command(url, stdin=True, tty=True, transport=SPDY)
+    resize = command._streams[ch.STREAM_TYPE_RESIZE]  # type: ignore[attr-defined]
+    await resize.write(b"{garbage}")
+    await command.resize(66, 22)
+    await command.write_stdin(b"stty size; exit 0\n")
+    out, _ = await asyncio.wait_for(collect(command), 10)
+    assert b"22 66" in out
+    assert await command.wait() == 0
+    await command.close()
