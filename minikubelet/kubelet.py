@@ -41,7 +41,7 @@ from minikubelet.events import WARNING, EventRecorder
 from minikubelet.images import ImageManager
 from minikubelet.kuberuntime.manager import KubeRuntimeManager
 from minikubelet.kuberuntime.podsetup import PodSetup
-from minikubelet.logrotate import ContainerLogManager
+from minikubelet.logs.rotate import ContainerLogManager
 from minikubelet.pleg import GenericPLEG, PodLifecycleEvent
 from minikubelet.podworkers import ERROR_RETRY as SYNC_ERROR_RETRY
 from minikubelet.podworkers import PodUpdate as WorkerUpdate

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from minikubelet import crilog
 from minikubelet.api.pod import Container, Pod, TerminationMessagePolicy
 from minikubelet.backoff import Backoff
 from minikubelet.container.status import ContainerState, ContainerStatus, PodStatus, SandboxState
@@ -31,6 +30,7 @@ from minikubelet.images import ImageManager, ImagePullError
 from minikubelet.kuberuntime import labels as kl
 from minikubelet.kuberuntime.actions import KillReason, compute_pod_actions
 from minikubelet.kuberuntime.hash import hash_container
+from minikubelet.logs import crilog
 from minikubelet.types import ContainerID, PodSandboxID, PodUID
 
 log = logging.getLogger(__name__)

@@ -38,8 +38,8 @@ from typing import Any, Final
 from aiohttp import web
 
 from minikubelet import errors
-from minikubelet.crilog import Stream
-from minikubelet.logs import ALL_STREAMS, LogOptions, parse_time, read_logs
+from minikubelet.logs.crilog import Stream
+from minikubelet.logs.reader import ALL_STREAMS, LogOptions, parse_time, read_logs
 from minikubelet.server.view import NodeView
 
 log = logging.getLogger(__name__)

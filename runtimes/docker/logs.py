@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from minikubelet import crilog
 from minikubelet.errors import CRIError, NotFound, Unavailable
+from minikubelet.logs import crilog
 from runtimes.docker.client import STDERR, DockerClient, docker_time_ns
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from minikubelet import crilog
 from minikubelet.errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -31,6 +30,7 @@ from minikubelet.errors import (
     InvalidArgument,
     NotFound,
 )
+from minikubelet.logs import crilog
 from runtimes.base import model as m
 from runtimes.base.events import ContainerEvents
 from runtimes.fake import program as prog

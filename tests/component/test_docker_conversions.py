@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from minikubelet import crilog, reference
+from minikubelet import reference
 from minikubelet.errors import InvalidArgument
+from minikubelet.logs import crilog
 from runtimes.base import model as m
 from runtimes.docker import dockerconfig
 from runtimes.docker import labels as lb

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import pytest
 
-from minikubelet import crilog
 from minikubelet.cri.client import CRIClient
 from minikubelet.cri.v1 import api_pb2 as pb
 from minikubelet.errors import (
@@ -34,6 +33,7 @@ from minikubelet.errors import (
     InvalidArgument,
     Unavailable,
 )
+from minikubelet.logs import crilog
 from runtimes.docker.client import DockerClient
 from tests.contract.pods import container_config, pod, sandbox_config, wait_exited, wait_for
 from tests.harness.dockerd import Dockerd, RuntimeServer

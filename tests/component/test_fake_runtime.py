@@ -16,11 +16,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from minikubelet import crilog
 from minikubelet.cri.client import CRIClient
 from minikubelet.cri.trace import TraceRecorder
 from minikubelet.cri.v1 import api_pb2 as pb
 from minikubelet.errors import DeadlineExceeded, InvalidArgument, NotFound
+from minikubelet.logs import crilog
 from runtimes.base.listener import ListenError, serving
 from runtimes.fake.images import FakeImages
 from runtimes.fake.server import FakeRuntime

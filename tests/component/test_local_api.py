@@ -18,10 +18,11 @@ import aiohttp
 import pytest
 import yaml
 
-from minikubelet import commands, errors
+from minikubelet import errors
+from minikubelet.cli import client as commands
 from minikubelet.cri.trace import TraceRecorder
 from minikubelet.cri.v1 import api_pb2 as pb
-from minikubelet.crilog import format_line
+from minikubelet.logs.crilog import format_line
 from minikubelet.server.api import LocalAPI, SocketInUse
 from minikubelet.server.client import KubeletUnreachable, LocalClient
 from minikubelet.server.view import NodeView

@@ -6,7 +6,7 @@ import gzip
 from pathlib import Path
 
 from minikubelet.cri.client import CRIClient
-from minikubelet.logrotate import ContainerLogManager
+from minikubelet.logs.rotate import ContainerLogManager
 from runtimes.fake.server import FakeRuntime
 from tests.component.test_fake_runtime import IMAGE, fake  # noqa: F401 - the fixture
 from tests.contract.pods import container_config, sandbox_config, wait_for

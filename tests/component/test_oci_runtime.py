@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from minikubelet import crilog
 from minikubelet.errors import DeadlineExceeded, FailedPrecondition, Internal, NotFound
+from minikubelet.logs import crilog
 from runtimes.base.model import ContainerMetadata, ContainerSpec, Resources, SecurityOptions
 from runtimes.native.oci import cgroups
 from runtimes.native.oci.devices import list_host_devices

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from minikubelet import crilog
 from minikubelet.cri.client import CRIClient
 from minikubelet.cri.v1 import api_pb2 as pb
 from minikubelet.errors import AlreadyExists, CRIError, InvalidArgument, NotFound
+from minikubelet.logs import crilog
 from tests.contract.conftest import RuntimeUnderTest
 from tests.contract.pods import container_config, pod, sandbox_config, wait_exited
 

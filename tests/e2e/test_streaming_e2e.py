@@ -20,7 +20,8 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.typing import Subprotocol
 
-from minikubelet import errors, streamcmds
+from minikubelet import errors
+from minikubelet.cli import stream as streamcmds
 from minikubelet.server.client import LocalClient
 from minikubelet.streaming.client import SPDY, WEBSOCKET, connect_remote_command
 from tests.e2e.node import Node, running, runtime_node, wait_for

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from minikubelet.crilog import format_line, parse_line, rfc3339nano
+from minikubelet.logs.crilog import format_line, parse_line, rfc3339nano
 
 NS = 1_764_312_748_123_456_789  # 2025-11-28T06:52:28.123456789Z
 

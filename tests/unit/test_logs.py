@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from minikubelet import errors
-from minikubelet.crilog import Stream, format_line
-from minikubelet.logs import (
+from minikubelet.logs.crilog import Stream, format_line
+from minikubelet.logs.reader import (
     BLOCK_SIZE,
     LogOptions,
     LogRecord,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from minikubelet.cli.stream import parse_port_mapping
 from minikubelet.errors import InvalidArgument
-from minikubelet.streamcmds import parse_port_mapping
 
 
 @pytest.mark.parametrize(

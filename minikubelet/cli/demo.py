@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from minikubelet import crilog
+from minikubelet.cli.launch import BUNDLED_RUNTIMES, bundled_runtime
 from minikubelet.cri.client import CRIClient
 from minikubelet.cri.trace import (
     CallRecord,
@@ -31,7 +31,7 @@ from minikubelet.cri.trace import (
 )
 from minikubelet.cri.v1 import api_pb2 as pb
 from minikubelet.errors import CRIError
-from minikubelet.launch import BUNDLED_RUNTIMES, bundled_runtime
+from minikubelet.logs import crilog
 
 RUN_TIMEOUT = 30.0
 

@@ -111,7 +111,7 @@ def _cmd_runtime_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from minikubelet.demo import pod_life
+    from minikubelet.cli.demo import pod_life
 
     return _run(
         pod_life(
@@ -123,8 +123,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from minikubelet.launch import LaunchError
-    from minikubelet.node import default_manifests, run_node
+    from minikubelet.cli.launch import LaunchError
+    from minikubelet.cli.run import default_manifests, run_node
 
     if args.runtime == "native":
         from runtimes.native.main import NotSupportedHere, preflight
@@ -180,8 +180,10 @@ def _client_command(args: argparse.Namespace) -> int:
     """get / describe / logs / exec / events: ask the running kubelet over its local API."""
     from pathlib import Path
 
-    from minikubelet import commands, streamcmds, terminal
-    from minikubelet.node import default_root_dir
+    from minikubelet.cli import client as commands
+    from minikubelet.cli import stream as streamcmds
+    from minikubelet.cli import terminal
+    from minikubelet.cli.run import default_root_dir
     from minikubelet.server.client import KubeletUnreachable, LocalClient
 
     root = Path(args.root_dir) if args.root_dir else default_root_dir()
@@ -262,7 +264,7 @@ def _cmd_tui(args: argparse.Namespace) -> int:
     """The dashboard: a terminal view of a running kubelet, through its local API."""
     from pathlib import Path
 
-    from minikubelet.node import default_root_dir
+    from minikubelet.cli.run import default_root_dir
     from tui.app import run_app  # the composition root may name the dashboard
 
     return run_app(Path(args.root_dir) if args.root_dir else default_root_dir())

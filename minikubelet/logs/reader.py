@@ -2,7 +2,7 @@
 
 The kubelet's ``pkg/kubelet/kuberuntime/logs`` in Python: runtimes write the CRI
 format (``<RFC3339Nano> <stdout|stderr> <P|F> <message>``, see
-:mod:`minikubelet.crilog`), Docker's json-file driver writes
+:mod:`minikubelet.logs.crilog`), Docker's json-file driver writes
 ``{"log": "...\\n", "stream": "stdout", "time": "..."}``; the format is detected
 per line, so a file that holds both still reads.
 
@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 from minikubelet import errors
-from minikubelet.crilog import Stream, parse_line
+from minikubelet.logs.crilog import Stream, parse_line
 
 log = logging.getLogger(__name__)
 

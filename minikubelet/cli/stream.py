@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-from minikubelet import errors, terminal
-from minikubelet.commands import (
+from minikubelet import errors
+from minikubelet.cli import terminal
+from minikubelet.cli.client import (
     _BytesWriter,
     _find_pod,
     _namespace,

@@ -11,14 +11,14 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
+from minikubelet.cli.launch import BUNDLED_RUNTIMES, EPHEMERAL_RUNTIMES, bundled_runtime
 from minikubelet.cri.client import CRIClient
 from minikubelet.cri.trace import JsonlTraceWriter, TraceRecorder
 from minikubelet.kubelet import Kubelet, KubeletConfig, host_ip
-from minikubelet.launch import BUNDLED_RUNTIMES, EPHEMERAL_RUNTIMES, bundled_runtime
 
 log = logging.getLogger(__name__)
 
-CHECKOUT_MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
+CHECKOUT_MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 
 
 def default_root_dir() -> Path:
