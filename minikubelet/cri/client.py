@@ -15,7 +15,7 @@ from typing import Any, Final, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from minikubelet.cri.endpoint import parse_endpoint
+from minikubelet.cri.endpoint import MAX_MESSAGE_BYTES, parse_endpoint
 from minikubelet.cri.trace import TraceRecorder, interceptors
 from minikubelet.cri.v1 import api_pb2 as pb
 from minikubelet.cri.v1 import api_pb2_grpc as pb_grpc
@@ -30,7 +30,6 @@ RUNTIME_API_VERSION: Final = "v1"
 
 DEFAULT_TIMEOUT: Final = 120.0  # the kubelet's --runtime-request-timeout
 DEFAULT_PULL_TIMEOUT: Final = 600.0
-MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024  # what the kubelet allows per CRI message
 
 R = TypeVar("R", bound=Message)
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
+
+#: What the kubelet and the bundled runtimes allow per CRI message (both directions).
+MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
 
 
 class InvalidEndpoint(ValueError):

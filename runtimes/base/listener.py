@@ -13,8 +13,7 @@ from pathlib import Path
 
 import grpc
 
-from minikubelet.cri.client import MAX_MESSAGE_BYTES
-from minikubelet.cri.endpoint import Endpoint, parse_endpoint
+from minikubelet.cri.endpoint import MAX_MESSAGE_BYTES, Endpoint, parse_endpoint
 from runtimes.base import model as m
 from runtimes.base.service import ImageServicer, RuntimeServicer, rpc_handler
 from runtimes.base.streaming import StreamingServer
