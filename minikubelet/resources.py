@@ -1,16 +1,24 @@
-"""Kubernetes resource quantities (``100m``, ``1Gi``, ``0.5``, ``1e3``) read exactly.
+"""Kubernetes resource quantities (``100m``, ``1Gi``, ``0.5``, ``1e3``): the one parser.
 
-A quantity is ``<signed number><suffix>`` where the suffix is one of
+A quantity is ``<signed number><suffix>`` (apimachinery's ``ParseQuantity``) where the
+suffix is one of
 
 * binary SI: ``Ki Mi Gi Ti Pi Ei`` (powers of 1024),
 * decimal SI: ``n u m "" k M G T P E`` (powers of 1000; ``u`` is micro),
 * a decimal exponent: ``e<int>`` or ``E<int>`` (``1e3`` is 1000; a lone ``E`` is exa).
 
 The number may have a sign, a fraction and leading zeros (``+1``, ``.5``, ``007``,
-``1.G`` are all accepted, as apimachinery's ``ParseQuantity`` accepts them).
-:func:`parse_quantity` returns the value as an exact :class:`~fractions.Fraction`, so
-``milli_cpu("0.1")`` is 100 and not 99.99999. The rounding helpers round up, as
+``1.G`` are all accepted, and so are a lone sign or point, which apimachinery reads as
+zero). Surrounding whitespace is dropped, as ``Quantity.UnmarshalJSON`` drops it when a
+manifest is decoded. :func:`parse_quantity` returns the value as an exact
+:class:`~fractions.Fraction`, so ``milli_cpu("0.1")`` is 100 and not 99.99999. As in
+apimachinery, a value is rounded up (away from zero) to a whole nano (``1e-12`` is
+``1n``) and its magnitude is capped at 2^63-1; the rounding helpers round up, as
 ``Quantity.MilliValue()`` and ``Quantity.Value()`` do.
+
+Parsing costs constant time and memory whatever the input: a text longer than
+:data:`MAX_QUANTITY_LENGTH` characters, or an exponent beyond :data:`MAX_EXPONENT` in
+magnitude (``1e999999999``), is refused instead of building a huge number.
 
 YAML often decodes ``cpu: 1`` or ``cpu: 0.5`` to numbers; those are accepted too.
 Anything else raises :class:`ValueError` naming the offending text.
@@ -33,45 +41,64 @@ Quantity = Fraction
 QuantityText = str | int | float | Fraction
 """What a manifest may hold where a quantity belongs."""
 
-_BINARY: Final = {
-    "Ki": 1024,
-    "Mi": 1024**2,
-    "Gi": 1024**3,
-    "Ti": 1024**4,
-    "Pi": 1024**5,
-    "Ei": 1024**6,
+#: Suffix -> (base, power): the value is multiplied by base**power.
+_SUFFIXES: Final[dict[str, tuple[int, int]]] = {
+    "Ki": (2, 10),
+    "Mi": (2, 20),
+    "Gi": (2, 30),
+    "Ti": (2, 40),
+    "Pi": (2, 50),
+    "Ei": (2, 60),
+    "n": (10, -9),
+    "u": (10, -6),
+    "m": (10, -3),
+    "": (10, 0),
+    "k": (10, 3),
+    "M": (10, 6),
+    "G": (10, 9),
+    "T": (10, 12),
+    "P": (10, 15),
+    "E": (10, 18),
 }
-_DECIMAL: Final = {
-    "n": Fraction(1, 10**9),
-    "u": Fraction(1, 10**6),
-    "m": Fraction(1, 10**3),
-    "": Fraction(1),
-    "k": Fraction(10**3),
-    "M": Fraction(10**6),
-    "G": Fraction(10**9),
-    "T": Fraction(10**12),
-    "P": Fraction(10**15),
-    "E": Fraction(10**18),
-}
-# sign, integer part, optional fraction, then the suffix (checked separately).
-_NUMBER: Final = re.compile(r"([+-]?)([0-9]*)(?:\.([0-9]*))?(.*)", re.DOTALL)
-_EXPONENT: Final = re.compile(r"[eE]([+-]?[0-9]+)")
-#: Exponents beyond this are refused rather than building huge integers.
-_MAX_EXPONENT: Final = 1000
+# parseQuantityString's scanner: sign, digits, optional fraction, suffix letters, then an
+# optional signed exponent. Which suffixes are real is checked afterwards.
+_SYNTAX: Final = re.compile(r"([+-]?)([0-9]*)(?:\.([0-9]*))?([eEinumkKMGTP]*)([+-]?[0-9]*)")
+
+#: Longer texts are refused (no real quantity comes near; the bound keeps parsing cheap).
+MAX_QUANTITY_LENGTH: Final = 100
+#: Decimal exponents beyond this in magnitude are refused rather than building huge numbers.
+MAX_EXPONENT: Final = 1000
+#: apimachinery's cap on a quantity's magnitude (``math.MaxInt64``).
+MAX_QUANTITY: Final = Fraction(2**63 - 1)
+_NANO: Final = 10**9
 
 CPU: Final = "cpu"
 MEMORY: Final = "memory"
 EPHEMERAL_STORAGE: Final = "ephemeral-storage"
 
 
+def _bounded(value: Fraction) -> Fraction:
+    """Round up to a whole nano, away from zero, and cap the magnitude at 2^63-1."""
+    magnitude = abs(value)
+    if magnitude > MAX_QUANTITY:
+        magnitude = MAX_QUANTITY
+    elif magnitude.denominator != 1:
+        magnitude = Fraction(math.ceil(magnitude * _NANO), _NANO)
+    return -magnitude if value < 0 else magnitude
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:40] + "...")
+
+
 def parse_quantity(text: object) -> Quantity:
-    """The exact value of a Kubernetes quantity; ValueError if it is not one."""
+    """The exact value of a Kubernetes quantity; ValueError (naming it) if it is not one."""
     if isinstance(text, bool):
         raise ValueError(f"quantity: expected a string or number, got bool {text!r}")
     if isinstance(text, Fraction):
-        return text
+        return _bounded(text)
     if isinstance(text, int):
-        return Fraction(text)
+        return _bounded(Fraction(text))
     if isinstance(text, float):
         if not math.isfinite(text):
             raise ValueError(f"quantity {text!r}: not a finite number")
@@ -79,31 +106,37 @@ def parse_quantity(text: object) -> Quantity:
         return parse_quantity(repr(text))
     if not isinstance(text, str):
         raise ValueError(f"quantity: expected a string or number, got {type(text).__name__}")
-    match = _NUMBER.fullmatch(text)
-    if not text or match is None:
+    if len(text) > MAX_QUANTITY_LENGTH:
+        raise ValueError(f"quantity {_shown(text)}: longer than {MAX_QUANTITY_LENGTH} characters")
+    stripped = text.strip()
+    if not stripped:
         raise ValueError(f"quantity {text!r}: empty")
-    sign, whole, frac, suffix = match.groups()
-    if not whole and not frac:
-        raise ValueError(f"quantity {text!r}: expected a number before the suffix")
-    value = Fraction(int(whole or "0"))
-    if frac:
-        value += Fraction(int(frac), 10 ** len(frac))
-    if suffix in _BINARY:
-        value *= _BINARY[suffix]
-    elif suffix in _DECIMAL:
-        value *= _DECIMAL[suffix]
-    else:
-        exp = _EXPONENT.fullmatch(suffix)
-        if exp is None:
+    match = _SYNTAX.fullmatch(stripped)
+    if match is None:
+        raise ValueError(
+            f"quantity {text!r}: must match the regular expression "
+            "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+        )
+    sign, whole, frac, letters, exponent = match.groups()
+    suffix = letters + exponent
+    if suffix in _SUFFIXES:
+        base, power = _SUFFIXES[suffix]
+    elif len(suffix) > 1 and suffix[0] in "eE" and re.fullmatch(r"[+-]?[0-9]+", suffix[1:]):
+        base, power = 10, int(suffix[1:])  # at most 100 digits: cheap
+        if abs(power) > MAX_EXPONENT:
             raise ValueError(
-                f"quantity {text!r}: unknown suffix {suffix!r} "
-                "(expected Ki/Mi/Gi/Ti/Pi/Ei, n/u/m/k/M/G/T/P/E or e<exponent>)"
+                f"quantity {_shown(text)}: exponent out of range (at most {MAX_EXPONENT} "
+                "in magnitude)"
             )
-        power = int(exp.group(1))
-        if abs(power) > _MAX_EXPONENT:
-            raise ValueError(f"quantity {text!r}: exponent out of range")
-        value *= Fraction(10) ** power
-    return -value if sign == "-" else value
+    else:
+        raise ValueError(
+            f"quantity {text!r}: unknown suffix {suffix!r} "
+            "(expected Ki/Mi/Gi/Ti/Pi/Ei, n/u/m/k/M/G/T/P/E or e<exponent>)"
+        )
+    frac = frac or ""
+    value = Fraction(int((whole or "0") + frac), 10 ** len(frac))
+    value *= Fraction(base) ** power
+    return _bounded(-value if sign == "-" else value)
 
 
 def _as_quantity(q: QuantityText) -> Quantity:

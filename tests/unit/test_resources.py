@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from fractions import Fraction
 
 import pytest
@@ -47,6 +48,27 @@ from minikubelet.resources import (
         ("1E3", Fraction(1000)),
         ("1.5e-3", Fraction(15, 10**4)),
         ("12e+2", Fraction(1200)),
+        ("1e-3", Fraction(1, 1000)),
+        ("1e003", Fraction(1000)),
+        ("1.5Mi", Fraction(3 * 1024**2, 2)),
+        ("-0.5Ki", Fraction(-512)),
+        # apimachinery reads a lone sign or point as zero
+        (".", Fraction(0)),
+        ("-", Fraction(0)),
+        ("+.", Fraction(0)),
+        # decoding a manifest trims whitespace (Quantity.UnmarshalJSON)
+        ("1 ", Fraction(1)),
+        (" 100m", Fraction(1, 10)),
+        # rounded up to a whole nano, away from zero
+        ("1e-12", Fraction(1, 10**9)),
+        ("0.1n", Fraction(1, 10**9)),
+        ("-1.5n", Fraction(-2, 10**9)),
+        # capped at 2^63-1
+        ("8Ei", Fraction(2**63 - 1)),
+        ("100E", Fraction(2**63 - 1)),
+        ("1e1000", Fraction(2**63 - 1)),
+        ("-1e30", Fraction(-(2**63 - 1))),
+        (10**30, Fraction(2**63 - 1)),
         (1, Fraction(1)),
         (0.5, Fraction(1, 2)),
         (0.1, Fraction(1, 10)),
@@ -61,24 +83,55 @@ def test_parse_quantity(text: str | int | float, value: Fraction) -> None:
     [
         "",
         " ",
-        "1 ",
         "abc",
         "1K",
         "1ki",
         "1e",
         "1i",
         "1Kib",
-        ".",
-        "-",
         "1.2.3",
         "1e3.5",
         "--1",
         "1mm",
+        # apimachinery's own table of invalid quantities
+        "1.1.M",
+        "1+1.0M",
+        "0.1mi",
+        "0.1am",
+        "aoeu",
+        ".5i",
+        "-3.01i",
+        "-3.01e-",
+        "1e+",
+        "1Ki1",
+        "1E3Ki",
+        "1e3e3",
+        "0x10",
+        "1_000",
+        "\u0661",  # ARABIC-INDIC DIGIT ONE: a digit, but not an ASCII one
     ],
 )
 def test_parse_quantity_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="quantity"):
         parse_quantity(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1e999999999", r"quantity '1e999999999': exponent out of range"),
+        ("1e-999999999", r"quantity '1e-999999999': exponent out of range"),
+        ("1e1001", r"quantity '1e1001': exponent out of range"),
+        ("1" * 101, r"quantity '1{40}\.\.\.': longer than 100 characters"),
+        ("1e" + "9" * 10**6, r"longer than 100 characters"),
+    ],
+)
+def test_parse_quantity_refuses_what_would_cost_too_much(text: str, message: str) -> None:
+    """Inputs that once froze the event loop are refused at once, naming the quantity."""
+    started = time.monotonic()
+    with pytest.raises(ValueError, match=message):
+        parse_quantity(text)
+    assert time.monotonic() - started < 0.5
 
 
 @pytest.mark.parametrize("value", [True, None, [1], float("nan"), float("inf")])
