@@ -43,7 +43,8 @@ steps follow upstream:
    does not change (the status manager's ``updateLastTransitionTime``).
 6. ``hostIP``/``hostIPs``, ``podIP``/``podIPs`` (the runtime's IPs, the node's IP
    family first; a ``hostNetwork`` pod gets the node's IP), ``startTime`` (kept from
-   the previous status, else now) and ``qosClass`` (``GetPodQOS``).
+   the previous status, else now) and ``qosClass`` (``GetPodQOS``, in
+   :mod:`minikubelet.status.qos`).
 
 One deliberate difference: upstream computes the phase before the prober manager
 fills in ``started``, so a sidecar whose startup probe has just passed makes the pod
@@ -58,11 +59,9 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import ipaddress
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
-from fractions import Fraction
 from typing import Any, Final
 
 from minikubelet.api.pod import Container, Pod, RestartPolicy
@@ -72,6 +71,7 @@ from minikubelet.kuberuntime.actions import (
     pod_sandbox_changed,
     should_container_be_restarted,
 )
+from minikubelet.status.qos import qos_class
 
 JSON = dict[str, Any]
 
@@ -82,12 +82,6 @@ class PodPhase(StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     UNKNOWN = "Unknown"
-
-
-class QOSClass(StrEnum):
-    GUARANTEED = "Guaranteed"
-    BURSTABLE = "Burstable"
-    BEST_EFFORT = "BestEffort"
 
 
 class ConditionType(StrEnum):
@@ -220,112 +214,6 @@ def _would_restart(container: Container, pod: Pod, status: PodStatus) -> bool:
         latest = status.find_container_status_by_name(container.name)
         return latest is None or latest.state is not ContainerState.RUNNING
     return should_container_be_restarted(container, pod, status)
-
-
-# --- QoS -----------------------------------------------------------------------------------
-
-_QUANTITY: Final = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(.*)$")
-_BINARY: Final = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
-_DECIMAL: Final = {
-    "n": -9,
-    "u": -6,
-    "m": -3,
-    "": 0,
-    "k": 3,
-    "M": 6,
-    "G": 9,
-    "T": 12,
-    "P": 15,
-    "E": 18,
-}
-_QOS_RESOURCES: Final = ("cpu", "memory")
-
-
-def _power_of_ten(exponent: int) -> Fraction:
-    return Fraction(10**exponent) if exponent >= 0 else Fraction(1, 10**-exponent)
-
-
-def _parse_quantity(value: object) -> Fraction | None:
-    """A resource quantity (``100m``, ``1.5Gi``, ``1e3``, ``2``) as an exact number, or None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return Fraction(value)
-    if not isinstance(value, str):
-        return None
-    match = _QUANTITY.match(value.strip())
-    if match is None:
-        return None
-    number = Fraction(match.group(1))
-    suffix = match.group(2)
-    if suffix in _BINARY:
-        return number * Fraction(1024 ** _BINARY[suffix])
-    if suffix in _DECIMAL:
-        return number * _power_of_ten(_DECIMAL[suffix])
-    if suffix[:1] in ("e", "E"):
-        try:
-            return number * _power_of_ten(int(suffix[1:]))
-        except ValueError:
-            return None
-    return None
-
-
-def _resource_map(resources: Mapping[str, Any], key: str) -> dict[str, Fraction]:
-    raw = resources.get(key)
-    if not isinstance(raw, Mapping):
-        return {}
-    out: dict[str, Fraction] = {}
-    for name, value in raw.items():
-        quantity = _parse_quantity(value)
-        if isinstance(name, str) and quantity is not None:
-            out[name] = quantity
-    return out
-
-
-def compute_qos_class(pod: Pod) -> QOSClass:
-    """``ComputePodQOS`` over regular and init containers (CPU and memory only).
-
-    BestEffort: no container requests or limits CPU or memory. Guaranteed: every
-    container has CPU and memory limits, and the pod's summed requests equal its summed
-    limits for each resource. Burstable: anything else. Requests missing where a limit
-    is set default to the limit, as the API server's defaulting does before the kubelet
-    sees the pod. Pod-level resources are not considered.
-    """
-    requests: dict[str, Fraction] = {}
-    limits: dict[str, Fraction] = {}
-    guaranteed = True
-    for container in (*pod.spec.containers, *pod.spec.init_containers):
-        container_limits = _resource_map(container.resources, "limits")
-        container_requests = {**container_limits, **_resource_map(container.resources, "requests")}
-        for name in _QOS_RESOURCES:
-            quantity = container_requests.get(name)
-            if quantity is not None and quantity > 0:
-                requests[name] = requests.get(name, Fraction(0)) + quantity
-        found = set()
-        for name in _QOS_RESOURCES:
-            quantity = container_limits.get(name)
-            if quantity is not None and quantity > 0:
-                found.add(name)
-                limits[name] = limits.get(name, Fraction(0)) + quantity
-        if not {"cpu", "memory"} <= found:
-            guaranteed = False
-    if not requests and not limits:
-        return QOSClass.BEST_EFFORT
-    if guaranteed:
-        guaranteed = all(limits.get(name) == value for name, value in requests.items())
-    if guaranteed and len(requests) == len(limits):
-        return QOSClass.GUARANTEED
-    return QOSClass.BURSTABLE
-
-
-def qos_class(pod: Pod) -> str:
-    """``GetPodQOS``: the class already in the pod's status, else computed from the spec."""
-    status = pod.raw.get("status")
-    if isinstance(status, Mapping):
-        known = status.get("qosClass")
-        if isinstance(known, str) and known:
-            return known
-    return compute_qos_class(pod).value
 
 
 # --- phase ---------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from minikubelet.api.pod import Pod
-from minikubelet.status.generate import qos_class
+from minikubelet.status.qos import qos_class
 
 #: ``kubectl get pods`` columns, and the extra ones of ``-o wide``.
 COLUMNS: Final = ("NAME", "READY", "STATUS", "RESTARTS", "AGE")

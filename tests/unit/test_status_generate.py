@@ -17,12 +17,8 @@ from minikubelet.container.status import (
     SandboxState,
     SandboxStatus,
 )
-from minikubelet.status.generate import (
-    compute_qos_class,
-    generate_pod_status,
-    get_phase,
-    qos_class,
-)
+from minikubelet.status.generate import generate_pod_status, get_phase
+from minikubelet.status.qos import compute_qos_class, qos_class
 from minikubelet.types import ContainerID, PodSandboxID, PodUID
 
 RUNNING = ContainerState.RUNNING
