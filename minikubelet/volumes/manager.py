@@ -32,7 +32,7 @@ checked path under ``volume-subpaths/``; here the resolved real path is what the
 runtime mounts, which narrows the window but does not close it.
 
 All blocking filesystem work runs in :func:`asyncio.to_thread`; ``mount``/``umount``
-run through :func:`asyncio.create_subprocess_exec`, in this module only.
+run through :func:`minikubelet.util.proc.run`, in this module only.
 """
 
 from __future__ import annotations
@@ -62,6 +62,8 @@ from minikubelet.kuberuntime.envvars import (
     expand_sub_path_expr,
     metadata_field_value,
 )
+from minikubelet.util import mountinfo, proc
+from minikubelet.util.mountinfo import mount_points as mount_points  # the volumes tests use it
 
 log = logging.getLogger(__name__)
 
@@ -149,34 +151,9 @@ def _within(path: str, base: str) -> bool:
     return path == base or path.startswith(base.rstrip("/") + "/")
 
 
-def _decode_mountinfo_path(field: str) -> str:
-    """Undo the octal escapes (``\\040`` for a space) of /proc/self/mountinfo."""
-    out: list[str] = []
-    i = 0
-    while i < len(field):
-        digits = field[i + 1 : i + 4]
-        if field[i] == "\\" and len(digits) == 3 and all(c in "01234567" for c in digits):
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
-def mount_points(mountinfo: str) -> list[str]:
-    """The mount points listed in a /proc/self/mountinfo text."""
-    points = []
-    for line in mountinfo.splitlines():
-        fields = line.split(" ")
-        if len(fields) > 4:
-            points.append(_decode_mountinfo_path(fields[4]))
-    return points
-
-
 def _read_mount_points() -> list[str]:
     try:
-        return mount_points(Path("/proc/self/mountinfo").read_text())
+        return mountinfo.read_mount_points()
     except OSError:
         return []
 
@@ -706,16 +683,10 @@ class VolumeManager:
     # subprocesses
     @staticmethod
     async def _run(*argv: str) -> None:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await proc.communicate()
-        if proc.returncode != 0:
-            text = (err or out).decode(errors="replace").strip()
-            raise VolumeError(f"{' '.join(argv)} failed (exit {proc.returncode}): {text}")
+        try:
+            await proc.run(argv)
+        except proc.CommandError as failure:
+            raise VolumeError(str(failure)) from None
 
 
 def _make_sub_paths(

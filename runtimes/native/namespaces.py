@@ -55,7 +55,9 @@ from pathlib import Path
 from typing import Final
 
 from minikubelet.errors import FailedPrecondition, Internal, InvalidArgument
-from minikubelet.volumes.manager import mount_points
+from minikubelet.util import mountinfo
+from minikubelet.util.proc import CommandError, CommandTimeout
+from minikubelet.util.proc import run as run_command
 from runtimes.native.network.files import write_atomic
 from runtimes.native.oci.spec import normalize_sysctl, sysctl_namespace
 
@@ -268,7 +270,7 @@ class NamespaceManager:
         """
         await asyncio.to_thread(self._make_dirs)
         real = str(self.ns_dir.resolve())
-        if real not in await asyncio.to_thread(_mount_points):
+        if real not in await asyncio.to_thread(mountinfo.read_mount_points):
             await self._run(self._mount, "--bind", real, real)
             await self._run(self._mount, "--make-shared", real)
         return await self.recover()
@@ -300,7 +302,7 @@ class NamespaceManager:
         if pinned:
             raise FailedPrecondition(f"namespaces still pinned for {sorted(pinned)}")
         real = str(self.ns_dir.resolve())
-        while real in await asyncio.to_thread(_mount_points):
+        while real in await asyncio.to_thread(mountinfo.read_mount_points):
             await self._run(self._umount, real)
 
     async def create(
@@ -517,24 +519,14 @@ class NamespaceManager:
                 self.holder_pid_path(sandbox_id).unlink()
 
     async def _run(self, *argv: str) -> str:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd="/",
-        )
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), self._timeout)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+            done = await run_command(argv, cwd="/", timeout=self._timeout)
+        except CommandTimeout:
             raise NamespaceError(f"{argv[0]} timed out after {self._timeout}s") from None
-        if proc.returncode != 0:
-            message = err.decode(errors="replace").strip() or out.decode(errors="replace")
-            raise NamespaceError(f"{' '.join(argv[:3])}: exit {proc.returncode}: {message}")
-        return out.decode(errors="replace")
+        except CommandError as failure:
+            message = f"{' '.join(argv[:3])}: exit {failure.returncode}: {failure.output}"
+            raise NamespaceError(message) from None
+        return done.stdout.decode(errors="replace")
 
 
 def _alive(pid: int) -> bool:
@@ -544,10 +536,6 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state not in ("Z", "X")
-
-
-def _mount_points() -> list[str]:
-    return mount_points(Path("/proc/self/mountinfo").read_text())
 
 
 def _list_dir(path: Path) -> list[str]:

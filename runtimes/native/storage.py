@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from minikubelet.errors import Internal
+from minikubelet.util import mountinfo, proc
 
 log = logging.getLogger(__name__)
 
@@ -22,21 +23,14 @@ class StorageError(Internal):
 
 
 async def _run(*argv: str) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    _, err = await proc.communicate()
-    if proc.returncode != 0:
-        raise StorageError(f"{' '.join(argv[:2])} failed: {err.decode(errors='replace').strip()}")
-
-
-def mount_points() -> list[str]:
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        return [line.split()[4].replace("\\040", " ") for line in f]
+    try:
+        await proc.run(argv)
+    except proc.CommandError as failure:
+        raise StorageError(f"{' '.join(argv[:2])} failed: {failure.output or failure}") from None
 
 
 def is_mounted(path: Path) -> bool:
-    return str(path) in mount_points()
+    return str(path) in mountinfo.read_mount_points()
 
 
 class RootfsManager:

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from minikubelet.util.mountinfo import SELF as MOUNTINFO
+from minikubelet.util.mountinfo import parse as parse_mountinfo
+
 CGROUP_ROOT: Final = "/sys/fs/cgroup"
 #: Super options of a v1 cgroup mount that are not controllers.
 _NOT_CONTROLLERS: Final = frozenset(
@@ -39,20 +42,13 @@ def parse_layout(mountinfo: str, root: str = CGROUP_ROOT) -> CgroupLayout:
     """The cgroup layout from ``/proc/self/mountinfo``."""
     v1: dict[str, str] = {}
     unified = ""
-    for line in mountinfo.splitlines():
-        pre, sep, post = line.partition(" - ")
-        if not sep:
-            continue
-        fields, tail = pre.split(), post.split()
-        if len(fields) < 5 or len(tail) < 3:
-            continue
-        mountpoint, fstype, options = fields[4], tail[0], tail[2].split(",")
-        if fstype == "cgroup2":
-            unified = mountpoint
-        elif fstype == "cgroup":
-            for opt in options:
+    for mount in parse_mountinfo(mountinfo):
+        if mount.fs_type == "cgroup2":
+            unified = mount.mount_point
+        elif mount.fs_type == "cgroup":
+            for opt in mount.super_options:
                 if opt.startswith("name=") or (opt.isidentifier() and opt not in _NOT_CONTROLLERS):
-                    v1[opt] = mountpoint
+                    v1[opt] = mount.mount_point
     if unified == root:
         return CgroupLayout(CgroupMode.UNIFIED, {}, unified)
     if unified:
@@ -162,7 +158,7 @@ def read_stats(dirs: Mapping[str, Path], now_ns: int) -> CgroupStats | None:
 
 
 def read_layout() -> CgroupLayout:
-    return parse_layout(_read(Path("/proc/self/mountinfo")))
+    return parse_layout(_read(Path(MOUNTINFO)))
 
 
 def read_own_cgroup() -> dict[str, str]:
