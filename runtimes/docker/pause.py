@@ -20,12 +20,15 @@ from pathlib import Path
 from typing import Final
 
 from minikubelet.errors import FailedPrecondition, NotFound
+from minikubelet.util.proc import CommandError, CommandTimeout
+from minikubelet.util.proc import run as run_command
 from runtimes.docker.client import DockerClient
 
 PAUSE_IMAGE: Final = "minikubelet/pause:3.9"
 PAUSE_SOURCE: Final = Path(__file__).with_name("pause.c")
 SOURCE_LABEL: Final = "io.minikubelet.pause.source"
 _CREATED = "1970-01-01T00:00:00Z"
+COMPILE_TIMEOUT: Final = 300.0  # seconds for gcc -static of the pause program
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
 
@@ -77,16 +80,17 @@ async def compile_static(source: Path) -> bytes:
         )
     with tempfile.TemporaryDirectory(prefix="minikubelet-pause-") as tmp:
         out = Path(tmp) / "pause"
-        proc = await asyncio.create_subprocess_exec(
-            gcc, "-static", "-Os", "-s", "-o", str(out), str(source),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
-        output, _ = await proc.communicate()
-        if proc.returncode != 0:
-            raise FailedPrecondition(
-                f"gcc -static {source} failed (is libc6-dev installed?): "
-                + output.decode(errors="replace").strip()[-2000:]
+        try:
+            await run_command(
+                [gcc, "-static", "-Os", "-s", "-o", str(out), str(source)],
+                timeout=COMPILE_TIMEOUT,
             )
+        except CommandTimeout as failure:
+            raise FailedPrecondition(f"building the pause image: {failure}") from None
+        except CommandError as failure:
+            raise FailedPrecondition(
+                f"gcc -static {source} failed (is libc6-dev installed?): {failure.output}"
+            ) from None
         return await asyncio.to_thread(out.read_bytes)
 
 

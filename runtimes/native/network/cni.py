@@ -62,6 +62,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from minikubelet.errors import FailedPrecondition, Internal
+from minikubelet.util.proc import CommandTimeout
+from minikubelet.util.proc import run as run_command
 from runtimes.base.model import Condition, PortMapping, SandboxMetadata
 from runtimes.native.namespaces import is_pinned
 from runtimes.native.network.files import write_atomic
@@ -554,31 +556,27 @@ class CNIManager:
             CNI_PATH=":".join(str(d) for d in self.options.plugin_dirs),
             CNI_ARGS=";".join(f"{k}={v}" for k, v in attachment.cni_args),
         )
-        proc = await asyncio.create_subprocess_exec(
-            str(binary),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-            cwd="/",
-        )
         try:
-            out, err = await asyncio.wait_for(proc.communicate(stdin), self.options.timeout)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+            done = await run_command(
+                [str(binary)],
+                input=stdin,
+                env=env,
+                cwd="/",
+                timeout=self.options.timeout,
+                check=False,
+            )
+        except CommandTimeout:
             raise CNIError(kind, command, f"no answer within {self.options.timeout}s") from None
+        out = done.stdout
         doc: Any = None
         if out.strip():
             with contextlib.suppress(ValueError):
                 doc = json.loads(out)
-        if proc.returncode != 0:
+        if done.returncode != 0:
             if isinstance(doc, dict) and "msg" in doc:
                 message = str(doc["msg"]) + (f": {doc['details']}" if doc.get("details") else "")
                 raise CNIError(kind, command, message, code=int(doc.get("code") or 0))
-            text = (err or out).decode(errors="replace").strip()
-            raise CNIError(kind, command, f"exit {proc.returncode}: {text}")
+            raise CNIError(kind, command, f"exit {done.returncode}: {done.output}")
         return doc if isinstance(doc, dict) else None
 
     # -- the cache -----------------------------------------------------------------------------
