@@ -35,10 +35,11 @@ from minikubelet.errors import (
 )
 from minikubelet.logs import crilog
 from runtimes.docker.client import DockerClient
-from tests.contract.pods import container_config, pod, sandbox_config, wait_exited, wait_for
+from tests.contract.pods import container_config, pod, sandbox_config, wait_exited
 from tests.harness.dockerd import Dockerd, RuntimeServer
 from tests.harness.fixtures import HUB_NAMESPACE, HarnessImages
 from tests.harness.registry import LocalRegistry, free_port
+from tests.harness.wait import wait_until
 
 COUNTER = 'i=0; while true; do echo "line $i"; i=$((i+1)); sleep 0.05; done'
 SANDBOX_LABEL = "io.minikubelet.cri.sandbox"
@@ -109,7 +110,7 @@ async def wait_lines(path: Path, at_least: int) -> list[crilog.LogLine]:
         lines = log_lines(path)
         return lines if len(lines) >= at_least else None
 
-    return await wait_for(enough, timeout=30, what=f"{at_least} lines in {path}")
+    return await wait_until(enough, timeout=30, message=f"{at_least} lines in {path}")
 
 
 # -- a restart of the runtime server --------------------------------------------------------
@@ -156,7 +157,7 @@ async def test_a_restarted_runtime_server_rebuilds_everything_from_docker(
             ]
             return True if len(frames) > written + 5 else None
 
-        await wait_for(docker_has_more, timeout=30, what="output while the server is down")
+        await wait_until(docker_has_more, timeout=30, message="output while the server is down")
 
     server.start()
     async with connected(server) as cri:
@@ -236,7 +237,7 @@ async def test_status_follows_dockerd_going_away_and_coming_back(
                     found = await conditions()
                     return None if found["RuntimeReady"].status else found
 
-                down = await wait_for(not_ready, timeout=30, what="RuntimeReady false")
+                down = await wait_until(not_ready, timeout=30, message="RuntimeReady false")
                 assert down["RuntimeReady"].reason == "DockerDaemonNotAvailable"
                 assert own_dockerd.socket_path in down["RuntimeReady"].message
                 assert not down["NetworkReady"].status
@@ -250,7 +251,7 @@ async def test_status_follows_dockerd_going_away_and_coming_back(
                 async def ready() -> bool | None:
                     return True if all(c.status for c in (await conditions()).values()) else None
 
-                await wait_for(ready, timeout=30, what="RuntimeReady true again")
+                await wait_until(ready, timeout=30, message="RuntimeReady true again")
                 version = await cri.version()
                 engine = own_dockerd.api("GET", "/version")[1]["Version"]
                 assert (version.runtime_name, version.runtime_version) == ("docker", engine)
@@ -379,7 +380,7 @@ async def test_exec_past_its_timeout_is_a_deadline_and_the_command_is_killed(
             ps = await cri.exec_sync(cid, ["ps", "-o", "args"], timeout=10)
             return None if b"sleep 77" in ps.stdout else True
 
-        await wait_for(gone, timeout=10, what="the timed-out command to be killed")
+        await wait_until(gone, timeout=10, message="the timed-out command to be killed")
 
 
 # -- logs ---------------------------------------------------------------------------------------
@@ -511,7 +512,7 @@ async def test_sandbox_and_container_config_reach_the_container(
                 return await asyncio.to_thread(fetch)
             return None
 
-        assert await wait_for(served, timeout=10, what="the published port") == b"served\n"
+        assert await wait_until(served, timeout=10, message="the published port") == b"served\n"
 
 
 async def test_an_oom_score_below_the_daemons_is_not_applied_and_the_container_runs(
@@ -638,7 +639,7 @@ async def test_container_events_follow_a_container_through_its_life(
                     kinds = [int(e.container_event_type) for e in seen if e.container_id == cid]
                     return kinds if pb.CONTAINER_DELETED_EVENT in kinds else None
 
-                kinds = await wait_for(whole_life, timeout=10, what="the DELETED event")
+                kinds = await wait_until(whole_life, timeout=10, message="the DELETED event")
                 if pb.CONTAINER_CREATED_EVENT in kinds:
                     break
             assert kinds == [

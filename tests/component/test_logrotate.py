@@ -9,7 +9,8 @@ from minikubelet.cri.client import CRIClient
 from minikubelet.logs.rotate import ContainerLogManager
 from runtimes.fake.server import FakeRuntime
 from tests.component.test_fake_runtime import IMAGE, fake  # noqa: F401 - the fixture
-from tests.contract.pods import container_config, sandbox_config, wait_for
+from tests.contract.pods import container_config, sandbox_config
+from tests.harness.wait import wait_until
 
 
 async def test_a_big_log_is_rotated_and_the_runtime_writes_a_new_one(
@@ -29,7 +30,7 @@ async def test_a_big_log_is_rotated_and_the_runtime_writes_a_new_one(
     async def written() -> bool | None:
         return True if path.stat().st_size > 0 else None
 
-    await wait_for(written, what="the first line")
+    await wait_until(written, message="the first line")
     manager = ContainerLogManager(cri, max_size=10, max_files=3)
     await manager.rotate_all()
     assert manager.rotations == 1
@@ -39,7 +40,7 @@ async def test_a_big_log_is_rotated_and_the_runtime_writes_a_new_one(
     async def second() -> bool | None:
         return True if path.exists() and "after rotation" in path.read_text() else None
 
-    await wait_for(second, what="output in the reopened file")
+    await wait_until(second, message="output in the reopened file")
     assert "first line" not in path.read_text()
 
 

@@ -23,10 +23,11 @@ import pytest
 from minikubelet.cri.client import CRIClient
 from minikubelet.cri.v1 import api_pb2 as pb
 from minikubelet.errors import CRIError, InvalidArgument, NotFound
-from tests.contract.pods import container_config, sandbox_config, wait_exited, wait_for
+from tests.contract.pods import container_config, sandbox_config, wait_exited
 from tests.harness.fixtures import HarnessImages
 from tests.harness.native import BRIDGE, cleanup
 from tests.harness.registry import LocalRegistry
+from tests.harness.wait import wait_until
 
 
 @dataclass
@@ -189,7 +190,7 @@ async def test_fifty_cycles_leave_nothing_behind(
         return True if _host_view(server.run_root, server.root) == before else None
 
     try:
-        await wait_for(settled, timeout=20, what="the host to look as before")
+        await wait_until(settled, timeout=20, message="the host to look as before")
     except AssertionError:
         assert _host_view(server.run_root, server.root) == before
 

@@ -18,10 +18,9 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -31,24 +30,11 @@ from runtimes.native.main import build
 from runtimes.native.server import NativeRuntime
 from tests.harness.fixtures import HarnessImages
 from tests.harness.registry import LocalRegistry
+from tests.harness.wait import wait_until
 
 BRIDGE = "mkbrstrm0"  # not the session runtime's mkbr0, nor the network tests' bridge
 SUBNET = "10.92.0.0/24"
 TIMEOUT = 10.0
-_T = TypeVar("_T")
-
-
-async def until(
-    probe: Callable[[], Awaitable[_T | None]], *, timeout: float = TIMEOUT, what: str = "it"
-) -> _T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 class Streams:
@@ -230,7 +216,7 @@ async def test_checks_name_missing_and_stopped_objects(pod: Pod) -> None:
     async def exited() -> bool:
         return (await pod.runtime.container_status(done)).state is m.ContainerState.EXITED
 
-    await until(exited, what="the container to exit")
+    await wait_until(exited, timeout=TIMEOUT, message="the container to exit")
     for call in (
         backend.check_exec(done),
         backend.exec_stream(done, ["true"], tty=False, stdin=False),
@@ -379,7 +365,7 @@ async def test_exec_leftovers_and_cancelled_starts_leave_nothing(
     async def none_left() -> bool:
         return await _execs_of(pod, pod.main) == ([], [])
 
-    await until(none_left, what="the cancelled execs to be gone")
+    await wait_until(none_left, timeout=TIMEOUT, message="the cancelled execs to be gone")
 
 
 async def test_a_hundred_abandoned_execs_leave_nothing(pod: Pod) -> None:
@@ -414,7 +400,7 @@ async def test_a_hundred_abandoned_execs_leave_nothing(pod: Pod) -> None:
         )
 
     with contextlib.suppress(BaseException):
-        await until(released, timeout=5, what="descriptors and threads to be released")
+        await wait_until(released, timeout=5, message="descriptors and threads to be released")
     assert len(os.listdir("/proc/self/fd")) == fds_before
     assert threading.active_count() == threads_before
 
@@ -458,7 +444,7 @@ async def test_attach_stdin_reaches_the_container(pod: Pod, streams: Streams) ->
         text = log.read_text() if log.exists() else ""
         return "stdout F ping 1" in text and "stdout F ping 2" in text
 
-    await until(logged, what="the input in the container's log")
+    await wait_until(logged, timeout=TIMEOUT, message="the input in the container's log")
 
     once = await pod.run("once", "cat", stdin=True, stdin_once=True)
     stream = await streams.attach(once, tty=False, stdin=True)
@@ -473,7 +459,9 @@ async def test_attach_stdin_reaches_the_container(pod: Pod, streams: Streams) ->
         c = await rt.container_status(once)
         return c if c.state is m.ContainerState.EXITED else None
 
-    assert (await until(exited, what="the stdin_once container to exit")).exit_code == 0
+    assert (
+        await wait_until(exited, timeout=TIMEOUT, message="the stdin_once container to exit")
+    ).exit_code == 0
 
 
 async def test_attach_to_a_terminal_resizes_it(pod: Pod, streams: Streams) -> None:
@@ -517,7 +505,7 @@ async def test_port_forward_into_the_pod_network(pod: Pod) -> None:
         await writer.wait_closed()
         return answer
 
-    answer = await until(fetch, what="httpd in the pod")
+    answer = await wait_until(fetch, timeout=TIMEOUT, message="httpd in the pod")
     assert answer.startswith(b"HTTP/1.") and answer.endswith(b"hello-from-the-pod\n")
     with pytest.raises(Unavailable):
         await rt.port_forward_connect(pod.sandbox, 8081)

@@ -16,10 +16,10 @@ import secrets
 import shutil
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -33,27 +33,13 @@ from runtimes.native.oci.runtime import ContainerHandle, ExitStatus, OCIRuntime
 from runtimes.native.oci.spec import Namespace, SandboxInfo, SpecDefaults, generate_spec
 from runtimes.native.oci.user import container_user, resolve_user
 from tests.harness.fixtures import require
+from tests.harness.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 APPLETS = ("sh", "echo", "sleep", "cat", "id", "ls", "dd", "head", "true", "printf")
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n"
 GROUP = "root:x:0:\nalice:x:1000:\nstaff:x:50:alice\n"
 SANDBOX = SandboxInfo(id="sb-oci-test", hostname="oci-test")  # every namespace fresh
-_T = TypeVar("_T")
-
-
-async def until(
-    probe: Callable[[], Awaitable[_T | None]], *, timeout: float = 10.0, what: str = "condition"
-) -> _T:
-    """Poll ``probe`` until it returns something truthy, or fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def _read(path: Path | str) -> str:
@@ -324,7 +310,7 @@ async def test_exec_sync_timeout_kills_the_command(env: Env) -> None:
     async def only_init_left() -> bool:
         return _read(procs).split() == [str(state.pid)]
 
-    await until(only_init_left, what="the exec'd processes to be gone")
+    await wait_until(only_init_left, timeout=10, message="the exec'd processes to be gone")
     assert not list(Path(handle.bundle).glob("exec-*.pid"))
 
 
@@ -396,11 +382,13 @@ async def test_reopen_log_after_rotation(env: Env) -> None:
     async def logged(path: str) -> bool:
         return "line" in _read(path)
 
-    await until(lambda: logged(handle.log_path), what="first log lines")
+    await wait_until(lambda: logged(handle.log_path), timeout=10, message="first log lines")
     rotated = handle.log_path + ".1"
     os.rename(handle.log_path, rotated)
     await env.runtime.reopen_log(handle)
-    await until(lambda: logged(handle.log_path), what="lines in the new log file")
+    await wait_until(
+        lambda: logged(handle.log_path), timeout=10, message="lines in the new log file"
+    )
     old, new = _read(rotated).splitlines(), _read(handle.log_path).splitlines()
     assert os.stat(rotated).st_ino != os.stat(handle.log_path).st_ino
     last_old = int(crilog.parse_line(old[-1]).message.split()[1])
@@ -419,7 +407,7 @@ async def test_stats(env: Env) -> None:
     async def busier() -> bool:
         return (await env.runtime.stats(handle)).cpu_usage_ns > first.cpu_usage_ns
 
-    await until(busier, what="CPU use to grow")
+    await wait_until(busier, timeout=10, message="CPU use to grow")
     await env.runtime.delete(handle)
     with pytest.raises(NotFound):
         await env.runtime.stats(handle)

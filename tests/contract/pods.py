@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
 
 from minikubelet.cri.client import CRIClient
 from minikubelet.cri.v1 import api_pb2 as pb
+from tests.harness.wait import wait_until
 
-T = TypeVar("T")
 _counter = itertools.count()
 
 
@@ -60,20 +58,6 @@ def container_config(
     )
 
 
-async def wait_for(
-    check: Callable[[], Awaitable[T | None]], *, timeout: float = 30.0, what: str = "condition"
-) -> T:
-    """Await ``check`` until it returns something other than None (polling the runtime)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result is not None:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def wait_exited(
     cri: CRIClient, container_id: str, timeout: float = 30.0
 ) -> pb.ContainerStatus:
@@ -81,7 +65,9 @@ async def wait_exited(
         status = (await cri.container_status(container_id)).status
         return status if status.state == pb.CONTAINER_EXITED else None
 
-    return await wait_for(check, timeout=timeout, what=f"container {container_id[:12]} to exit")
+    return await wait_until(
+        check, timeout=timeout, message=f"container {container_id[:12]} to exit"
+    )
 
 
 @asynccontextmanager

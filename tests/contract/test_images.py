@@ -9,7 +9,7 @@ from minikubelet.cri.v1 import api_pb2 as pb
 from minikubelet.errors import CRIError, InvalidArgument, NotFound
 from minikubelet.reference import parse
 from tests.contract.conftest import RuntimeUnderTest
-from tests.contract.pods import wait_for
+from tests.harness.wait import wait_until
 
 
 async def test_pull_then_status_and_list(cri: CRIClient, rt: RuntimeUnderTest) -> None:
@@ -82,5 +82,5 @@ async def test_image_fs_info(cri: CRIClient) -> None:
         fs = info.image_filesystems[0] if info.image_filesystems else None
         return fs if fs is not None and fs.used_bytes.value > 0 else None
 
-    fs = await wait_for(used, timeout=15, what="image filesystem usage")
+    fs = await wait_until(used, timeout=15, message="image filesystem usage")
     assert fs.fs_id.mountpoint

@@ -21,8 +21,9 @@ from minikubelet.cri.client import CRIClient
 from minikubelet.cri.trace import CallRecord, read_jsonl
 from minikubelet.cri.v1 import api_pb2 as pb
 from minikubelet.errors import NotFound
-from tests.e2e.node import FAST, Node, wait_for
+from tests.e2e.node import FAST, Node
 from tests.harness.containerd import Containerd, mounts_under
+from tests.harness.wait import wait_until
 
 NODE_NAME = "ctrd"
 POD_NAME_LABEL = "io.kubernetes.pod.name"
@@ -65,7 +66,7 @@ class ContainerdNode(Node):
         async def empty() -> bool | None:
             return True if not await self.pods() else None
 
-        await wait_for(empty, timeout=timeout, what="the node to have no pods left")
+        await wait_until(empty, timeout=timeout, message="the node to have no pods left")
 
 
 def is_ours(labels: Any) -> bool:

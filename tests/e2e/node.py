@@ -7,23 +7,21 @@ the process's own output.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from minikubelet.server.client import KubeletUnreachable, LocalClient
+from tests.harness.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
-T = TypeVar("T")
 
 #: Shortened kubelet timings so crash loops and resyncs happen within a test's patience.
 FAST = (
@@ -106,16 +104,15 @@ class Node:
         return LocalClient(self.root_dir / "kubelet.sock")
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
-        async def up() -> bool | None:
+        async def up() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"the kubelet exited ({self.proc.returncode}):\n{self.log()}")
-            try:
-                async with self.client() as c:
-                    return (await c.healthz()) == "ok" or None
-            except KubeletUnreachable:
-                return None
+            async with self.client() as c:
+                return (await c.healthz()) == "ok"
 
-        await wait_for(up, timeout=timeout, what="the kubelet's local API")
+        await wait_until(
+            up, timeout=timeout, message="the kubelet's local API", ignoring=(KubeletUnreachable,)
+        )
 
     # -- manifests -------------------------------------------------------------
 
@@ -162,7 +159,7 @@ class Node:
             return last if last is not None and check(last) else None
 
         try:
-            return await wait_for(probe, timeout=timeout, what=what or f"pod {name}")
+            return await wait_until(probe, timeout=timeout, message=what or f"pod {name}")
         except AssertionError as exc:
             raise AssertionError(
                 f"{exc}; last seen: {last}\n--- kubelet log tail:\n{self.log()[-4000:]}"
@@ -171,23 +168,6 @@ class Node:
     async def events(self) -> list[dict[str, Any]]:
         async with self.client() as c:
             return await c.events()
-
-
-async def wait_for(
-    check: Callable[[], Awaitable[T | None]],
-    *,
-    timeout: float = 30.0,
-    what: str = "condition",
-    interval: float = 0.1,
-) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result is not None:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 # -- reading pod status ------------------------------------------------------------
@@ -233,10 +213,10 @@ async def runtime_node(
         for manifest in node.manifests.glob("*.yaml"):
             manifest.unlink()
 
-        async def empty() -> bool | None:
-            return True if not await node.pods() else None
+        async def empty() -> bool:
+            return not await node.pods()
 
-        await wait_for(empty, timeout=drain_timeout, what="the node to have no pods left")
+        await wait_until(empty, timeout=drain_timeout, message="the node to have no pods left")
         async with CRIClient(endpoint) as cri:
             ours = [
                 s.metadata.name

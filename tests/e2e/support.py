@@ -16,7 +16,8 @@ from typing import Any
 from minikubelet.cri.client import CRIClient
 from minikubelet.cri.v1 import api_pb2 as pb
 from minikubelet.errors import NotFound
-from tests.e2e.node import FAST, ROOT, Node, condition, container_status, wait_for
+from tests.e2e.node import FAST, ROOT, Node, condition, container_status
+from tests.harness.wait import wait_until
 
 POD_UID_LABEL = "io.kubernetes.pod.uid"
 CONTAINER_NAME_LABEL = "io.kubernetes.container.name"
@@ -51,7 +52,7 @@ async def trace_through(workdir: Path, pod: str, method: str) -> list[dict[str, 
         calls = trace(workdir, pod)
         return calls if any(c["method"] == method for c in calls) else None
 
-    return await wait_for(written, timeout=10, what=f"{method} in the trace")
+    return await wait_until(written, timeout=10, message=f"{method} in the trace")
 
 
 async def pod_events(node: Node, name: str, uid: str | None = None) -> list[dict[str, Any]]:
@@ -73,7 +74,7 @@ async def wait_gone(node: Node, name: str, timeout: float = 30.0) -> None:
     async def gone() -> bool | None:
         return True if await node.pod(name) is None else None
 
-    await wait_for(gone, timeout=timeout, what=f"pod {name} to be gone")
+    await wait_until(gone, timeout=timeout, message=f"pod {name} to be gone")
 
 
 def uid(pod: dict[str, Any]) -> str:
@@ -208,7 +209,7 @@ class RuntimeWatch:
             await self.poll()
             return True if check(self) else None
 
-        await wait_for(probe, timeout=timeout, what=what or "the runtime", interval=0.1)
+        await wait_until(probe, timeout=timeout, message=what or "the runtime", interval=0.1)
 
     async def running(self, pod_uid: str | None = None) -> list[Instance]:
         return [

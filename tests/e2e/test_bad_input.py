@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.e2e.node import Node, container_status, running, wait_for
-from tests.e2e.support import acli, pod_manifest
+from tests.e2e.node import Node, container_status, running
+from tests.e2e.support import acli, pod_manifest, wait_gone
+from tests.harness.wait import wait_until
 
 NOT_YAML = """apiVersion: v1
 kind: Pod
@@ -84,7 +85,7 @@ async def test_bad_manifests_are_reported_and_the_good_pod_keeps_running(node: N
         found = await _rejected(node)
         return found if set(paths) <= set(found) else None
 
-    rejected = await wait_for(all_reported, what="every bad manifest to be reported")
+    rejected = await wait_until(all_reported, message="every bad manifest to be reported")
     for path, name in paths.items():
         _, reason, line = BAD[name]
         assert reason in rejected[path]["reason"], (name, rejected[path])
@@ -121,13 +122,10 @@ async def test_a_fixed_manifest_runs_and_its_warning_goes(node: Node) -> None:
     async def reported() -> bool | None:
         return True if path in await _rejected(node) else None
 
-    await wait_for(reported, what="the broken edit to be reported")
+    await wait_until(reported, message="the broken edit to be reported")
 
     # the kubelet does as it does for a removed file: the pod of the earlier version goes
-    async def gone() -> bool | None:
-        return True if await node.pod("badprobe") is None else None
-
-    await wait_for(gone, what="the pod of the good version to stop")
+    await wait_gone(node, "badprobe")
     node.add_manifest("web.yaml", BAD_PROBE.replace("often", "1"))
     again = await node.wait_pod("badprobe", lambda p: running(p, "app"), what="fixed again")
     assert again["metadata"]["uid"] == good["metadata"]["uid"]
@@ -135,7 +133,7 @@ async def test_a_fixed_manifest_runs_and_its_warning_goes(node: Node) -> None:
     async def cleared() -> bool | None:
         return True if path not in await _rejected(node) else None
 
-    await wait_for(cleared, what="the warning to go")
+    await wait_until(cleared, message="the warning to go")
     node.remove_manifest("web.yaml")
     node.add_manifest("gone.yaml", NO_IMAGE)
     gone_path = str(node.manifests / "gone.yaml")
@@ -143,10 +141,10 @@ async def test_a_fixed_manifest_runs_and_its_warning_goes(node: Node) -> None:
     async def only_gone() -> bool | None:
         return True if set(await _rejected(node)) == {gone_path} else None
 
-    await wait_for(only_gone, what="only the new bad manifest to be reported")
+    await wait_until(only_gone, message="only the new bad manifest to be reported")
     node.remove_manifest("gone.yaml")
 
     async def none_left() -> bool | None:
         return True if not await _rejected(node) else None
 
-    await wait_for(none_left, what="no rejected manifest once the file is removed")
+    await wait_until(none_left, message="no rejected manifest once the file is removed")

@@ -7,8 +7,9 @@ import asyncio
 import subprocess
 import sys
 
-from tests.e2e.node import ROOT, Node, phase, running, wait_for
+from tests.e2e.node import ROOT, Node, phase, running
 from tests.e2e.support import acli, logs, pod_manifest, restarts, waiting_reason
+from tests.harness.wait import wait_until
 
 TICKER = pod_manifest(
     "ticker",
@@ -30,7 +31,7 @@ async def test_logs_follow_previous_and_tail(node: Node) -> None:
     async def first_line() -> bool | None:
         return True if (await logs(node, "ticker", "tick")).startswith("one\n") else None
 
-    await wait_for(first_line, what="the first line")
+    await wait_until(first_line, message="the first line")
     follow = await asyncio.to_thread(_follow, node, "ticker-e2e")
     out, err = await asyncio.to_thread(follow.communicate, timeout=20)
     # -f ends by itself when the container exits, having shown every line

@@ -11,9 +11,8 @@ shows what the kubelet asked of containerd.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -22,14 +21,15 @@ from minikubelet.cri.trace import CallRecord
 from minikubelet.cri.v1 import api_pb2 as pb
 from minikubelet.errors import CRIError
 from tests.e2e.containerd_fixtures import ContainerdNode, cri_client, ctrd_node
-from tests.e2e.node import condition, container_status, phase, running, wait_for
+from tests.e2e.node import condition, container_status, phase, running
+from tests.e2e.support import wait_gone
 from tests.harness.containerd import Containerd
 from tests.harness.egress import EgressTrap
 from tests.harness.fixtures import HUB_BUSYBOX_REPO, HUB_BUSYBOX_TAG, HarnessImages
 from tests.harness.registry import LocalRegistry
+from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.containerd
-T = TypeVar("T")
 
 __all__ = ("cri_client", "ctrd_node")  # fixtures used by the tests below
 
@@ -115,22 +115,6 @@ async def _exec(node: ContainerdNode, pod: str, container: str, *cmd: str) -> tu
     return result.stdout.decode(), result.exit_code
 
 
-async def _until(check: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
-    """Poll a check of local state (the trace file) until it returns something."""
-
-    async def probe() -> T | None:
-        return check()
-
-    return await wait_for(probe, timeout=timeout, what=what)
-
-
-async def _gone(node: ContainerdNode, name: str, timeout: float = 30.0) -> None:
-    async def gone() -> bool | None:
-        return True if await node.pod(name) is None else None
-
-    await wait_for(gone, timeout=timeout, what=f"pod {name} to be gone")
-
-
 # -- the image: docker.io comes from the local registry -----------------------------------------
 
 
@@ -195,7 +179,7 @@ async def test_hello_succeeds_with_logs_from_the_cri_log_file(ctrd_node: Contain
         "stdout F goodbye",
     ]
     node.remove_manifest("hello.yaml")
-    await _gone(node, "hello")
+    await wait_gone(node, "hello")
 
 
 async def test_crash_loop_backs_off_longer_each_time(ctrd_node: ContainerdNode) -> None:
@@ -263,7 +247,7 @@ async def test_kubelet_restart_keeps_containers_and_restart_counts(
         return not any("deletionTimestamp" in p["metadata"] for p in pods) or None
 
     # (A pod still terminating would become an orphan of the new kubelet: not tested here.)
-    await wait_for(none_terminating, timeout=40, what="no pod to be terminating")
+    await wait_until(none_terminating, timeout=40, message="no pod to be terminating")
     code = node.stop()
     assert code == 0, node.log()[-4000:]
     for name in ("shipper", "app"):  # nobody stopped them meanwhile
@@ -306,7 +290,8 @@ async def test_kubelet_restart_keeps_containers_and_restart_counts(
     # Termination: the app first, with the pod's 3 s; the sidecar then, with what is left
     # of it, but never less than 2 s.
     node.remove_manifest("survivor.yaml")
-    await _gone(node, "survivor")
+    await wait_gone(node, "survivor")
+
     def both_stopped() -> dict[str, object] | None:
         found = {
             c.container: c.details.get("timeout")
@@ -315,7 +300,7 @@ async def test_kubelet_restart_keeps_containers_and_restart_counts(
         }
         return found if len(found) == 2 else None  # the sidecar's stop comes after the app's
 
-    stops = await _until(both_stopped, "survivor's two StopContainer calls")
+    stops = await wait_until(both_stopped, message="survivor's two StopContainer calls")
     assert stops == {"app": 3, "shipper": 2}, stops
 
 
@@ -334,7 +319,7 @@ async def test_init_containers_run_in_order_to_completion(ctrd_node: ContainerdN
     assert _time(migrate["state"]["terminated"]["finishedAt"]) <= _time(app_started)
     assert condition(pod, "Initialized") == "True"
     pod_ref = f"default/{node.pod_name('init-demo')}"
-    await _until(lambda: len(_starts(node.calls(), pod_ref)) == 3 or None, "init-demo's trace")
+    await wait_until(lambda: len(_starts(node.calls(), pod_ref)) == 3, message="init-demo's trace")
     assert _starts(node.calls(), pod_ref) == ["fetch", "migrate", "app"]
     async with node.client() as c:
         text = b"".join([x async for x in c.logs("default", node.pod_name("init-demo"), "migrate")])
@@ -354,7 +339,7 @@ async def test_sidecar_starts_before_the_app(ctrd_node: ContainerdNode) -> None:
         app["state"]["running"]["startedAt"]
     )
     pod_ref = f"default/{node.pod_name('sidecar-demo')}"
-    await _until(lambda: len(_starts(node.calls(), pod_ref)) == 2 or None, "sidecar's trace")
+    await wait_until(lambda: len(_starts(node.calls(), pod_ref)) == 2, message="sidecar's trace")
     calls = node.calls()
     assert _starts(calls, pod_ref) == ["log-shipper", "app"]
     # the app is created only once the sidecar has started
@@ -420,7 +405,7 @@ async def test_post_start_hook_runs_in_the_container(ctrd_node: ContainerdNode) 
             or None
         )
 
-    await _until(pre_stop_ran, "the preStop hook to run")
+    await wait_until(pre_stop_ran, message="the preStop hook to run")
 
 
 async def test_grace_period_then_sigkill(ctrd_node: ContainerdNode) -> None:
@@ -432,7 +417,7 @@ async def test_grace_period_then_sigkill(ctrd_node: ContainerdNode) -> None:
 
     started = time.monotonic()
     node.remove_manifest("stubborn.yaml")
-    await _gone(node, "stubborn")
+    await wait_gone(node, "stubborn")
     took = time.monotonic() - started
     assert 2.5 <= took <= 12, took
 
@@ -441,7 +426,7 @@ async def test_grace_period_then_sigkill(ctrd_node: ContainerdNode) -> None:
         exited = any(c.details.get("state") == "CONTAINER_EXITED" for c in calls)
         return calls if exited and any(c.method == "StopContainer" for c in calls) else None
 
-    calls = await _until(stopped, "StopContainer in the trace")
+    calls = await wait_until(stopped, message="StopContainer in the trace")
     (stop,) = [c for c in calls if c.method == "StopContainer"]
     assert stop.details.get("timeout") == 3
     assert 2500 <= stop.duration_ms <= 8000, stop
@@ -467,5 +452,5 @@ async def test_restart_policies_on_failure_and_never(ctrd_node: ContainerdNode) 
         )
     node.remove_manifest("onfailure-ok.yaml")
     node.remove_manifest("never-fails.yaml")
-    await _gone(node, "onfailure-ok")
-    await _gone(node, "never-fails")
+    await wait_gone(node, "onfailure-ok")
+    await wait_gone(node, "never-fails")

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from minikubelet.cri.v1 import api_pb2 as pb
-from tests.e2e.node import ROOT, Node, container_status, running, wait_for
+from tests.e2e.node import ROOT, Node, container_status, running
 from tests.e2e.support import (
     RuntimeWatch,
     pod_events,
@@ -26,6 +26,7 @@ from tests.e2e.support import (
     traced,
     uid,
 )
+from tests.harness.wait import wait_until
 
 
 def _serve(endpoint: str, out: Path) -> subprocess.Popen[bytes]:
@@ -51,7 +52,7 @@ async def runtime(workdir: Path) -> AsyncIterator[str]:
                 raise AssertionError(f"the runtime exited: {out.read_text()}")
             return True if "serving" in out.read_text() else None
 
-        await wait_for(serving, what="the fake runtime")
+        await wait_until(serving, message="the fake runtime")
         yield endpoint
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -153,7 +154,7 @@ async def test_a_pod_removed_while_the_kubelet_was_down_is_stopped(
             done = {c["container_id"] for c in calls if c["method"] == "RemoveContainer"}
             return calls if done == {*ids, hook_id} else None
 
-        calls = await wait_for(removed, timeout=20, what="the orphans' RemoveContainer")
+        calls = await wait_until(removed, timeout=20, message="the orphans' RemoveContainer")
     finally:
         assert second.stop() == 0
     assert "Traceback" not in second.log()

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.node import Node, container_status, phase, running, wait_for
+from tests.e2e.node import Node, container_status, phase, running
 from tests.e2e.support import (
     acli,
     exec_in,
@@ -24,6 +24,7 @@ from tests.e2e.support import (
     wait_gone,
     waiting_reason,
 )
+from tests.harness.wait import wait_until
 
 
 @pytest.fixture
@@ -70,7 +71,7 @@ async def test_editing_a_manifest_replaces_the_pod(traced_node: Node) -> None:
             same_name = [p for p in await c.pods() if p["metadata"]["name"] == "web-e2e"]
         return True if [uid(p) for p in same_name] == [uid(new)] else None
 
-    await wait_for(only_the_new_one, what="the old pod to be gone")
+    await wait_until(only_the_new_one, message="the old pod to be gone")
     old_events = await pod_events(node, "web", uid(old))
     killing = next(e for e in old_events if e["reason"] == "Killing")
     assert killing["message"] == "Stopping container app"
@@ -83,7 +84,7 @@ async def test_editing_a_manifest_replaces_the_pod(traced_node: Node) -> None:
         calls = trace(node.workdir, "web-e2e")
         return calls if [c["method"] for c in calls].count("StartContainer") == 2 else None
 
-    calls = await wait_for(both_started, what="the second StartContainer in the trace")
+    calls = await wait_until(both_started, message="the second StartContainer in the trace")
     stop = next(c for c in calls if c["method"] == "StopContainer")
     sandboxes = [c for c in calls if c["method"] == "RunPodSandbox"]
     assert len(sandboxes) == 2
@@ -301,7 +302,7 @@ async def test_a_pod_waiting_for_a_host_file_starts_soon_after_it_appears(
         found = [e for e in await pod_events(node, "web") if e["reason"] == "FailedMount"]
         return found[0] if found else None
 
-    failed = await wait_for(failed_mount, what="a FailedMount event")
+    failed = await wait_until(failed_mount, message="a FailedMount event")
     assert failed["type"] == "Warning" and str(wanted) in failed["message"]
     table = await acli(node, "get", "pods")
     row = next(line.split() for line in table.stdout.splitlines() if "web-e2e" in line)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from tests.e2e.node import Node, condition, container_status, phase, running, wait_for
+from tests.e2e.node import Node, condition, container_status, phase, running
 from tests.e2e.support import (
     RuntimeWatch,
     acli,
@@ -26,6 +26,7 @@ from tests.e2e.support import (
     waiting_reason,
     when,
 )
+from tests.harness.wait import wait_until
 
 # -- the example manifests --------------------------------------------------------------
 
@@ -188,7 +189,7 @@ async def test_crash_loop_backs_off_1_2_4_seconds(node: Node) -> None:
             started = [i for i in rt.instances("crasher") if i.started_at > 0]
             return True if len(started) >= count else None
 
-        await wait_for(lambda: instances_started(5), timeout=40, what="five instances")
+        await wait_until(lambda: instances_started(5), timeout=40, message="five instances")
 
     runs = rt.instances("crasher")[:5]
     assert [i.attempt for i in runs] == [0, 1, 2, 3, 4]
@@ -264,7 +265,7 @@ async def test_empty_dir_volumes_live_as_long_as_the_pod(node: Node) -> None:
         gone = await node.pod("shared-scratch") is None and not volumes.exists()
         return True if gone and str(cache) not in _mounts() else None
 
-    await wait_for(cleaned, timeout=30, what="the volumes to be torn down")
+    await wait_until(cleaned, timeout=30, message="the volumes to be torn down")
     assert not (node.root_dir / "pods" / uid(pod)).exists()
 
 
@@ -277,7 +278,7 @@ async def test_downward_api_env_and_files(node: Node) -> None:
         text = await logs(node, "downward", "app")
         return text or None
 
-    text = await wait_for(logged, what="the log line")
+    text = await wait_until(logged, message="the log line")
     assert text == f"I am downward-e2e in default on e2e at {ip}\n"
     out = await exec_in(node, "downward", "app", "printenv", "MEMORY_LIMIT")
     assert out == ("64\n", "", 0)
@@ -377,7 +378,7 @@ async def test_image_pull_errors_back_off(node: Node) -> None:
             seen.append(reason)
         return pod if reason == "ImagePullBackOff" else None
 
-    pod = await wait_for(backing_off, what="ImagePullBackOff", interval=0.03)
+    pod = await wait_until(backing_off, message="ImagePullBackOff", interval=0.03)
     assert phase(pod) == "Pending"
     assert state(pod, "app")["waiting"]["message"] == (
         'Back-off pulling image "example.invalid/nope:1"'
@@ -416,7 +417,7 @@ async def test_image_pull_errors_back_off(node: Node) -> None:
                 return e
         return None
 
-    pulling = await wait_for(pulled_again, timeout=25, what="a second pull", interval=0.03)
+    pulling = await wait_until(pulled_again, timeout=25, message="a second pull", interval=0.03)
     waited = when(pulling["lastTimestamp"]) - when(pulling["firstTimestamp"])
     assert 9 <= waited.total_seconds() <= 17, pulling
 
@@ -424,7 +425,7 @@ async def test_image_pull_errors_back_off(node: Node) -> None:
         await backing_off()
         return True if seen[-1] == "ErrImagePull" else None
 
-    await wait_for(failed_again, timeout=5, what="ErrImagePull again", interval=0.03)
+    await wait_until(failed_again, timeout=5, message="ErrImagePull again", interval=0.03)
     # ErrImagePull after each pull (the first one shows only until the next sync, a moment
     # later), ImagePullBackOff while the back-off lasts
     assert seen[-2:] == ["ImagePullBackOff", "ErrImagePull"], seen

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.e2e.node import Node, container_status, phase, running
+from tests.e2e.support import wait_gone
 
 
 async def test_hello_completes_and_logs(node: Node) -> None:
@@ -22,12 +23,7 @@ async def test_removed_manifest_terminates_the_pod(node: Node) -> None:
     await node.wait_pod("multi", lambda p: running(p, "app", "helper"), what="multi running")
     node.remove_manifest("multi-container.yaml")
 
-    async def gone() -> bool | None:
-        return True if await node.pod("multi") is None else None
-
-    from tests.e2e.node import wait_for
-
-    await wait_for(gone, timeout=30, what="multi to be gone")
+    await wait_gone(node, "multi", timeout=30)
     reasons = [
         e["reason"]
         for e in await node.events()

@@ -24,7 +24,8 @@ from minikubelet import errors
 from minikubelet.cli import stream as streamcmds
 from minikubelet.server.client import LocalClient
 from minikubelet.streaming.client import SPDY, WEBSOCKET, connect_remote_command
-from tests.e2e.node import Node, running, runtime_node, wait_for
+from tests.e2e.node import Node, running, runtime_node
+from tests.harness.wait import wait_until
 
 POD = """apiVersion: v1
 kind: Pod
@@ -267,6 +268,6 @@ async def test_a_hundred_abandoned_streams_leave_nothing_behind(node: tuple[Node
             now = (left, fd_count(runtime.pid), thread_count(runtime.pid))
             return now if now <= (0, baseline_fds, baseline_threads) else None
 
-        await wait_for(
-            settled, timeout=60, interval=0.5, what="no exec'd process, fd or thread left"
+        await wait_until(
+            settled, timeout=60, interval=0.5, message="no exec'd process, fd or thread left"
         )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from textual.pilot import Pilot
 
+from tests.harness.wait import wait_until
 from tui.app import DashboardApp
 from tui.screens import LogsScreen, NodeScreen, PodsScreen, TraceScreen
 from tui.widgets import NodeHeader, PodTable
@@ -15,12 +15,10 @@ from tui.widgets import NodeHeader, PodTable
 async def until(
     pilot: Pilot[None], check: Callable[[], object], *, timeout: float = 10.0, what: str = ""
 ) -> None:
-    """Let the app run until ``check()`` is true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
-        await pilot.pause(0.02)
+    """Let the app run (``pilot.pause``) until ``check()`` is true; fail after ``timeout`` s."""
+    await wait_until(
+        check, timeout=timeout, interval=0.02, message=what or str(check), pause=pilot.pause
+    )
 
 
 def pods_screen(app: DashboardApp) -> PodsScreen:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 from textual.message import Message
 
 from minikubelet.cri.trace import CallRecord
+from tests.harness.wait import wait_until
 from tests.tui.fakes import NOW, fake_feed, fake_kubelet, pod
 from tests.tui.support import cell, header, names, select, table, until
 from tui.app import DashboardApp
@@ -151,13 +151,6 @@ class Collect:
         return [m for m in self.messages if isinstance(m, kind)]
 
 
-async def eventually(check: Callable[[], object], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.01)
-
-
 def call(seq: int, pod_name: str = "default/multi-tui") -> CallRecord:
     return CallRecord(
         seq=seq,
@@ -176,10 +169,14 @@ async def test_trace_is_batched_per_frame() -> None:
     post = Collect()
     task = asyncio.create_task(Feed(api, frame=0.05).follow_trace(post))
     try:
-        await eventually(lambda: post.of(TraceBatch))
+        await wait_until(lambda: post.of(TraceBatch), timeout=5, message="the first batch")
         assert len(post.of(TraceStarted)) == 1
         api.emit(call(100 + i) for i in range(2000))
-        await eventually(lambda: sum(len(b.records) for b in post.of(TraceBatch)) == 2011)
+        await wait_until(
+            lambda: sum(len(b.records) for b in post.of(TraceBatch)) == 2011,
+            timeout=5,
+            message="all 2,011 records",
+        )
     finally:
         task.cancel()
     batches = post.of(TraceBatch)
@@ -194,10 +191,12 @@ async def test_trace_stream_that_breaks_is_reopened() -> None:
     feed = Feed(api, backoff=Backoff(0.01, 2, 0.05))
     task = asyncio.create_task(feed.follow_trace(post))
     try:
-        await eventually(lambda: len(post.of(StreamInterrupted)) >= 2)
+        await wait_until(
+            lambda: len(post.of(StreamInterrupted)) >= 2, timeout=5, message="two interruptions"
+        )
         assert "no kubelet is listening on /fake/kubelet.sock" in post.messages[0].reason  # type: ignore[attr-defined]
         api.reachable = True
-        await eventually(lambda: post.of(TraceBatch))
+        await wait_until(lambda: post.of(TraceBatch), timeout=5, message="a batch once reachable")
     finally:
         task.cancel()
 
@@ -208,10 +207,10 @@ async def test_log_waits_for_its_container_then_follows() -> None:
     feed = Feed(api, backoff=Backoff(0.01, 2, 0.05))
     task = asyncio.create_task(feed.follow_logs("default", "multi-tui", "late", post))
     try:
-        await eventually(lambda: post.of(StreamInterrupted))
+        await wait_until(lambda: post.of(StreamInterrupted), timeout=5, message="an interruption")
         assert 'the log of container "late"' in post.of(StreamInterrupted)[0].reason
         api.log_text[("default", "multi-tui", "late")] = "h\u00e9llo\n".encode()
-        await eventually(lambda: post.of(LogText))
+        await wait_until(lambda: post.of(LogText), timeout=5, message="the log text")
     finally:
         task.cancel()
     assert [type(m) for m in post.messages[-2:]] == [LogStarted, LogText]
@@ -237,10 +236,10 @@ async def test_frame_batch_flushes_once_per_frame() -> None:
     for i in range(100):
         batch.add(i)
     assert flushed == []
-    await eventually(lambda: flushed)
+    await wait_until(lambda: flushed, timeout=5, message="the first flush")
     assert flushed == [list(range(100))]
     batch.add(-1)
     batch.discard()  # gone, and its timer too
     batch.add(2)
-    await eventually(lambda: len(flushed) == 2)
+    await wait_until(lambda: len(flushed) == 2, timeout=5, message="the second flush")
     assert flushed == [list(range(100)), [2]]
