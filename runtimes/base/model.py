@@ -304,11 +304,15 @@ def container_matches(container: Container, f: ContainerFilter) -> bool:
 
 _T = TypeVar("_T")
 
+#: Sandbox and container ids are 64 hex digits; a prefix names one from this length on.
+ID_LENGTH = 64
+MIN_ID_PREFIX = 3
+
 
 def find_by_id(table: Mapping[str, _T], key: str) -> _T | None:
     """By full id, or by a unique id prefix of 3+ characters, as crictl users expect."""
     found = table.get(key)
-    if found is not None or len(key) < 3:
+    if found is not None or len(key) < MIN_ID_PREFIX:
         return found
     matches = [v for k, v in table.items() if k.startswith(key)]
     return matches[0] if len(matches) == 1 else None

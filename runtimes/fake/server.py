@@ -16,23 +16,17 @@ import logging
 import os
 import posixpath
 import re
-import secrets
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
-from minikubelet.errors import (
-    AlreadyExists,
-    DeadlineExceeded,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-)
+from minikubelet.errors import FailedPrecondition, InvalidArgument, NotFound
 from minikubelet.logs import crilog
+from runtimes.base import core
 from runtimes.base import model as m
 from runtimes.base.events import ContainerEvents
+from runtimes.base.names import NameReservations
 from runtimes.fake import program as prog
 from runtimes.fake.images import FakeImages
 
@@ -41,7 +35,7 @@ log = logging.getLogger(__name__)
 RUNTIME_NAME = "minikubelet-fake"
 RUNTIME_VERSION = "0.1.0"
 POD_CIDR = ipaddress.ip_network("10.88.0.0/16")
-EXIT_SIGKILL = 137
+EXIT_SIGKILL = core.signal_exit_code(9)
 POD_UID_LABEL = "io.kubernetes.pod.uid"
 
 
@@ -71,10 +65,6 @@ class _Process:
     task: asyncio.Task[None] | None = None
 
 
-def _new_id() -> str:
-    return secrets.token_hex(32)
-
-
 class FakeRuntime:
     """RuntimeService semantics with simulated processes. Call :meth:`run` before use."""
 
@@ -83,8 +73,7 @@ class FakeRuntime:
         self.clock: Clock = clock or RealClock()
         self._sandboxes: dict[str, m.PodSandbox] = {}
         self._containers: dict[str, m.Container] = {}
-        self._sandbox_names: dict[tuple[str, str, str, int], str] = {}
-        self._container_names: dict[tuple[str, str, int], str] = {}
+        self._names = NameReservations()
         self._by_sandbox: dict[str, set[str]] = {}
         #: sandbox and container ids by their io.kubernetes.pod.uid label: the kubelet's
         #: per-pod listings stay cheap with thousands of pods
@@ -148,34 +137,23 @@ class FakeRuntime:
             self._uid_index.pop(uid, None)
 
     def _sandbox(self, sandbox_id: str) -> m.PodSandbox:
-        found = m.find_by_id(self._sandboxes, sandbox_id)
-        if found is None:
-            raise NotFound(f"pod sandbox {sandbox_id!r} not found")
-        return found
+        return core.get_sandbox(self._sandboxes, sandbox_id)
 
     def _container(self, container_id: str) -> m.Container:
-        found = m.find_by_id(self._containers, container_id)
-        if found is None:
-            raise NotFound(f"container {container_id!r} not found")
-        return found
+        return core.get_container(self._containers, container_id)
 
     # -- sandboxes ---------------------------------------------------------------
 
     async def run_pod_sandbox(self, spec: m.PodSandboxSpec) -> str:
         md = spec.metadata
-        key = (md.name, md.namespace, md.uid, md.attempt)
-        if key in self._sandbox_names:
-            raise AlreadyExists(
-                f"pod sandbox name {md.namespace}/{md.name} (uid {md.uid}, attempt {md.attempt})"
-                f" is reserved for {self._sandbox_names[key]}"
-            )
-        if spec.runtime_handler:
-            raise NotFound(
-                f"runtime handler {spec.runtime_handler!r} is not configured "
-                "(the simulated runtime has only the default handler)"
-            )
-        sandbox_id = _new_id()
-        ip = "" if spec.namespaces.network == 2 else self._allocate_ip()
+        sandbox_id = core.new_id()
+        with self._names.sandbox(md, sandbox_id):
+            if spec.runtime_handler:
+                raise NotFound(
+                    f"runtime handler {spec.runtime_handler!r} is not configured "
+                    "(the simulated runtime has only the default handler)"
+                )
+            ip = "" if spec.namespaces.network == 2 else self._allocate_ip()
         self._sandboxes[sandbox_id] = m.PodSandbox(
             id=sandbox_id,
             spec=spec,
@@ -183,7 +161,6 @@ class FakeRuntime:
             created_at=self.clock.now_ns(),
             ip=ip,
         )
-        self._sandbox_names[key] = sandbox_id
         self._by_sandbox[sandbox_id] = set()
         self._index(spec.labels, sandbox_id)
         log.info(
@@ -205,11 +182,9 @@ class FakeRuntime:
         self._next_ip += 1
         return ip
 
+    @core.idempotent
     async def stop_pod_sandbox(self, sandbox_id: str) -> None:
-        try:
-            sandbox = self._sandbox(sandbox_id)
-        except NotFound:
-            return  # already gone: stopping is idempotent
+        sandbox = self._sandbox(sandbox_id)
         for cid in list(self._by_sandbox.get(sandbox.id, ())):
             await self._stop(self._containers[cid], 0)
         if sandbox.state == m.SandboxState.READY:
@@ -219,16 +194,13 @@ class FakeRuntime:
                 self._free_ips.append(sandbox.ip)
             log.info("sandbox %s stopped", sandbox.id[:13])
 
+    @core.idempotent
     async def remove_pod_sandbox(self, sandbox_id: str) -> None:
-        try:
-            sandbox = self._sandbox(sandbox_id)
-        except NotFound:
-            return
+        sandbox = self._sandbox(sandbox_id)
         await self.stop_pod_sandbox(sandbox.id)
         for cid in list(self._by_sandbox.get(sandbox.id, ())):
             await self.remove_container(cid)
-        md = sandbox.metadata
-        self._sandbox_names.pop((md.name, md.namespace, md.uid, md.attempt), None)
+        self._names.release_sandbox(sandbox.metadata, sandbox.id)
         self._by_sandbox.pop(sandbox.id, None)
         self._unindex(sandbox.spec.labels, sandbox.id)
         del self._sandboxes[sandbox.id]
@@ -239,74 +211,54 @@ class FakeRuntime:
 
     async def list_pod_sandbox(self, filter: m.SandboxFilter) -> Sequence[m.PodSandbox]:
         uid = filter.label_selector.get(POD_UID_LABEL)
-        if filter.id:
-            found = m.find_by_id(self._sandboxes, filter.id)
-            candidates: Sequence[m.PodSandbox] = [found] if found else []
-        elif uid is not None:
+        candidates = None
+        if uid is not None:
             ids = self._uid_index.get(uid, set())
             candidates = [self._sandboxes[i] for i in ids if i in self._sandboxes]
-        else:
-            candidates = list(self._sandboxes.values())
-        return [s for s in candidates if m.sandbox_matches(s, filter)]
+        return core.filter_sandboxes(self._sandboxes, filter, candidates)
 
     # -- containers --------------------------------------------------------------
 
     async def create_container(
         self, sandbox_id: str, spec: m.ContainerSpec, sandbox_spec: m.PodSandboxSpec | None
     ) -> str:
-        sandbox = self._sandbox(sandbox_id)
-        if sandbox.state != m.SandboxState.READY:
-            raise FailedPrecondition(f"pod sandbox {sandbox.id} is not ready")
-        key = (sandbox.id, spec.metadata.name, spec.metadata.attempt)
-        if key in self._container_names:
-            raise AlreadyExists(
-                f"container name {spec.metadata.name!r} (attempt {spec.metadata.attempt}) in pod"
-                f" sandbox {sandbox.id} is reserved for {self._container_names[key]}"
+        sandbox = core.require_ready(self._sandbox(sandbox_id))
+        container_id = core.new_id()
+        with self._names.container(sandbox.id, spec.metadata, container_id):
+            resolved = self.images.resolve(spec.image)
+            if resolved is None:
+                raise core.image_not_pulled(spec.image)
+            image, image_name = resolved
+            log_path = m.container_log_path(sandbox.spec.log_directory, spec.log_path)
+            container = m.Container(
+                id=container_id,
+                sandbox_id=sandbox.id,
+                spec=spec,
+                image_ref=image.id,
+                image_name=image_name,
+                repo_digest=image.repo_digests[0] if image.repo_digests else "",
+                state=m.ContainerState.CREATED,
+                created_at=self.clock.now_ns(),
+                log_path=log_path,
             )
-        resolved = self.images.resolve(spec.image)
-        if resolved is None:
-            raise NotFound(f"image {spec.image!r} not found: pull it first")
-        image, image_name = resolved
-        log_path = m.container_log_path(sandbox.spec.log_directory, spec.log_path)
-        container_id = _new_id()
-        container = m.Container(
-            id=container_id,
-            sandbox_id=sandbox.id,
-            spec=spec,
-            image_ref=image.id,
-            image_name=image_name,
-            repo_digest=image.repo_digests[0] if image.repo_digests else "",
-            state=m.ContainerState.CREATED,
-            created_at=self.clock.now_ns(),
-            log_path=log_path,
-        )
-        if log_path:
-            await asyncio.to_thread(_touch_log, log_path)
+            if log_path:
+                await asyncio.to_thread(core.create_log_file, log_path)
         self._containers[container_id] = container
-        self._container_names[key] = container_id
         self._index(spec.labels, container_id)
         self._by_sandbox[sandbox.id].add(container_id)
         self._emit(container, m.ContainerEventType.CREATED)
         return container_id
 
     async def start_container(self, container_id: str) -> None:
-        container = self._container(container_id)
-        if container.state != m.ContainerState.CREATED:
-            raise FailedPrecondition(
-                f"container {container.id} is in state {container.state.name}, not CREATED"
-            )
-        sandbox = self._sandboxes[container.sandbox_id]
-        if sandbox.state != m.SandboxState.READY:
-            raise FailedPrecondition(f"pod sandbox {sandbox.id} is not ready")
-        if self._tasks is None:
-            raise FailedPrecondition("the simulated runtime is not running")
+        container = core.require_created(self._container(container_id))
+        core.require_ready(self._sandboxes[container.sandbox_id])
+        core.require_serving(self._tasks is not None, "simulated")
+        assert self._tasks is not None
         program = prog.parse(container.spec.command, container.spec.args)
         proc = _Process(program)
         self._processes[container.id] = proc
-        container.state = m.ContainerState.RUNNING
-        container.started_at = self.clock.now_ns()
-        container.pid = 1000 + int(hashlib.sha256(container.id.encode()).hexdigest()[:5], 16)
-        container.generation += 1
+        pid = 1000 + int(hashlib.sha256(container.id.encode()).hexdigest()[:5], 16)
+        core.mark_started(container, self.clock.now_ns(), pid)
         self._emit(container, m.ContainerEventType.STARTED)
         proc.task = self._tasks.create_task(
             self._play(container, proc), name=f"fake-container-{container.id[:13]}"
@@ -461,30 +413,18 @@ class FakeRuntime:
             proc.pending.clear()
             with contextlib.suppress(OSError):
                 _append(container.log_path, tail)  # a line or two, at exit
-        container.state = m.ContainerState.EXITED
-        container.exit_code = code
-        container.finished_at = self.clock.now_ns()
-        container.reason = "Completed" if code == 0 else "Error"
-        container.pid = 0
-        container.generation += 1
+        core.mark_exited(container, code, self.clock.now_ns())
         proc.done.set()
         self._emit(container, m.ContainerEventType.STOPPED)
 
+    @core.idempotent
     async def stop_container(self, container_id: str, timeout: int) -> None:
-        try:
-            container = self._container(container_id)
-        except NotFound:
-            return  # already removed: stopping is idempotent
-        await self._stop(container, timeout)
+        await self._stop(self._container(container_id), timeout)
 
     async def _stop(self, container: m.Container, timeout: int) -> None:
         if container.state == m.ContainerState.CREATED:
             # never started: it simply becomes exited, as runc does with a created container
-            container.state = m.ContainerState.EXITED
-            container.exit_code = EXIT_SIGKILL if timeout <= 0 else 0
-            container.finished_at = self.clock.now_ns()
-            container.reason = "Error" if container.exit_code else "Completed"
-            container.generation += 1
+            core.mark_exited(container, EXIT_SIGKILL if timeout <= 0 else 0, self.clock.now_ns())
             return
         proc = self._processes.get(container.id)
         if container.state != m.ContainerState.RUNNING or proc is None:
@@ -498,17 +438,13 @@ class FakeRuntime:
             proc.kill.set()
             await proc.done.wait()
 
+    @core.idempotent
     async def remove_container(self, container_id: str) -> None:
-        try:
-            container = self._container(container_id)
-        except NotFound:
-            return
+        container = self._container(container_id)
         if container.state == m.ContainerState.RUNNING:
             await self._stop(container, 0)
         self._processes.pop(container.id, None)
-        self._container_names.pop(
-            (container.sandbox_id, container.metadata.name, container.metadata.attempt), None
-        )
+        self._names.release_container(container.sandbox_id, container.metadata, container.id)
         self._by_sandbox.get(container.sandbox_id, set()).discard(container.id)
         self._unindex(container.spec.labels, container.id)
         del self._containers[container.id]
@@ -518,26 +454,21 @@ class FakeRuntime:
         return self._container(container_id)
 
     async def list_containers(self, filter: m.ContainerFilter) -> Sequence[m.Container]:
-        if filter.id:
-            found = m.find_by_id(self._containers, filter.id)
-            candidates: Sequence[m.Container] = [found] if found else []
-        elif filter.pod_sandbox_id:
+        filter = core.resolve_sandbox_prefix(filter, self._sandboxes)
+        candidates = None
+        if filter.pod_sandbox_id:
             ids = self._by_sandbox.get(filter.pod_sandbox_id, set())
             candidates = [self._containers[i] for i in ids]
         elif POD_UID_LABEL in filter.label_selector:
             ids = self._uid_index.get(filter.label_selector[POD_UID_LABEL], set())
             candidates = [self._containers[i] for i in ids if i in self._containers]
-        else:
-            candidates = list(self._containers.values())
-        if filter.state is None and not filter.label_selector and not filter.pod_sandbox_id:
-            return candidates
-        return [c for c in candidates if m.container_matches(c, filter)]
+        return core.filter_containers(self._containers, filter, candidates)
 
     async def exec_sync(self, container_id: str, cmd: Sequence[str], timeout: int) -> m.ExecResult:
-        container = self._container(container_id)
+        container = core.require_running(self._container(container_id))
         proc = self._processes.get(container.id)
-        if container.state != m.ContainerState.RUNNING or proc is None:
-            raise FailedPrecondition(f"container {container.id} is not running")
+        if proc is None:
+            raise core.container_not_running(container.id)
         program = prog.parse(list(cmd), [])
         if program.forever and not program.steps and not _is_forever_command(cmd):
             return m.ExecResult(b"", b"", 0)  # a command the simulation does not model
@@ -548,9 +479,7 @@ class FakeRuntime:
             async with asyncio.timeout(timeout if timeout > 0 else None):
                 status = await self._exec_steps(container, proc, program, out, err)
         except TimeoutError:
-            raise DeadlineExceeded(
-                f"command {list(cmd)} timed out after {timeout}s in container {container.id}"
-            ) from None
+            raise core.exec_timed_out(cmd, timeout, container.id) from None
         return m.ExecResult(bytes(out), bytes(err), status)
 
     async def _exec_steps(
@@ -594,11 +523,9 @@ class FakeRuntime:
         return status
 
     async def reopen_container_log(self, container_id: str) -> None:
-        container = self._container(container_id)
-        if container.state != m.ContainerState.RUNNING:
-            raise FailedPrecondition(f"container {container.id} is not running")
+        container = core.require_running(self._container(container_id))
         if container.log_path:
-            await asyncio.to_thread(_touch_log, container.log_path)
+            await asyncio.to_thread(core.create_log_file, container.log_path)
 
     def _stats(self, c: m.Container) -> m.ContainerStats:
         now = self.clock.now_ns()
@@ -655,12 +582,6 @@ def _expand(text: str, container: m.Container) -> str:
 
 def _is_forever_command(cmd: Sequence[str]) -> bool:
     return bool(cmd) and posixpath.basename(cmd[0]) == "sleep"
-
-
-def _touch_log(path: str) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-    os.close(fd)
 
 
 def _append(path: str, text: str) -> None:

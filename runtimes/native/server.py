@@ -16,23 +16,17 @@ import contextlib
 import json
 import logging
 import os
-import secrets
 import shutil
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from minikubelet.errors import (
-    AlreadyExists,
-    CRIError,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-)
+from minikubelet.errors import CRIError, FailedPrecondition, InvalidArgument, NotFound
+from runtimes.base import core, netns
 from runtimes.base import model as m
-from runtimes.base import netns
 from runtimes.base.events import ContainerEvents
+from runtimes.base.names import NameReservations
 from runtimes.native.images.service import NativeImages
 from runtimes.native.namespaces import NamespaceManager
 from runtimes.native.network import files as sandbox_files
@@ -52,10 +46,6 @@ RUNTIME_VERSION = "0.1.0"
 NODE, POD, CONTAINER = 2, 0, 1  # the CRI's NamespaceMode
 SHM_SIZE = "64m"
 MONITOR_PERIOD = 0.5
-
-
-def _new_id() -> str:
-    return secrets.token_hex(32)
 
 
 async def _run(*argv: str) -> None:
@@ -92,8 +82,7 @@ class NativeRuntime:
         self._containers: dict[str, m.Container] = {}
         self._handles: dict[str, ContainerHandle] = {}
         self._layers: dict[str, list[Path]] = {}
-        self._sandbox_names: dict[tuple[str, str, str, int], str] = {}
-        self._container_names: dict[tuple[str, str, int], str] = {}
+        self._names = NameReservations()
         self._events = ContainerEvents()
         self._locks: dict[str, asyncio.Lock] = {}
         self._write_locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -137,15 +126,13 @@ class NativeRuntime:
         for record in await asyncio.to_thread(self.state.load_all, "sandboxes"):
             sandbox = from_jsonable(m.PodSandbox, record)
             self._sandboxes[sandbox.id] = sandbox
-            md = sandbox.metadata
-            self._sandbox_names[(md.name, md.namespace, md.uid, md.attempt)] = sandbox.id
+            self._names.reserve_sandbox(sandbox.metadata, sandbox.id)
         for record in await asyncio.to_thread(self.state.load_all, "containers"):
             container = from_jsonable(m.Container, record["container"])
             self._containers[container.id] = container
             self._handles[container.id] = ContainerHandle(**record["handle"])
             self._layers[container.id] = [Path(p) for p in record.get("layers", [])]
-            md = container.metadata
-            self._container_names[(container.sandbox_id, md.name, md.attempt)] = container.id
+            self._names.reserve_container(container.sandbox_id, container.metadata, container.id)
         for container in list(self._containers.values()):
             if container.state is m.ContainerState.RUNNING:
                 await self._refresh(container)
@@ -230,26 +217,16 @@ class NativeRuntime:
     # -- sandboxes -------------------------------------------------------------------
 
     def _sandbox(self, sandbox_id: str) -> m.PodSandbox:
-        found = m.find_by_id(self._sandboxes, sandbox_id)
-        if found is None:
-            raise NotFound(f"pod sandbox {sandbox_id!r} not found")
-        assert isinstance(found, m.PodSandbox)
-        return found
+        return core.get_sandbox(self._sandboxes, sandbox_id)
 
     def _sandbox_dir(self, sandbox_id: str) -> Path:
         return self.root / "sandboxes" / sandbox_id
 
     async def run_pod_sandbox(self, spec: m.PodSandboxSpec) -> str:
         md = spec.metadata
-        key = (md.name, md.namespace, md.uid, md.attempt)
-        if key in self._sandbox_names:
-            raise AlreadyExists(
-                f"pod sandbox name {md.namespace}/{md.name} (uid {md.uid}, attempt {md.attempt})"
-                f" is reserved for {self._sandbox_names[key]}"
-            )
-        self._handler_binary(spec.runtime_handler)
-        sandbox_id = _new_id()
-        self._sandbox_names[key] = sandbox_id
+        sandbox_id = core.new_id()
+        with self._names.sandbox(md, sandbox_id):
+            self._handler_binary(spec.runtime_handler)
         host_network = spec.namespaces.network == NODE
         directory = self._sandbox_dir(sandbox_id)
         created: list[str] = []
@@ -298,7 +275,7 @@ class NativeRuntime:
             await self._save_sandbox(sandbox)
         except BaseException:
             await self._undo_sandbox(sandbox_id, created)
-            self._sandbox_names.pop(key, None)
+            self._names.release_sandbox(md, sandbox_id)
             self._sandboxes.pop(sandbox_id, None)
             raise
         log.info(
@@ -324,11 +301,9 @@ class NativeRuntime:
             await self.namespaces.remove(sandbox_id)
         await asyncio.to_thread(shutil.rmtree, directory, True)
 
+    @core.idempotent
     async def stop_pod_sandbox(self, sandbox_id: str) -> None:
-        try:
-            sandbox = self._sandbox(sandbox_id)
-        except NotFound:
-            return
+        sandbox = self._sandbox(sandbox_id)
         async with self._lock(sandbox.id):
             for container in self._containers_of(sandbox.id):
                 await self._stop(container, 0)
@@ -339,18 +314,15 @@ class NativeRuntime:
                 await self._save_sandbox(sandbox)
                 log.info("sandbox %s stopped", sandbox.id[:13])
 
+    @core.idempotent
     async def remove_pod_sandbox(self, sandbox_id: str) -> None:
-        try:
-            sandbox = self._sandbox(sandbox_id)
-        except NotFound:
-            return
+        sandbox = self._sandbox(sandbox_id)
         await self.stop_pod_sandbox(sandbox.id)
         for container in self._containers_of(sandbox.id):
             await self.remove_container(container.id)
         async with self._lock(sandbox.id):
             await self._undo_sandbox(sandbox.id, ("network",))
-            md = sandbox.metadata
-            self._sandbox_names.pop((md.name, md.namespace, md.uid, md.attempt), None)
+            self._names.release_sandbox(sandbox.metadata, sandbox.id)
             self._sandboxes.pop(sandbox.id, None)
             await self._delete_record("sandboxes", sandbox.id)
         log.info("sandbox %s removed", sandbox.id[:13])
@@ -359,12 +331,7 @@ class NativeRuntime:
         return self._sandbox(sandbox_id)
 
     async def list_pod_sandbox(self, filter: m.SandboxFilter) -> Sequence[m.PodSandbox]:
-        if filter.id:
-            found = m.find_by_id(self._sandboxes, filter.id)
-            candidates = [found] if found else []
-        else:
-            candidates = list(self._sandboxes.values())
-        return [s for s in candidates if m.sandbox_matches(s, filter)]
+        return core.filter_sandboxes(self._sandboxes, filter)
 
     # -- containers ----------------------------------------------------------------
 
@@ -372,11 +339,7 @@ class NativeRuntime:
         return [c for c in self._containers.values() if c.sandbox_id == sandbox_id]
 
     def _container(self, container_id: str) -> m.Container:
-        found = m.find_by_id(self._containers, container_id)
-        if found is None:
-            raise NotFound(f"container {container_id!r} not found")
-        assert isinstance(found, m.Container)
-        return found
+        return core.get_container(self._containers, container_id)
 
     def _sandbox_info(
         self, sandbox: m.PodSandbox, container: m.ContainerSpec
@@ -416,29 +379,16 @@ class NativeRuntime:
     async def create_container(
         self, sandbox_id: str, spec: m.ContainerSpec, sandbox_spec: m.PodSandboxSpec | None
     ) -> str:
-        sandbox = self._sandbox(sandbox_id)
-        if sandbox.state is not m.SandboxState.READY:
-            raise FailedPrecondition(f"pod sandbox {sandbox.id} is not ready")
-        key = (sandbox.id, spec.metadata.name, spec.metadata.attempt)
-        if key in self._container_names:
-            raise AlreadyExists(
-                f"container name {spec.metadata.name!r} (attempt {spec.metadata.attempt}) in pod"
-                f" sandbox {sandbox.id} is reserved for {self._container_names[key]}"
-            )
-        resolved = await self.images.resolve(spec.image)
-        if resolved is None:
-            raise NotFound(f"image {spec.image!r} not found: pull it first")
-        image, image_name = resolved
-        for mount in spec.mounts:
-            if not mount.host_path or not os.path.isabs(mount.host_path):
-                raise InvalidArgument(f"mount {mount.container_path!r}: host path must be absolute")
-            if not await asyncio.to_thread(os.path.exists, mount.host_path):
-                raise InvalidArgument(
-                    f"mount {mount.container_path!r}: host path {mount.host_path!r} does not exist"
-                )
-        log_path = m.container_log_path(sandbox.spec.log_directory, spec.log_path)
-        container_id = _new_id()
-        self._container_names[key] = container_id
+        sandbox = core.require_ready(self._sandbox(sandbox_id))
+        container_id = core.new_id()
+        with self._names.container(sandbox.id, spec.metadata, container_id):
+            resolved = await self.images.resolve(spec.image)
+            if resolved is None:
+                raise core.image_not_pulled(spec.image)
+            image, image_name = resolved
+            for mount in spec.mounts:
+                await _check_mount(mount)
+            log_path = m.container_log_path(sandbox.spec.log_directory, spec.log_path)
         bundle = self.storage.container_dir(container_id)
         try:
             config = await self.images.image_config(image.id)
@@ -516,7 +466,7 @@ class NativeRuntime:
             self._containers[container_id] = container
             await self._save_container(container)
         except BaseException:
-            self._container_names.pop(key, None)
+            self._names.release_container(sandbox.id, spec.metadata, container_id)
             self._containers.pop(container_id, None)
             handle_ = self._handles.pop(container_id, None)
             if handle_ is not None:
@@ -531,15 +481,11 @@ class NativeRuntime:
     async def start_container(self, container_id: str) -> None:
         container = self._container(container_id)
         async with self._lock(container.id):
-            if container.state is not m.ContainerState.CREATED:
-                raise FailedPrecondition(
-                    f"container {container.id} is in state {container.state.name}, not CREATED"
-                )
+            core.require_created(container)
             await self.oci.start(self._handles[container.id])
-            container.state = m.ContainerState.RUNNING
-            container.started_at = time.time_ns()
+            started_at = time.time_ns()
             state = await self.oci.state(self._handles[container.id])
-            container.pid = state.pid if state is not None else 0
+            core.mark_started(container, started_at, state.pid if state is not None else 0)
             await self._save_container(container)
         self._emit(container, m.ContainerEventType.STARTED)
 
@@ -551,20 +497,15 @@ class NativeRuntime:
         status = await self.oci.exit_status(handle)
         if status is None or container.state is not m.ContainerState.RUNNING:
             return  # still running, or another caller recorded the exit meanwhile
-        container.state = m.ContainerState.EXITED
-        container.exit_code = status.exit_code
-        container.finished_at = status.finished_at
-        container.reason = status.reason
-        container.pid = 0
+        core.mark_exited(
+            container, status.exit_code, status.finished_at, oom_killed=status.oom_killed
+        )
         await self._save_container(container)
         self._emit(container, m.ContainerEventType.STOPPED)
 
+    @core.idempotent
     async def stop_container(self, container_id: str, timeout: int) -> None:
-        try:
-            container = self._container(container_id)
-        except NotFound:
-            return
-        await self._stop(container, timeout)
+        await self._stop(self._container(container_id), timeout)
 
     async def _stop(self, container: m.Container, timeout: int) -> None:
         async with self._lock(container.id):
@@ -573,21 +514,20 @@ class NativeRuntime:
                 return
             handle = self._handles[container.id]
             status = await self.oci.stop(handle, max(timeout, 0))
-            if _has_exited(container):
+            if core.has_exited(container):
                 return  # a concurrent status call recorded the exit while it stopped
-            container.state = m.ContainerState.EXITED
-            container.exit_code = status.exit_code
-            container.finished_at = status.finished_at or time.time_ns()
-            container.reason = status.reason
-            container.pid = 0
+            core.mark_exited(
+                container,
+                status.exit_code,
+                status.finished_at or time.time_ns(),
+                oom_killed=status.oom_killed,
+            )
             await self._save_container(container)
         self._emit(container, m.ContainerEventType.STOPPED)
 
+    @core.idempotent
     async def remove_container(self, container_id: str) -> None:
-        try:
-            container = self._container(container_id)
-        except NotFound:
-            return
+        container = self._container(container_id)
         await self._stop(container, 0)
         async with self._lock(container.id):
             handle = self._handles.get(container.id)
@@ -595,8 +535,7 @@ class NativeRuntime:
                 await self.oci.delete(handle)
             with contextlib.suppress(StorageError):
                 await self.storage.remove(container.id)
-            md = container.metadata
-            self._container_names.pop((container.sandbox_id, md.name, md.attempt), None)
+            self._names.release_container(container.sandbox_id, container.metadata, container.id)
             self._containers.pop(container.id, None)
             self._handles.pop(container.id, None)
             self._layers.pop(container.id, None)
@@ -609,39 +548,27 @@ class NativeRuntime:
         return container
 
     async def list_containers(self, filter: m.ContainerFilter) -> Sequence[m.Container]:
-        if filter.id:
-            found = m.find_by_id(self._containers, filter.id)
-            candidates = [found] if found else []
-        else:
-            candidates = list(self._containers.values())
-        for c in candidates:
-            await self._refresh(c)
-        return [c for c in candidates if m.container_matches(c, filter)]
+        filter = core.resolve_sandbox_prefix(filter, self._sandboxes)
+        by_id = core.filter_containers(self._containers, m.ContainerFilter(id=filter.id))
+        for c in by_id:
+            await self._refresh(c)  # states are current before they are matched
+        return core.filter_containers(self._containers, filter, by_id)
 
     async def exec_sync(self, container_id: str, cmd: Sequence[str], timeout: int) -> m.ExecResult:
-        container = self._container(container_id)
-        await self._refresh(container)
-        if container.state is not m.ContainerState.RUNNING:
-            raise FailedPrecondition(f"container {container.id} is not running")
+        container = await self._running(container_id)
         result = await self.oci.exec_sync(self._handles[container.id], list(cmd), timeout)
         return m.ExecResult(result.stdout, result.stderr, result.exit_code)
 
     # -- streaming (the StreamingBackend the streaming server drives) --------------------
 
     async def _running(self, container_id: str) -> m.Container:
+        """The container, refreshed, if it still runs."""
         container = self._container(container_id)
         await self._refresh(container)
-        if container.state is not m.ContainerState.RUNNING:
-            raise FailedPrecondition(
-                f"container {container.id} is in state {container.state.name}, not RUNNING"
-            )
-        return container
+        return core.require_running(container)
 
     def _ready(self, sandbox_id: str) -> m.PodSandbox:
-        sandbox = self._sandbox(sandbox_id)
-        if sandbox.state is not m.SandboxState.READY:
-            raise FailedPrecondition(f"pod sandbox {sandbox.id} is not ready")
-        return sandbox
+        return core.require_ready(self._sandbox(sandbox_id))
 
     async def check_exec(self, container_id: str) -> None:
         """NotFound / FailedPrecondition unless the container (or a unique id prefix) runs."""
@@ -654,11 +581,10 @@ class NativeRuntime:
         self, container_id: str, cmd: Sequence[str], *, tty: bool, stdin: bool
     ) -> m.StreamIO:
         """``runc exec`` of ``cmd`` (see :mod:`runtimes.native.streaming`)."""
-        if not cmd:
-            raise InvalidArgument("exec: empty command")
+        argv = core.require_command(cmd)
         container = await self._running(container_id)
         return await ExecStream.start(
-            self.oci, self._handles[container.id], list(cmd), tty=tty, stdin=stdin
+            self.oci, self._handles[container.id], argv, tty=tty, stdin=stdin
         )
 
     async def attach_stream(self, container_id: str, *, tty: bool, stdin: bool) -> m.StreamIO:
@@ -685,10 +611,7 @@ class NativeRuntime:
         return await netns.connect(path, port)
 
     async def reopen_container_log(self, container_id: str) -> None:
-        container = self._container(container_id)
-        await self._refresh(container)
-        if container.state is not m.ContainerState.RUNNING:
-            raise FailedPrecondition(f"container {container.id} is not running")
+        container = await self._running(container_id)
         await self.oci.reopen_log(self._handles[container.id])
 
     async def _stats(self, container: m.Container) -> m.ContainerStats:
@@ -752,6 +675,11 @@ def _host_device(path: str) -> Any:
         raise InvalidArgument(f"device {path!r}: {exc}") from None
 
 
-def _has_exited(container: m.Container) -> bool:
-    """Read after an await: another task may have recorded the exit meanwhile."""
-    return container.state is m.ContainerState.EXITED
+async def _check_mount(mount: m.Mount) -> None:
+    """A bind mount's host path must be absolute and exist (CRI-O refuses it otherwise)."""
+    if not mount.host_path or not os.path.isabs(mount.host_path):
+        raise InvalidArgument(f"mount {mount.container_path!r}: host path must be absolute")
+    if not await asyncio.to_thread(os.path.exists, mount.host_path):
+        raise InvalidArgument(
+            f"mount {mount.container_path!r}: host path {mount.host_path!r} does not exist"
+        )

@@ -77,6 +77,7 @@ from minikubelet.errors import (
     NotFound,
     Unavailable,
 )
+from runtimes.base.core import exit_reason
 from runtimes.base.model import ExecResult
 from runtimes.native.oci import cgroups
 
@@ -195,9 +196,7 @@ class ExitStatus:
     @property
     def reason(self) -> str:
         """The CRI container status reason, as CRI-O gives it."""
-        if self.oom_killed:
-            return "OOMKilled"
-        return "Completed" if self.exit_code == 0 else "Error"
+        return exit_reason(self.exit_code, oom_killed=self.oom_killed)
 
 
 class ExecProcess(Protocol):
