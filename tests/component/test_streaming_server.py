@@ -32,6 +32,7 @@ from minikubelet.streaming.client import (
     connect_remote_command,
 )
 from runtimes.base.streaming import StreamingServer
+from runtimes.base.streaming.connection import cancel_and_wait
 from tests.harness.localstream import LocalBackend
 
 
@@ -275,30 +276,45 @@ async def test_spdy_tty_resize(server: Server) -> None:
 async def test_spdy_upgrade_without_a_common_protocol_is_refused(server: Server) -> None:
     srv, _, _ = server
     url = await exec_url(srv, ["true"])
-    host, port = srv.base_url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(
-        f"POST {url.removeprefix(srv.base_url)} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
-        "Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v1.channel.k8s.io\r\n\r\n".encode()
-    )
-    head = (await reader.readuntil(b"\r\n\r\n")).decode()
+    _, writer, head = await spdy_upgrade(srv, url, "v1.channel.k8s.io")
     writer.close()
     assert head.startswith("HTTP/1.1 403")
     assert "X-Accepted-Stream-Protocol-Versions: v4.channel.k8s.io" in head
+
+
+async def spdy_upgrade(
+    srv: StreamingServer, url: str, *protocols: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
+    """A raw connection upgraded to SPDY at ``url``, and the server's response head."""
+    host, port = srv.base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    versions = "".join(f"X-Stream-Protocol-Version: {p}\r\n" for p in protocols)
+    writer.write(
+        f"POST {url.removeprefix(srv.base_url)} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+        f"Upgrade: SPDY/3.1\r\n{versions}\r\n".encode()
+    )
+    head = (await reader.readuntil(b"\r\n\r\n")).decode()
+    return reader, writer, head
+
+
+async def frames_until(
+    reader: asyncio.StreamReader, parser: spdy.FrameReader, done: type[spdy.Frame]
+) -> list[spdy.Frame]:
+    """Frames from the server up to and including the first ``done`` frame (or EOF)."""
+    frames: list[spdy.Frame] = []
+    while not any(isinstance(f, done) for f in frames):
+        data = await asyncio.wait_for(reader.read(65536), 10)
+        if not data:
+            break
+        frames += parser.feed(data)
+    return frames
 
 
 async def test_spdy_frames_on_the_wire(server: Server) -> None:
     """Raw frames, as client-go sends them, and the server's answers byte by byte."""
     srv, _, _ = server
     url = await exec_url(srv, ["echo", "raw"], stderr=False)
-    host, port = srv.base_url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(
-        f"POST {url.removeprefix(srv.base_url)} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
-        "Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n"
-        "X-Stream-Protocol-Version: v3.channel.k8s.io\r\n\r\n".encode()
-    )
-    head = (await reader.readuntil(b"\r\n\r\n")).decode()
+    reader, writer, head = await spdy_upgrade(srv, url, "v4.channel.k8s.io", "v3.channel.k8s.io")
     assert head.startswith("HTTP/1.1 101 Switching Protocols\r\n")
     assert "Upgrade: SPDY/3.1" in head and "X-Stream-Protocol-Version: v4.channel.k8s.io" in head
     out = spdy.FrameWriter()
@@ -308,13 +324,7 @@ async def test_spdy_frames_on_the_wire(server: Server) -> None:
     writer.write(syn1)
     writer.write(out.write(spdy.SynStream(3, (("streamType", "stdout"),))))
     await writer.drain()
-    frames: list[spdy.Frame] = []
-    parser = spdy.FrameReader()
-    while not any(isinstance(f, spdy.GoAway) for f in frames):
-        data = await asyncio.wait_for(reader.read(65536), 10)
-        if not data:
-            break
-        frames += parser.feed(data)
+    frames = await frames_until(reader, spdy.FrameReader(), spdy.GoAway)
     writer.close()
     replies = [f for f in frames if isinstance(f, spdy.SynReply)]
     assert [r.stream_id for r in replies] == [1, 3]
@@ -328,13 +338,53 @@ async def test_spdy_frames_on_the_wire(server: Server) -> None:
     assert goaway == [spdy.GoAway(3, spdy.GoAwayStatus.OK)]
 
 
-async def test_spdy_ping_is_answered_and_server_ids_are_refused(server: Server) -> None:
+async def test_spdy_ping_is_answered(server: Server) -> None:
     srv, _, _ = server
     url = await exec_url(srv, ["sleep", "5"])
     command = await connect_remote_command(url, stdin=False, transport=SPDY)
     session = command._session  # type: ignore[attr-defined]
     await session.ping(timeout=5)
     await command.close()
+
+
+async def test_spdy_server_stream_ids_from_the_client_are_refused(server: Server) -> None:
+    """Client streams have odd ids, each above the last: anything else is RST_STREAM
+    PROTOCOL_ERROR (SPDY/3.1, as spdystream answers), and the session goes on."""
+    srv, _, _ = server
+    url = await exec_url(srv, ["echo", "still here"], stderr=False)
+    reader, writer, head = await spdy_upgrade(srv, url, "v4.channel.k8s.io")
+    assert head.startswith("HTTP/1.1 101 ")
+    out, parser = spdy.FrameWriter(), spdy.FrameReader()
+
+    async def answer_to(frame: spdy.Frame) -> spdy.Frame:
+        # A PING after the frame: everything the server says about it comes before the echo.
+        writer.write(out.write(frame) + out.write(spdy.Ping(101)))
+        await writer.drain()
+        frames = await frames_until(reader, parser, spdy.Ping)
+        assert frames[-1] == spdy.Ping(101)
+        assert len(frames) == 2, frames
+        return frames[0]
+
+    refused = spdy.RstStatus.PROTOCOL_ERROR
+    assert await answer_to(spdy.SynStream(2, (("streamType", "error"),))) == spdy.RstStream(
+        2, refused
+    )
+    assert await answer_to(spdy.SynStream(3, (("streamType", "error"),))) == spdy.SynReply(3)
+    # Not above the last client id: refused too, even though it is odd.
+    assert await answer_to(spdy.SynStream(1, (("streamType", "stdout"),))) == spdy.RstStream(
+        1, refused
+    )
+    # The session is still usable: the exec runs once its streams exist.
+    writer.write(out.write(spdy.SynStream(5, (("streamType", "stdout"),))))
+    await writer.drain()
+    frames = await frames_until(reader, parser, spdy.GoAway)
+    writer.close()
+    assert spdy.SynReply(5) in frames
+    stdout = b"".join(f.data for f in frames if isinstance(f, spdy.DataFrame) and f.stream_id == 5)
+    error = b"".join(f.data for f in frames if isinstance(f, spdy.DataFrame) and f.stream_id == 3)
+    assert stdout == b"still here\n"
+    assert error == b'{"metadata":{},"status":"Success"}'
+    assert frames[-1] == spdy.GoAway(5, spdy.GoAwayStatus.OK)
 
 
 # -- port-forward ----------------------------------------------------------------------------
@@ -466,6 +516,48 @@ async def test_an_idle_session_is_closed_and_its_process_killed(transport: str) 
         await srv.close()
         for io in backend.ios:
             await io.close()
+
+
+@pytest.mark.parametrize("transport", [SPDY, WEBSOCKET])
+async def test_a_cancelled_connection_cleans_up_and_ends_cancelled(
+    server: Server, transport: str
+) -> None:
+    srv, backend, _ = server
+    url = await exec_url(srv, ["sh", "-c", "echo started; exec sleep 600"])
+    command = await connect_remote_command(url, stdin=False, transport=transport)
+    output = command.read_output()
+    assert await anext(output) == (ch.STREAM_STDOUT, b"started\n")  # the exec runs
+    (connection,) = srv._connections
+    connection.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await connection
+    assert connection.cancelled()
+    assert backend.ios[-1].closed and backend.ios[-1].proc.returncode == -9
+    assert srv.active == 0
+    assert [chunk async for chunk in output] == []  # the client sees the session end
+    await command.close()
+
+
+async def test_waiting_for_cancelled_tasks_keeps_the_waiters_own_cancellation() -> None:
+    started, cancelled, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def slow_to_end() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cancelled.set()
+            await release.wait()  # a cleanup that takes its time
+
+    child = asyncio.create_task(slow_to_end())
+    await started.wait()
+    waiter = asyncio.create_task(cancel_and_wait(child))
+    await cancelled.wait()  # the waiter cancelled the child and now waits for it to end
+    waiter.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert waiter.cancelled() and child.cancelled()
 
 
 async def test_malformed_resize_messages_are_ignored_and_later_ones_apply(server: Server) -> None:
