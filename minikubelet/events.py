@@ -55,6 +55,15 @@ class EventRecorder:
             involved["fieldPath"] = field_path
         self.event(involved, type_, reason, message)
 
+    def container_event(
+        self, pod: Any, container: str, type_: str, reason: str, message: str
+    ) -> None:
+        """Record an event about one of ``pod``'s containers (a probe's, say): its field path
+        names the container, as ``spec.containers{NAME}`` or ``spec.initContainers{NAME}``."""
+        init = any(c.name == container for c in pod.spec.init_containers)
+        kind = "initContainers" if init else "containers"
+        self.pod_event(pod, type_, reason, message, field_path=f"spec.{kind}{{{container}}}")
+
     def event(self, involved: dict[str, str], type_: str, reason: str, message: str) -> None:
         key = (
             involved.get("uid", "") or involved.get("name", ""),

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import Final
 
 from minikubelet import reference
 from minikubelet.api.pod import Container, Pod, PullPolicy
 from minikubelet.backoff import Backoff
-from minikubelet.cri.client import CRIClient
+from minikubelet.cri.services import ImageService
 from minikubelet.cri.v1 import api_pb2 as pb
 from minikubelet.errors import CRIError
 from minikubelet.events import NORMAL, WARNING, EventRecorder
@@ -38,13 +37,19 @@ def with_default_tag(image: str) -> str:
 
 
 class ImageManager:
-    def __init__(self, cri: CRIClient, events: EventRecorder, backoff: Backoff) -> None:
-        self._cri = cri
+    """Pull policy, pull events and back-off; the pulls themselves go to the image service
+    of the runtime that holds the pod, which the caller names."""
+
+    def __init__(self, events: EventRecorder, backoff: Backoff) -> None:
         self._events = events
         self._backoff = backoff
 
     async def ensure_image(
-        self, pod: Pod, container: Container, sandbox_config: pb.PodSandboxConfig
+        self,
+        images: ImageService,
+        pod: Pod,
+        container: Container,
+        sandbox_config: pb.PodSandboxConfig,
     ) -> str:
         """The image reference to create ``container`` from, pulling as its policy says."""
         kind = "initContainers" if container in pod.spec.init_containers else "containers"
@@ -56,7 +61,7 @@ class ImageManager:
             self._events.pod_event(pod, WARNING, INVALID_IMAGE_NAME, message, field_path=field_path)
             raise ImagePullError(INVALID_IMAGE_NAME, message) from None
         policy = container.image_pull_policy
-        present = await self._cri.image_status(image)
+        present = await images.image_status(image)
         if present is not None and policy is not PullPolicy.ALWAYS:
             self._events.pod_event(
                 pod,
@@ -80,18 +85,18 @@ class ImageManager:
         self._events.pod_event(
             pod, NORMAL, "Pulling", f'Pulling image "{image}"', field_path=field_path
         )
-        started = time.monotonic()
+        started = self._backoff.clock.monotonic()
         try:
-            image_ref = await self._cri.pull_image(image, sandbox_config=sandbox_config)
+            image_ref = await images.pull_image(image, sandbox_config=sandbox_config)
         except CRIError as exc:
             self._backoff.next(key, self._backoff.clock.now())
             message = f'Failed to pull image "{image}": {exc.message}'
             self._events.pod_event(pod, WARNING, "Failed", message, field_path=field_path)
             raise ImagePullError(ERR_IMAGE_PULL, message) from None
         self._backoff.reset(key)
-        took = time.monotonic() - started
+        took = self._backoff.clock.monotonic() - started
         size = ""
-        status = await self._cri.image_status(image_ref or image)
+        status = await images.image_status(image_ref or image)
         if status is not None:
             size = f" Image size: {status.size} bytes."
         self._events.pod_event(

@@ -9,13 +9,12 @@ Sandboxes count as containers, as they do in the kubelet.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from minikubelet.clock import Clock, RealClock
 from minikubelet.container.status import ContainerState
 from minikubelet.errors import CRIError
 from minikubelet.kuberuntime.manager import RuntimePod
@@ -91,8 +90,10 @@ class GenericPLEG:
         list_pods: Callable[[], Awaitable[dict[PodUID, RuntimePod]]],
         *,
         period: float = DEFAULT_RELIST_PERIOD,
+        clock: Clock | None = None,
     ) -> None:
         self._list_pods = list_pods
+        self._clock: Clock = clock or RealClock()
         self.period = period
         self.pods: dict[PodUID, RuntimePod] = {}
         self.last_relist: float | None = None
@@ -101,13 +102,13 @@ class GenericPLEG:
     def healthy(self) -> bool:
         if self.last_relist is None:
             return True
-        return time.monotonic() - self.last_relist < RELIST_THRESHOLD
+        return self._clock.monotonic() - self.last_relist < RELIST_THRESHOLD
 
     async def relist(self) -> list[PodLifecycleEvent]:
         current = await self._list_pods()
         events = diff(self.pods, current)
         self.pods = current
-        self.last_relist = time.monotonic()
+        self.last_relist = self._clock.monotonic()
         self.relists += 1
         return events
 
@@ -119,4 +120,4 @@ class GenericPLEG:
                     emit(event)
             except CRIError as exc:
                 log.warning("PLEG relist failed: %s", exc)
-            await asyncio.sleep(self.period)
+            await self._clock.sleep(self.period)

@@ -7,19 +7,23 @@ within the grace period) and the terminated sync (clean up), and ends. Each
 worker is a task of :meth:`PodWorkers.run`'s task group; none is left behind.
 A pod does not start while another of the same full name (``name_namespace``)
 is still terminating, as the kubelet holds back a static pod's new version.
+A terminating or terminated sync that fails is tried again after
+:data:`ERROR_RETRY` (or at once for a newer kill), as the kubelet retries
+terminating pods: a pod whose containers could not be stopped is never taken for
+gone. Time is read through the injected :class:`~minikubelet.clock.Clock`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
 from minikubelet.api.pod import Pod
+from minikubelet.clock import Clock, RealClock
 from minikubelet.types import PodUID
 
 log = logging.getLogger(__name__)
@@ -42,7 +46,9 @@ class WorkerState(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class PodUpdate:
+class WorkerUpdate:
+    """Work for one pod's worker: sync it, or kill it (with a grace period override)."""
+
     pod: Pod
     type: UpdateType = UpdateType.SYNC
     grace_period: int | None = None  # only for KILL
@@ -63,34 +69,58 @@ class PodSyncer(Protocol):
 @dataclass(slots=True)
 class _Worker:
     pod: Pod
-    pending: PodUpdate | None = None
+    pending: WorkerUpdate | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     state: WorkerState = WorkerState.SYNCING
     task: asyncio.Task[None] | None = None
     grace_period: int | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     #: The pod came back under the same UID while this worker terminated it: run it again after.
-    restart: PodUpdate | None = None
+    restart: WorkerUpdate | None = None
 
 
 class PodWorkers:
-    def __init__(self, syncer: PodSyncer, *, resync: float = DEFAULT_RESYNC) -> None:
-        self._syncer = syncer
+    def __init__(
+        self,
+        syncer: PodSyncer | None = None,
+        *,
+        resync: float = DEFAULT_RESYNC,
+        clock: Clock | None = None,
+    ) -> None:
+        self._syncer_or_none = syncer
         self._resync = resync
+        self._clock: Clock = clock or RealClock()
         self._workers: dict[PodUID, _Worker] = {}
         self._tg: asyncio.TaskGroup | None = None
+        self._running = asyncio.Event()
         self.on_terminated: Callable[[Pod], None] | None = None
+
+    def bind(self, syncer: PodSyncer) -> None:
+        """Name the syncer the workers call (for a syncer built after the workers)."""
+        self._syncer_or_none = syncer
+
+    @property
+    def _syncer(self) -> PodSyncer:
+        if self._syncer_or_none is None:
+            raise RuntimeError("pod workers have no syncer")
+        return self._syncer_or_none
 
     async def run(self) -> None:
         """Own the workers until cancelled."""
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
+            self._running.set()
             try:
                 await asyncio.Future()
             finally:
                 self._tg = None
+                self._running.clear()
 
-    def update_pod(self, update: PodUpdate) -> None:
+    async def wait_running(self) -> None:
+        """Return once :meth:`run` owns its task group: updates are taken from then on."""
+        await self._running.wait()
+
+    def update_pod(self, update: WorkerUpdate) -> None:
         """Queue ``update`` for its pod's worker, starting the worker if needed."""
         uid = update.pod.uid
         worker = self._workers.get(uid)
@@ -115,7 +145,11 @@ class PodWorkers:
         worker.pending = update
         worker.wake.set()
 
-    def restart_pod(self, update: PodUpdate) -> None:
+    def sync(self, pod: Pod) -> None:
+        """Sync ``pod`` soon (an event about it came in)."""
+        self.update_pod(WorkerUpdate(pod))
+
+    def restart_pod(self, update: WorkerUpdate) -> None:
         """Run ``update.pod`` again although its UID's worker was told to stop (a static pod
         removed and put back unchanged keeps its UID, as the kubelet's ``restartRequested``).
 
@@ -181,15 +215,31 @@ class PodWorkers:
             )
             await other.done.wait()
 
+    async def _wait(self, worker: _Worker, timeout: float | None) -> None:
+        """Until an update arrives for ``worker`` or ``timeout`` seconds pass on the clock."""
+        if worker.wake.is_set():
+            return
+        if timeout is None:
+            await worker.wake.wait()
+            return
+        if timeout <= 0:
+            return
+        wake = asyncio.ensure_future(worker.wake.wait())
+        sleep = asyncio.ensure_future(self._clock.sleep(timeout))
+        try:
+            await asyncio.wait({wake, sleep}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            wake.cancel()
+            sleep.cancel()
+
     async def _work(self, worker: _Worker) -> None:
         await self._wait_for_namesake(worker)
         next_sync: float | None = None
         while True:
-            timeout = None if next_sync is None else max(0.0, next_sync - time.time())
-            try:
-                await asyncio.wait_for(worker.wake.wait(), timeout)
-            except TimeoutError:
-                worker.pending = worker.pending or PodUpdate(worker.pod)
+            timeout = None if next_sync is None else next_sync - self._clock.now()
+            await self._wait(worker, timeout)
+            if not worker.wake.is_set():
+                worker.pending = worker.pending or WorkerUpdate(worker.pod)
             worker.wake.clear()
             update, worker.pending = worker.pending, None
             if update is None:
@@ -203,23 +253,50 @@ class PodWorkers:
             except Exception as exc:  # one pod's failure must not stop its worker
                 log.exception("sync failed pod=%s uid=%s", update.pod, update.pod.uid)
                 self._syncer.sync_failed(update.pod, exc)
-                next_sync = time.time() + ERROR_RETRY
+                next_sync = self._clock.now() + ERROR_RETRY
                 continue
             if terminal:
                 await self._terminate(worker, None)
                 return
-            resync = time.time() + self._resync
+            resync = self._clock.now() + self._resync
             next_sync = resync if retry_at is None else min(resync, retry_at)
 
+    async def _retry_wait(self, worker: _Worker, grace_period: int | None) -> int | None:
+        """After a failed terminating step: wait for the retry period or a newer kill, whose
+        shorter grace period applies from then on (never a longer one)."""
+        await self._wait(worker, ERROR_RETRY)
+        worker.wake.clear()
+        update, worker.pending = worker.pending, None
+        if update is not None:
+            worker.pod = update.pod
+            shorter = update.grace_period
+            if (
+                update.type is UpdateType.KILL
+                and shorter is not None
+                and (grace_period is None or shorter < grace_period)
+            ):
+                return shorter
+        return grace_period
+
     async def _terminate(self, worker: _Worker, grace_period: int | None) -> None:
-        pod = worker.pod
         worker.state = WorkerState.TERMINATING
-        try:
-            await self._syncer.sync_terminating_pod(pod, grace_period)
-            await self._syncer.sync_terminated_pod(pod)
-        except Exception as exc:
-            log.exception("terminating failed pod=%s uid=%s", pod, pod.uid)
-            self._syncer.sync_failed(pod, exc)
+        while True:
+            try:
+                await self._syncer.sync_terminating_pod(worker.pod, grace_period)
+                break
+            except Exception as exc:
+                log.exception("terminating failed pod=%s uid=%s", worker.pod, worker.pod.uid)
+                self._syncer.sync_failed(worker.pod, exc)
+            grace_period = await self._retry_wait(worker, grace_period)
+        while True:
+            try:
+                await self._syncer.sync_terminated_pod(worker.pod)
+                break
+            except Exception as exc:
+                log.exception("cleaning up failed pod=%s uid=%s", worker.pod, worker.pod.uid)
+                self._syncer.sync_failed(worker.pod, exc)
+            await self._retry_wait(worker, grace_period)
+        pod = worker.pod
         worker.state = WorkerState.TERMINATED
         worker.done.set()
         if self.on_terminated is not None:

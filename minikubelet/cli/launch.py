@@ -4,14 +4,64 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-BUNDLED_RUNTIMES = ("fake", "native", "docker")
-#: Runtimes whose containers end with the runtime process (nothing outlives it).
-EPHEMERAL_RUNTIMES = ("fake",)
 READY_TIMEOUT = 30.0
+
+
+def _no_state_args(root: Path) -> list[str]:
+    return []
+
+
+def _native_state_args(root: Path) -> list[str]:
+    """The native runtime keeps its state beside the node's, its run root in /run."""
+    tag = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+    return ["--root", str(root / "native"), "--run-root", f"/run/minikubelet/native-{tag}"]
+
+
+@dataclass(frozen=True, slots=True)
+class Bundled:
+    """A runtime that ships with minikubelet, as a node starts it."""
+
+    name: str
+    #: Its containers end with its process (nothing outlives it).
+    ephemeral: bool = False
+    #: Where it keeps its state for a node whose root dir is the argument.
+    state_args: Callable[[Path], list[str]] = _no_state_args
+
+
+BUNDLED: dict[str, Bundled] = {
+    "fake": Bundled("fake", ephemeral=True),
+    "native": Bundled("native", state_args=_native_state_args),
+    "docker": Bundled("docker"),
+}
+BUNDLED_RUNTIMES = tuple(BUNDLED)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRuntime:
+    """The runtime a node runs on: its CRI endpoint, and whether its containers outlive it."""
+
+    endpoint: str
+    ephemeral: bool = False
+
+
+@contextlib.asynccontextmanager
+async def node_runtime(
+    runtime: str, root: Path, *, extra_args: Sequence[str] = ()
+) -> AsyncIterator[NodeRuntime]:
+    """A bundled runtime (started for the node, stopped with it) or a CRI endpoint as given."""
+    bundled = BUNDLED.get(runtime)
+    if bundled is None:
+        yield NodeRuntime(runtime)
+        return
+    args = [*bundled.state_args(root), *extra_args]
+    async with bundled_runtime(bundled.name, root / "runtimes", extra_args=args) as endpoint:
+        yield NodeRuntime(endpoint, ephemeral=bundled.ephemeral)
 
 
 class LaunchError(RuntimeError):

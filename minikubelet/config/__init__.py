@@ -11,7 +11,7 @@ from minikubelet.config.types import (
     HTTP_SOURCE,
     Pod,
     PodOperation,
-    PodUpdate,
+    SourceUpdate,
 )
 
 __all__ = [
@@ -25,5 +25,5 @@ __all__ = [
     "HTTP_SOURCE",
     "Pod",
     "PodOperation",
-    "PodUpdate",
+    "SourceUpdate",
 ]

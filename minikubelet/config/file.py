@@ -26,7 +26,7 @@ from pathlib import Path
 from watchfiles import Change, awatch
 
 from minikubelet.config.manifest import ManifestError, apply_static_defaults, decode_manifest
-from minikubelet.config.types import FILE_SOURCE, Pod, PodOperation, PodUpdate
+from minikubelet.config.types import FILE_SOURCE, Pod, PodOperation, SourceUpdate
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class FileSource:
         self.errors: dict[Path, ManifestError] = {}
         self._watching_dir = True
 
-    async def run(self, updates: asyncio.Queue[PodUpdate]) -> None:
+    async def run(self, updates: asyncio.Queue[SourceUpdate]) -> None:
         """List at once, then on every change and every ``period`` seconds, until cancelled."""
         wake = asyncio.Event()
         control = _WatchControl(on_armed=wake.set)
@@ -101,7 +101,7 @@ class FileSource:
                 await wake.wait()
                 wake.clear()
 
-    async def list_once(self, updates: asyncio.Queue[PodUpdate]) -> None:
+    async def list_once(self, updates: asyncio.Queue[SourceUpdate]) -> None:
         """List the path once and send the snapshot (if there is one to send)."""
         listing = await asyncio.to_thread(self._list)
         for path, error in listing.errors.items():
@@ -111,7 +111,7 @@ class FileSource:
                 )
         self.errors = listing.errors
         if listing.send:
-            await updates.put(PodUpdate(PodOperation.SET, listing.pods, FILE_SOURCE))
+            await updates.put(SourceUpdate(PodOperation.SET, listing.pods, FILE_SOURCE))
 
     async def _tick(self, wake: asyncio.Event, control: _WatchControl) -> None:
         try:

@@ -22,7 +22,7 @@ from minikubelet.config.manifest import (
     apply_static_defaults,
     decode_manifest,
 )
-from minikubelet.config.types import HTTP_SOURCE, PodOperation, PodUpdate
+from minikubelet.config.types import HTTP_SOURCE, PodOperation, SourceUpdate
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +59,13 @@ class URLSource:
         self._data: bytes | None = None
         self._failures = 0
 
-    async def run(self, updates: asyncio.Queue[PodUpdate]) -> None:
+    async def run(self, updates: asyncio.Queue[SourceUpdate]) -> None:
         """Poll now and every ``period`` seconds, until cancelled."""
         while True:
             await self.poll_once(updates)
             await asyncio.sleep(self.period)
 
-    async def poll_once(self, updates: asyncio.Queue[PodUpdate]) -> None:
+    async def poll_once(self, updates: asyncio.Queue[SourceUpdate]) -> None:
         """One GET; sends a snapshot when the body is new and decodes."""
         try:
             await self._extract(updates)
@@ -82,10 +82,10 @@ class URLSource:
         self._failures = 0
         self.last_error = None
 
-    async def _extract(self, updates: asyncio.Queue[PodUpdate]) -> None:
+    async def _extract(self, updates: asyncio.Queue[SourceUpdate]) -> None:
         data = await asyncio.to_thread(self._get)
         if not data:
-            await updates.put(PodUpdate(PodOperation.SET, [], HTTP_SOURCE))
+            await updates.put(SourceUpdate(PodOperation.SET, [], HTTP_SOURCE))
             raise URLSourceError(f"zero-length data received from {self.url}")
         if data == self._data:
             return
@@ -97,7 +97,7 @@ class URLSource:
             )
             for pod in decoded
         ]
-        await updates.put(PodUpdate(PodOperation.SET, pods, HTTP_SOURCE))
+        await updates.put(SourceUpdate(PodOperation.SET, pods, HTTP_SOURCE))
 
     def _get(self) -> bytes:
         request = urllib.request.Request(self.url, headers=self.headers, method="GET")

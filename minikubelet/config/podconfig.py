@@ -39,7 +39,7 @@ from minikubelet.config.types import (
     LOCAL_ANNOTATIONS,
     Pod,
     PodOperation,
-    PodUpdate,
+    SourceUpdate,
 )
 from minikubelet.types import PodUID
 
@@ -198,12 +198,12 @@ def filter_duplicates(
 
 class MergeResult(NamedTuple):
     state: dict[PodUID, Pod]
-    updates: list[PodUpdate]
+    updates: list[SourceUpdate]
     rejected: list[Pod]
 
 
 def merge_update(
-    current: Mapping[PodUID, Pod], update: PodUpdate, *, now: str, first_set: bool = False
+    current: Mapping[PodUID, Pod], update: SourceUpdate, *, now: str, first_set: bool = False
 ) -> MergeResult:
     """Apply one update of a source to the merged state (pure: ``current`` is not modified).
 
@@ -265,17 +265,17 @@ def merge_update(
         for pod in buckets[op]:
             log.info("config %s %s source=%s", op, _describe(pod), source)
 
-    updates: list[PodUpdate] = []
+    updates: list[SourceUpdate] = []
     order = (PodOperation.REMOVE, PodOperation.ADD, PodOperation.UPDATE, PodOperation.DELETE)
     for op in order:
         if buckets[op]:
-            updates.append(PodUpdate(op, copy.deepcopy(buckets[op]), source))
+            updates.append(SourceUpdate(op, copy.deepcopy(buckets[op]), source))
     changed = buckets[PodOperation.ADD] or buckets[PodOperation.UPDATE]
     if first_set and not changed and not buckets[PodOperation.DELETE]:
-        updates.append(PodUpdate(PodOperation.ADD, [], source))
+        updates.append(SourceUpdate(PodOperation.ADD, [], source))
     if buckets[PodOperation.RECONCILE]:
         updates.append(
-            PodUpdate(
+            SourceUpdate(
                 PodOperation.RECONCILE, copy.deepcopy(buckets[PodOperation.RECONCILE]), source
             )
         )
@@ -289,10 +289,13 @@ def merge(
     *,
     now: str,
     first_set: bool = False,
-) -> tuple[dict[PodUID, Pod], list[PodUpdate]]:
+) -> tuple[dict[PodUID, Pod], list[SourceUpdate]]:
     """Merge a full snapshot (``SET``) of one source; see :func:`merge_update`."""
     result = merge_update(
-        current, PodUpdate(PodOperation.SET, list(snapshot), source), now=now, first_set=first_set
+        current,
+        SourceUpdate(PodOperation.SET, list(snapshot), source),
+        now=now,
+        first_set=first_set,
     )
     return result.state, result.updates
 
@@ -319,7 +322,7 @@ class PodConfig:
         """Whether every one of ``sources`` has delivered at least one ``SET``."""
         return self._seen_sources.issuperset(sources)
 
-    def apply(self, update: PodUpdate) -> list[PodUpdate]:
+    def apply(self, update: SourceUpdate) -> list[SourceUpdate]:
         """Merge one update from a source; return the changes to deliver, in order."""
         first_set = update.op is PodOperation.SET and update.source not in self._seen_sources
         if update.op is PodOperation.SET:
@@ -331,11 +334,13 @@ class PodConfig:
         self.duplicates[update.source] = [pod_full_name(p) for p in result.rejected]
         return result.updates
 
-    def sync(self) -> PodUpdate:
+    def sync(self) -> SourceUpdate:
         """A ``SET`` of everything configured, from the pseudo-source ``*``."""
-        return PodUpdate(PodOperation.SET, self.pods, ALL_SOURCE)
+        return SourceUpdate(PodOperation.SET, self.pods, ALL_SOURCE)
 
-    async def run(self, inbox: asyncio.Queue[PodUpdate], outbox: asyncio.Queue[PodUpdate]) -> None:
+    async def run(
+        self, inbox: asyncio.Queue[SourceUpdate], outbox: asyncio.Queue[SourceUpdate]
+    ) -> None:
         """Merge updates from ``inbox`` forever, putting the resulting changes on ``outbox``."""
         while True:
             update = await inbox.get()

@@ -30,7 +30,7 @@ ALL_SOURCE = "*"
 
 
 class PodOperation(StrEnum):
-    """What a :class:`PodUpdate` asks of its receiver."""
+    """What a :class:`SourceUpdate` asks of its receiver."""
 
     SET = "SET"
     """The complete set of pods of one source; receivers diff it against what they hold."""
@@ -47,8 +47,9 @@ class PodOperation(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class PodUpdate:
-    """One message on a config channel: an operation over some pods of one source."""
+class SourceUpdate:
+    """One message on a config channel: an operation over some pods of one source (what
+    the pod config merges; the pod workers get :class:`~minikubelet.podworkers.WorkerUpdate`)."""
 
     op: PodOperation
     pods: list[Pod] = field(default_factory=list)

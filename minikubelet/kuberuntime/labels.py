@@ -1,4 +1,4 @@
-"""The ``io.kubernetes.*`` labels and annotations, and the CRI -> status conversion that reads them.
+"""The ``io.kubernetes.*`` labels and annotations the kubelet puts on what it creates.
 
 The kubelet keeps no database of what it created: everything it must remember
 about a sandbox or a container travels with it through the runtime, as labels
@@ -15,30 +15,21 @@ for minikubelet's containers as for a real node's:
   it is being deleted, its deletion grace period, the preStop handler and the ports
   (both as JSON).
 
-This is also the one module that turns CRI status messages into
-:mod:`minikubelet.container.status` objects (:func:`from_cri`).
+:mod:`minikubelet.kuberuntime.status` reads them back when it turns CRI statuses
+into the kubelet's own.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from minikubelet.api.pod import Container, Pod
-from minikubelet.container.status import (
-    ContainerState,
-    ContainerStatus,
-    NamespaceMode,
-    PodStatus,
-    SandboxState,
-    SandboxStatus,
-)
-from minikubelet.cri.v1 import api_pb2 as pb
 from minikubelet.kuberuntime.hash import hash_container, normalize_hash
-from minikubelet.types import ContainerID, PodSandboxID, PodUID
+from minikubelet.types import PodUID
 
 # Labels (k8s.io/kubelet/pkg/types).
 POD_NAME_LABEL: Final = "io.kubernetes.pod.name"
@@ -219,117 +210,3 @@ def container_info_from_annotations(annotations: Mapping[str, str]) -> Container
 
 
 # --- CRI -> status -------------------------------------------------------------------------
-
-_SANDBOX_STATES: Final = {
-    pb.SANDBOX_READY: SandboxState.READY,
-    pb.SANDBOX_NOTREADY: SandboxState.NOTREADY,
-}
-_CONTAINER_STATES: Final = {
-    pb.CONTAINER_CREATED: ContainerState.CREATED,
-    pb.CONTAINER_RUNNING: ContainerState.RUNNING,
-    pb.CONTAINER_EXITED: ContainerState.EXITED,
-    pb.CONTAINER_UNKNOWN: ContainerState.UNKNOWN,
-}
-_NAMESPACE_MODES: Final = {
-    pb.POD: NamespaceMode.POD,
-    pb.CONTAINER: NamespaceMode.CONTAINER,
-    pb.NODE: NamespaceMode.NODE,
-    pb.TARGET: NamespaceMode.TARGET,
-}
-
-
-def sandbox_status_from_cri(status: pb.PodSandboxStatus) -> SandboxStatus:
-    """One CRI sandbox status as a :class:`SandboxStatus`.
-
-    A state the CRI does not define reads as NOTREADY (so the sandbox gets replaced);
-    a sandbox that reports no Linux namespaces reads as having its own network
-    namespace, as the CRI's zero value says.
-    """
-    has_network = status.HasField("network")
-    network_mode = status.linux.namespaces.options.network
-    return SandboxStatus(
-        id=PodSandboxID(status.id),
-        state=_SANDBOX_STATES.get(status.state, SandboxState.NOTREADY),
-        created_at=status.created_at,
-        attempt=status.metadata.attempt,
-        ip=status.network.ip if has_network else None,
-        additional_ips=tuple(ip.ip for ip in status.network.additional_ips if ip.ip),
-        network_namespace=_NAMESPACE_MODES.get(network_mode, NamespaceMode.POD),
-        pod_name=status.metadata.name,
-        pod_namespace=status.metadata.namespace,
-        pod_uid=PodUID(status.metadata.uid),
-        runtime_handler=status.runtime_handler,
-    )
-
-
-def container_status_from_cri(status: pb.ContainerStatus) -> ContainerStatus:
-    """One CRI container status as a :class:`ContainerStatus`.
-
-    The name comes from the ``io.kubernetes.container.name`` label (falling back to
-    the CRI metadata name for containers some other client created); the spec hash
-    and restart count from the annotations (falling back to labels of the same key,
-    which very old kubelets used). As in the kubelet, ``started_at`` is kept once the
-    container left CREATED, and exit code, finish time, reason and message only once
-    it EXITED.
-    """
-    labels = container_info_from_labels(status.labels)
-    annotations = container_info_from_annotations({**status.labels, **status.annotations})
-    state = _CONTAINER_STATES.get(status.state, ContainerState.UNKNOWN)
-    exited = state is ContainerState.EXITED
-    return ContainerStatus(
-        id=ContainerID(status.id),
-        name=labels.container_name or status.metadata.name,
-        state=state,
-        created_at=status.created_at,
-        started_at=status.started_at if state is not ContainerState.CREATED else 0,
-        finished_at=status.finished_at if exited else 0,
-        exit_code=status.exit_code if exited else 0,
-        image=status.image.image,
-        image_ref=status.image_ref,
-        image_id=status.image_id,
-        hash=annotations.hash,
-        restart_count=annotations.restart_count,
-        reason=status.reason if exited else "",
-        message=status.message if exited else "",
-    )
-
-
-def from_cri(
-    *,
-    uid: PodUID | str,
-    name: str = "",
-    namespace: str = "",
-    sandboxes: Iterable[pb.PodSandboxStatus] = (),
-    containers: Iterable[pb.ContainerStatus] = (),
-) -> PodStatus:
-    """The :class:`PodStatus` of one pod from the CRI statuses of its sandboxes and containers.
-
-    The caller passes only the pod's own sandboxes and containers (the kubelet lists
-    them by the pod UID label). Both lists come back newest first. The pod's IPs are
-    those of the newest sandbox, and only while it is ready, as in the kubelet.
-    """
-    sandbox_statuses = tuple(
-        sorted(
-            (sandbox_status_from_cri(s) for s in sandboxes),
-            key=lambda s: s.created_at,
-            reverse=True,
-        )
-    )
-    container_statuses = tuple(
-        sorted(
-            (container_status_from_cri(c) for c in containers),
-            key=lambda c: c.created_at,
-            reverse=True,
-        )
-    )
-    ips: tuple[str, ...] = ()
-    if sandbox_statuses and sandbox_statuses[0].state is SandboxState.READY:
-        ips = sandbox_statuses[0].ips
-    return PodStatus(
-        uid=PodUID(str(uid)),
-        name=name,
-        namespace=namespace,
-        ips=ips,
-        sandbox_statuses=sandbox_statuses,
-        container_statuses=container_statuses,
-    )

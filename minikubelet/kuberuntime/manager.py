@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,13 +20,15 @@ from typing import Any, Protocol
 
 from minikubelet.api.pod import Container, Pod, TerminationMessagePolicy
 from minikubelet.backoff import Backoff
+from minikubelet.clock import Clock, RealClock
 from minikubelet.container.status import ContainerState, ContainerStatus, PodStatus, SandboxState
-from minikubelet.cri.client import CRIClient
+from minikubelet.cri.services import CRIRuntime, RuntimeHandlers
 from minikubelet.cri.v1 import api_pb2 as pb
 from minikubelet.errors import CRIError, NotFound
 from minikubelet.events import NORMAL, WARNING, EventRecorder
 from minikubelet.images import ImageManager, ImagePullError
 from minikubelet.kuberuntime import labels as kl
+from minikubelet.kuberuntime import status as cri_status
 from minikubelet.kuberuntime.actions import KillReason, compute_pod_actions
 from minikubelet.kuberuntime.hash import hash_container
 from minikubelet.logs import crilog
@@ -98,6 +99,10 @@ class HookRunner(Protocol):
         ...
 
 
+class KillPodError(Exception):
+    """Some of a pod's containers or sandboxes could not be stopped; the kill is retried."""
+
+
 class ContainerConfigError(Exception):
     """A container cannot be configured (env, volume, mount); ``reason`` is the waiting reason."""
 
@@ -159,9 +164,12 @@ def _pod_ref(pod: Pod) -> str:
 
 
 class KubeRuntimeManager:
+    """The kubelet's runtime manager: every CRI call of the core goes through it (or through
+    the image manager and the PLEG, which it serves), to the runtime that holds the pod."""
+
     def __init__(
         self,
-        cri: CRIClient,
+        handlers: RuntimeHandlers,
         *,
         events: EventRecorder,
         images: ImageManager,
@@ -169,8 +177,10 @@ class KubeRuntimeManager:
         configs: ConfigSource,
         probes: ProbeResults,
         hooks: HookRunner,
+        clock: Clock | None = None,
     ) -> None:
-        self.cri = cri
+        self.handlers = handlers
+        self.clock: Clock = clock or RealClock()
         self.events = events
         self.images = images
         self.backoff = backoff
@@ -179,16 +189,43 @@ class KubeRuntimeManager:
         self.hooks = hooks
 
     @property
+    def cri(self) -> CRIRuntime:
+        """The node's default runtime."""
+        return self.handlers.default
+
+    def _cri_for(self, uid: PodUID) -> CRIRuntime:
+        """The runtime that holds the pod (one per node for now: the default)."""
+        return self.handlers.default
+
+    @property
     def runtime_name(self) -> str:
         info = self.cri.version_info
         return info.runtime_name if info is not None else "cri"
 
+    @property
+    def runtime_version(self) -> str:
+        info = self.cri.version_info
+        return info.runtime_version if info is not None else ""
+
+    @property
+    def endpoint(self) -> str:
+        return str(self.cri.endpoint)
+
+    async def connect(self) -> None:
+        """The Version handshake with every runtime not yet connected."""
+        for client in self.handlers.clients():
+            if client.version_info is None:
+                await client.connect()
+
     # -- reading the runtime ---------------------------------------------------
 
     async def list_pods(self) -> dict[PodUID, RuntimePod]:
-        """Every pod the runtime holds, from one ListPodSandbox and one ListContainers."""
-        sandboxes = await self.cri.list_pod_sandbox()
-        containers = await self.cri.list_containers()
+        """Every pod the runtimes hold, from one ListPodSandbox and one ListContainers each."""
+        sandboxes: list[pb.PodSandbox] = []
+        containers: list[pb.Container] = []
+        for client in self.handlers.clients():
+            sandboxes.extend(await client.list_pod_sandbox())
+            containers.extend(await client.list_containers())
         pods: dict[PodUID, RuntimePod] = {}
 
         def pod_for(labels: Mapping[str, str], md_name: str, md_ns: str, md_uid: str) -> RuntimePod:
@@ -229,21 +266,18 @@ class KubeRuntimeManager:
     ) -> PodStatus:
         """The runtime's full view of one pod (the kubelet's GetPodStatus)."""
         selector = {kl.POD_UID_LABEL: str(uid)}
-        sandbox_items = await self.cri.list_pod_sandbox(
-            pb.PodSandboxFilter(label_selector=selector)
-        )
+        cri = self._cri_for(uid)
+        sandbox_items = await cri.list_pod_sandbox(pb.PodSandboxFilter(label_selector=selector))
         sandboxes = []
         for item in sandbox_items:
             with contextlib.suppress(NotFound):  # removed meanwhile
-                sandboxes.append((await self.cri.pod_sandbox_status(item.id)).status)
-        container_items = await self.cri.list_containers(
-            pb.ContainerFilter(label_selector=selector)
-        )
+                sandboxes.append((await cri.pod_sandbox_status(item.id)).status)
+        container_items = await cri.list_containers(pb.ContainerFilter(label_selector=selector))
         containers = []
         for ctr in container_items:
             with contextlib.suppress(NotFound):
-                containers.append((await self.cri.container_status(ctr.id)).status)
-        status = kl.from_cri(
+                containers.append((await cri.container_status(ctr.id)).status)
+        status = cri_status.from_cri(
             uid=uid, name=name, namespace=namespace, sandboxes=sandboxes, containers=containers
         )
         if pod is None:
@@ -332,7 +366,12 @@ class KubeRuntimeManager:
                     "SandboxChanged",
                     "Pod sandbox changed, it will be killed and re-created.",
                 )
-            await self.kill_pod(pod, status, grace_override=None)
+            try:
+                await self.kill_pod(pod, status, grace_override=None)
+            except KillPodError as exc:
+                # as the kubelet's SyncPod: nothing new starts beside what still runs
+                result.errors.append(str(exc))
+                return result
         else:
             for cid, info in actions.containers_to_kill.items():
                 spec = info.container
@@ -414,8 +453,9 @@ class KubeRuntimeManager:
     ) -> tuple[PodSandboxID, Sequence[str]] | None:
         try:
             config = self.configs.sandbox_config(pod, attempt)
-            sandbox_id = PodSandboxID(await self.cri.run_pod_sandbox(config))
-            sandbox = (await self.cri.pod_sandbox_status(sandbox_id)).status
+            cri = self._cri_for(pod.uid)
+            sandbox_id = PodSandboxID(await cri.run_pod_sandbox(config))
+            sandbox = (await cri.pod_sandbox_status(sandbox_id)).status
         except (CRIError, ContainerConfigError) as exc:
             message = f"Failed to create pod sandbox: {exc.message}"
             self.events.pod_event(pod, WARNING, "FailedCreatePodSandBox", message)
@@ -453,7 +493,9 @@ class KubeRuntimeManager:
         previous = status.find_container_status_by_name(container.name)
         restart_count = previous.restart_count + 1 if previous is not None else 0
         try:
-            image_ref = await self.images.ensure_image(pod, container, sandbox_config)
+            image_ref = await self.images.ensure_image(
+                self._cri_for(pod.uid), pod, container, sandbox_config
+            )
         except ImagePullError as exc:
             result.waiting[container.name] = (exc.reason, exc.message)
             result.errors.append(exc.message)
@@ -477,7 +519,7 @@ class KubeRuntimeManager:
             self.backoff.next(backoff_key(pod, container), exited.finished_at / 1e9)
         try:
             container_id = ContainerID(
-                await self.cri.create_container(sandbox_id, config, sandbox_config)
+                await self._cri_for(pod.uid).create_container(sandbox_id, config, sandbox_config)
             )
         except CRIError as exc:
             result.waiting[container.name] = (CREATE_CONTAINER_ERROR, exc.message)
@@ -489,7 +531,7 @@ class KubeRuntimeManager:
             pod, NORMAL, "Created", f"Created container {container.name}", field_path=field_path
         )
         try:
-            await self.cri.start_container(container_id)
+            await self._cri_for(pod.uid).start_container(container_id)
         except CRIError as exc:
             result.waiting[container.name] = (RUN_CONTAINER_ERROR, exc.message)
             self.events.pod_event(
@@ -552,9 +594,10 @@ class KubeRuntimeManager:
         name: str,
         spec: Container | None,
         grace: int,
-    ) -> None:
-        """preStop within the grace period, then StopContainer with what is left (>= 2 s)."""
-        started = time.monotonic()
+    ) -> CRIError | None:
+        """preStop within the grace period, then StopContainer with what is left (>= 2 s);
+        what went wrong when the container could not be stopped, else None."""
+        started = self.clock.monotonic()
         pre_stop = spec.pre_stop if spec is not None else None
         if pre_stop is not None and grace > 0:
             error = await self.hooks.run(pod, spec, container_id, pre_stop, (), float(grace))  # type: ignore[arg-type]
@@ -570,10 +613,10 @@ class KubeRuntimeManager:
                     "PreStopHook failed",
                     field_path=self._field_path(pod, name),
                 )
-        remaining = grace - int(time.monotonic() - started)
+        remaining = grace - int(self.clock.monotonic() - started)
         timeout = max(remaining, MINIMUM_GRACE_PERIOD) if grace > 0 else 0
         try:
-            await self.cri.stop_container(container_id, timeout)
+            await self._cri_for(pod.uid).stop_container(container_id, timeout)
         except NotFound:
             pass  # already gone
         except CRIError as exc:
@@ -585,14 +628,27 @@ class KubeRuntimeManager:
                 container_id[:13],
                 exc,
             )
+            self.events.pod_event(
+                pod,
+                WARNING,
+                "FailedKillPod",
+                f"error killing pod: failed to stop container {name}: {exc.message}",
+            )
+            return exc
         self.probes.container_stopped(pod, name)
+        return None
 
     async def kill_pod(self, pod: Pod, status: PodStatus, grace_override: int | None) -> None:
-        """Stop every running container (regular ones first, then sidecars), then the sandboxes."""
+        """Stop every running container (regular ones first, then sidecars), then the sandboxes.
+
+        Raises :class:`KillPodError` when something could not be stopped (after trying
+        everything), so the pod worker tries again, as the kubelet's KillPod does.
+        """
         specs = {c.name: c for c in (*pod.spec.init_containers, *pod.spec.containers)}
         init_names = {c.name for c in pod.spec.init_containers}
         running = status.running_container_statuses()
-        started = time.monotonic()
+        started = self.clock.monotonic()
+        failures: list[str] = []
         for group in (
             [c for c in running if c.name not in init_names],
             [c for c in running if c.name in init_names],
@@ -600,7 +656,8 @@ class KubeRuntimeManager:
             if not group:
                 continue
             # sidecars get what the regular containers left of the grace period (>= 2 s)
-            waited = int(time.monotonic() - started)
+            waited = int(self.clock.monotonic() - started)
+            kills: list[tuple[str, asyncio.Task[CRIError | None]]] = []
             async with asyncio.TaskGroup() as tg:
                 for cs in group:
                     spec = specs.get(cs.name)
@@ -618,14 +675,21 @@ class KubeRuntimeManager:
                         f"Stopping container {cs.name}",
                         field_path=self._field_path(pod, cs.name),
                     )
-                    tg.create_task(
+                    task = tg.create_task(
                         self.kill_container(pod, cs.id, cs.name, spec, grace),
                         name=f"kill-{pod.uid}-{cs.name}",
                     )
+                    kills.append((cs.name, task))
+            for name, task in kills:
+                error = task.result()
+                if error is not None:
+                    failures.append(f"container {name}: {error.message}")
         for sandbox in status.sandbox_statuses:
             if sandbox.state is SandboxState.READY:
                 try:
-                    await self.cri.stop_pod_sandbox(sandbox.id)
+                    await self._cri_for(pod.uid).stop_pod_sandbox(sandbox.id)
+                except NotFound:
+                    pass
                 except CRIError as exc:
                     log.warning(
                         "pod=%s uid=%s: stopping sandbox %s failed: %s",
@@ -634,6 +698,9 @@ class KubeRuntimeManager:
                         sandbox.id[:13],
                         exc,
                     )
+                    failures.append(f"sandbox {sandbox.id[:13]}: {exc.message}")
+        if failures:
+            raise KillPodError(f"failed to stop {'; '.join(failures)}")
 
     async def kill_orphan(self, uid: PodUID) -> None:
         """Stop the running containers of a pod no source wants any more, though the kubelet
@@ -646,25 +713,27 @@ class KubeRuntimeManager:
             label_selector=selector, state=pb.ContainerStateValue(state=pb.CONTAINER_RUNNING)
         )
 
+        cri = self._cri_for(uid)
+
         async def stop(container_id: str) -> None:
             try:
-                status = (await self.cri.container_status(container_id)).status
+                status = (await cri.container_status(container_id)).status
             except NotFound:
                 return
             info = kl.container_info_from_annotations({**status.labels, **status.annotations})
             grace = ORPHAN_GRACE_PERIOD
-            started = time.monotonic()
+            started = self.clock.monotonic()
             command = ((info.pre_stop_handler or {}).get("exec") or {}).get("command")
             if grace > 0 and isinstance(command, list) and command:
                 with contextlib.suppress(CRIError):
-                    await self.cri.exec_sync(container_id, [str(c) for c in command], grace)
-            remaining = grace - int(time.monotonic() - started)
+                    await cri.exec_sync(container_id, [str(c) for c in command], grace)
+            remaining = grace - int(self.clock.monotonic() - started)
             with contextlib.suppress(NotFound):
-                await self.cri.stop_container(
+                await cri.stop_container(
                     container_id, max(remaining, MINIMUM_GRACE_PERIOD) if grace > 0 else 0
                 )
 
-        containers = await self.cri.list_containers(running)
+        containers = await cri.list_containers(running)
         async with asyncio.TaskGroup() as tg:
             for c in containers:
                 tg.create_task(stop(c.id), name=f"stop-orphan-{c.id[:13]}")
@@ -672,14 +741,58 @@ class KubeRuntimeManager:
     async def remove_pod(self, uid: PodUID) -> None:
         """Remove every container and sandbox of a terminated pod, and its volumes."""
         selector = {kl.POD_UID_LABEL: str(uid)}
-        for c in await self.cri.list_containers(pb.ContainerFilter(label_selector=selector)):
+        cri = self._cri_for(uid)
+        for c in await cri.list_containers(pb.ContainerFilter(label_selector=selector)):
             with contextlib.suppress(NotFound):
-                await self.cri.remove_container(c.id)
-        for s in await self.cri.list_pod_sandbox(pb.PodSandboxFilter(label_selector=selector)):
+                await cri.remove_container(c.id)
+        for s in await cri.list_pod_sandbox(pb.PodSandboxFilter(label_selector=selector)):
             with contextlib.suppress(NotFound):
-                await self.cri.stop_pod_sandbox(s.id)
-                await self.cri.remove_pod_sandbox(s.id)
+                await cri.stop_pod_sandbox(s.id)
+                await cri.remove_pod_sandbox(s.id)
         await self.configs.cleanup_pod(uid)
+
+    # -- garbage collection (kuberuntime/gc.py decides) --------------------------
+
+    async def remove_dead_container(self, uid: PodUID, container_id: str) -> None:
+        with contextlib.suppress(NotFound):
+            await self._cri_for(uid).remove_container(container_id)
+
+    async def remove_dead_sandbox(self, uid: PodUID, sandbox_id: str) -> None:
+        with contextlib.suppress(NotFound):
+            await self._cri_for(uid).remove_pod_sandbox(sandbox_id)
+
+    # -- into a container: probes, hooks, exec and the streaming doors ------------
+
+    async def exec_sync(
+        self, container_id: str, cmd: Sequence[str], timeout: int, *, pod: Pod | None = None
+    ) -> pb.ExecSyncResponse:
+        cri = self._cri_for(pod.uid) if pod is not None else self.cri
+        return await cri.exec_sync(container_id, cmd, timeout)
+
+    async def exec_url(
+        self,
+        pod: Pod,
+        container_id: str,
+        cmd: Sequence[str],
+        *,
+        tty: bool,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+    ) -> str:
+        return await self._cri_for(pod.uid).exec(
+            container_id, cmd, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr
+        )
+
+    async def attach_url(
+        self, pod: Pod, container_id: str, *, tty: bool, stdin: bool, stdout: bool, stderr: bool
+    ) -> str:
+        return await self._cri_for(pod.uid).attach(
+            container_id, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr
+        )
+
+    async def port_forward_url(self, pod: Pod, sandbox_id: str, ports: Sequence[int]) -> str:
+        return await self._cri_for(pod.uid).port_forward(sandbox_id, ports)
 
 
 def _latest_exited(status: PodStatus, name: str) -> ContainerStatus | None:

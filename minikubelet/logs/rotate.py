@@ -17,7 +17,7 @@ import shutil
 import time
 from pathlib import Path
 
-from minikubelet.cri.client import CRIClient
+from minikubelet.cri.services import RuntimeHandlers, RuntimeService
 from minikubelet.cri.v1 import api_pb2 as pb
 from minikubelet.errors import CRIError
 
@@ -34,7 +34,7 @@ TMP_SUFFIX = ".tmp"
 class ContainerLogManager:
     def __init__(
         self,
-        cri: CRIClient,
+        runtimes: RuntimeHandlers,
         *,
         max_size: int = DEFAULT_MAX_SIZE,
         max_files: int = DEFAULT_MAX_FILES,
@@ -42,7 +42,7 @@ class ContainerLogManager:
     ) -> None:
         if max_files < 2:
             raise ValueError("container log max files must be at least 2")
-        self._cri = cri
+        self._runtimes = runtimes
         self.max_size = max_size
         self.max_files = max_files
         self.interval = interval
@@ -57,10 +57,15 @@ class ContainerLogManager:
                 log.warning("log rotation: listing containers failed: %s", exc)
 
     async def rotate_all(self) -> None:
+        """Check every running container of every runtime of the node."""
+        for runtime in self._runtimes.clients():
+            await self._rotate_runtime(runtime)
+
+    async def _rotate_runtime(self, runtime: RuntimeService) -> None:
         running = pb.ContainerFilter(state=pb.ContainerStateValue(state=pb.CONTAINER_RUNNING))
-        for container in await self._cri.list_containers(running):
+        for container in await runtime.list_containers(running):
             try:
-                status = (await self._cri.container_status(container.id)).status
+                status = (await runtime.container_status(container.id)).status
             except CRIError:
                 continue  # gone meanwhile
             if not status.log_path:
@@ -70,24 +75,24 @@ class ContainerLogManager:
                 size = (await asyncio.to_thread(path.stat)).st_size
             except FileNotFoundError:
                 # the runtime lost its file: ask it to make a new one
-                await self._reopen(container.id)
+                await self._reopen(runtime, container.id)
                 continue
             if size > self.max_size:
-                await self.rotate(container.id, path)
+                await self.rotate(runtime, container.id, path)
 
-    async def rotate(self, container_id: str, path: Path) -> None:
+    async def rotate(self, runtime: RuntimeService, container_id: str, path: Path) -> None:
         await asyncio.to_thread(self._prepare, path)
         rotated = path.with_name(f"{path.name}.{time.strftime(TIMESTAMP_FORMAT)}")
         await asyncio.to_thread(os.rename, path, rotated)
-        if not await self._reopen(container_id):
+        if not await self._reopen(runtime, container_id):
             await asyncio.to_thread(os.rename, rotated, path)  # keep logging where it was
             return
         self.rotations += 1
         log.info("rotated %s (container %s)", path, container_id[:13])
 
-    async def _reopen(self, container_id: str) -> bool:
+    async def _reopen(self, runtime: RuntimeService, container_id: str) -> bool:
         try:
-            await self._cri.reopen_container_log(container_id)
+            await runtime.reopen_container_log(container_id)
         except CRIError as exc:
             log.warning("ReopenContainerLog %s failed: %s", container_id[:13], exc)
             return False

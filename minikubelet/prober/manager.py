@@ -44,12 +44,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Set
 from dataclasses import dataclass
-from typing import Final, NamedTuple, Protocol
+from typing import Final, NamedTuple
 
 from minikubelet.api.pod import Container, Pod, Probe, RestartPolicy
+from minikubelet.clock import Clock, RealClock
 from minikubelet.prober.probe import ExecRunner, ProbeResult, run_probe
 from minikubelet.prober.results import (
     DEFAULT_UPDATES_SIZE,
@@ -72,23 +72,6 @@ INITIAL_RESULTS: Final = {
     ProbeType.LIVENESS: Result.SUCCESS,
     ProbeType.STARTUP: Result.UNKNOWN,
 }
-
-
-class Clock(Protocol):
-    """Seconds on one timeline (wall time for the real clock), and a way to wait on it."""
-
-    def now(self) -> float: ...
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class SystemClock:
-    """Wall time, like the kubelet's ``time.Since(startedAt)``."""
-
-    def now(self) -> float:
-        return time.time()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
 
 
 #: ``on_event(pod, container_name, event_type, reason, message)``.
@@ -126,7 +109,7 @@ class ProbeManager:
         rng: Callable[[], float] = random.random,
     ) -> None:
         self._exec_runner = exec_runner
-        self._clock: Clock = clock or SystemClock()
+        self._clock: Clock = clock or RealClock()
         self._on_event = on_event or _no_events
         self._rng = rng
         self.readiness_manager = ResultsManager()

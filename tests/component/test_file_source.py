@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from minikubelet.config.file import FileSource
-from minikubelet.config.types import FILE_SOURCE, Pod, PodOperation, PodUpdate
+from minikubelet.config.types import FILE_SOURCE, Pod, PodOperation, SourceUpdate
 
 NODE = "node-1"
 
@@ -35,19 +35,19 @@ def write(path: Path, data: bytes) -> None:
     os.replace(temp, path)
 
 
-def names(update: PodUpdate) -> list[str]:
+def names(update: SourceUpdate) -> list[str]:
     return sorted(p["metadata"]["name"] for p in update.pods)
 
 
-def uids(update: PodUpdate) -> list[str]:
+def uids(update: SourceUpdate) -> list[str]:
     return [p["metadata"]["uid"] for p in update.pods]
 
 
 async def next_set(
-    queue: asyncio.Queue[PodUpdate],
-    condition: Callable[[PodUpdate], bool] = lambda _: True,
+    queue: asyncio.Queue[SourceUpdate],
+    condition: Callable[[SourceUpdate], bool] = lambda _: True,
     timeout: float = 5.0,
-) -> PodUpdate:
+) -> SourceUpdate:
     """The next snapshot that satisfies ``condition`` (earlier ones are skipped)."""
     async with asyncio.timeout(timeout):
         while True:
@@ -59,8 +59,8 @@ async def next_set(
 
 
 @asynccontextmanager
-async def running(source: FileSource) -> AsyncIterator[asyncio.Queue[PodUpdate]]:
-    queue: asyncio.Queue[PodUpdate] = asyncio.Queue()
+async def running(source: FileSource) -> AsyncIterator[asyncio.Queue[SourceUpdate]]:
+    queue: asyncio.Queue[SourceUpdate] = asyncio.Queue()
     task = asyncio.create_task(source.run(queue), name="file-source-under-test")
     try:
         yield queue
@@ -155,7 +155,7 @@ async def test_single_broken_file_sends_nothing(tmp_path: Path) -> None:
     web = tmp_path / "web.yaml"
     web.write_bytes(BROKEN)
     source = FileSource(web, node_name=NODE, period=3600)
-    queue: asyncio.Queue[PodUpdate] = asyncio.Queue()
+    queue: asyncio.Queue[SourceUpdate] = asyncio.Queue()
     await source.list_once(queue)
     assert queue.empty(), "the kubelet keeps what it had when a lone manifest breaks"
     assert source.errors[web].line == BROKEN_LINE
@@ -163,7 +163,7 @@ async def test_single_broken_file_sends_nothing(tmp_path: Path) -> None:
 
 async def test_missing_path_is_an_empty_snapshot(tmp_path: Path) -> None:
     source = FileSource(tmp_path / "absent", node_name=NODE)
-    queue: asyncio.Queue[PodUpdate] = asyncio.Queue()
+    queue: asyncio.Queue[SourceUpdate] = asyncio.Queue()
     await source.list_once(queue)
     update = queue.get_nowait()
     assert (update.op, update.pods) == (PodOperation.SET, [])
@@ -174,7 +174,7 @@ async def test_uid_follows_the_kubelet_hash(tmp_path: Path) -> None:
 
     web = tmp_path / "web.yaml"
     web.write_bytes(manifest("web"))
-    queue: asyncio.Queue[PodUpdate] = asyncio.Queue()
+    queue: asyncio.Queue[SourceUpdate] = asyncio.Queue()
     await FileSource(tmp_path, node_name=NODE).list_once(queue)
     (pod,) = queue.get_nowait().pods
     (decoded,) = decode_manifest(manifest("web"), str(web))

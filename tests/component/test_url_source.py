@@ -12,7 +12,7 @@ import pytest
 
 from minikubelet.config.http import URLSource, URLSourceError
 from minikubelet.config.manifest import ManifestError
-from minikubelet.config.types import HTTP_SOURCE, PodOperation, PodUpdate
+from minikubelet.config.types import HTTP_SOURCE, PodOperation, SourceUpdate
 
 POD = b"""\
 apiVersion: v1
@@ -66,7 +66,7 @@ def server() -> Iterator[tuple[str, Served]]:
         httpd.server_close()
 
 
-def take(queue: asyncio.Queue[PodUpdate]) -> PodUpdate:
+def take(queue: asyncio.Queue[SourceUpdate]) -> SourceUpdate:
     update = queue.get_nowait()
     assert (update.op, update.source) == (PodOperation.SET, HTTP_SOURCE)
     return update
@@ -75,7 +75,7 @@ def take(queue: asyncio.Queue[PodUpdate]) -> PodUpdate:
 async def test_single_pod_then_unchanged_then_list(server: tuple[str, Served]) -> None:
     url, served = server
     source = URLSource(url, node_name="Node-1", headers={"X-Token": "t"})
-    queue: asyncio.Queue[PodUpdate] = asyncio.Queue()
+    queue: asyncio.Queue[SourceUpdate] = asyncio.Queue()
 
     await source.poll_once(queue)
     (pod,) = take(queue).pods
@@ -102,7 +102,7 @@ async def test_errors_send_nothing_but_empty_body_sends_empty_set(
 ) -> None:
     url, served = server
     source = URLSource(url, node_name="n")
-    queue: asyncio.Queue[PodUpdate] = asyncio.Queue()
+    queue: asyncio.Queue[SourceUpdate] = asyncio.Queue()
 
     served.status = 404
     await source.poll_once(queue)
@@ -125,7 +125,7 @@ async def test_errors_send_nothing_but_empty_body_sends_empty_set(
 async def test_run_polls_periodically(server: tuple[str, Served]) -> None:
     url, served = server
     source = URLSource(url, node_name="n", period=0.05)
-    queue: asyncio.Queue[PodUpdate] = asyncio.Queue()
+    queue: asyncio.Queue[SourceUpdate] = asyncio.Queue()
     task = asyncio.create_task(source.run(queue), name="url-source-under-test")
     try:
         first = await asyncio.wait_for(queue.get(), 5)

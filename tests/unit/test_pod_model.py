@@ -20,6 +20,7 @@ from minikubelet.api.pod import (
 from minikubelet.container.status import ContainerState, NamespaceMode, SandboxState
 from minikubelet.cri.v1 import api_pb2 as pb
 from minikubelet.kuberuntime import labels as lbl
+from minikubelet.kuberuntime import status as crist
 from minikubelet.kuberuntime.hash import canonical_container, hash_container, normalize_hash
 
 DIGEST = "sha256:" + "ab" * 32
@@ -320,7 +321,7 @@ def test_labels_round_trip_through_cri() -> None:
         reason="OOMKilled",
         message="out of memory",
     )
-    status = lbl.container_status_from_cri(raw)
+    status = crist.container_status_from_cri(raw)
     assert status.name == "app" and status.id == "cid-app-3"
     assert status.hash == hash_container(pod.spec.containers[0])
     assert status.restart_count == 3
@@ -337,10 +338,10 @@ def test_running_container_keeps_no_exit_fields() -> None:
     raw = _cri_container(
         pod, "app", 0, state=pb.CONTAINER_RUNNING, started_at=5, exit_code=1, reason="x"
     )
-    status = lbl.container_status_from_cri(raw)
+    status = crist.container_status_from_cri(raw)
     assert status.state is ContainerState.RUNNING and status.started_at == 5
     assert (status.exit_code, status.reason, status.finished_at) == (0, "", 0)
-    created = lbl.container_status_from_cri(
+    created = crist.container_status_from_cri(
         _cri_container(pod, "app", 0, state=pb.CONTAINER_CREATED, started_at=5)
     )
     assert created.started_at == 0
@@ -357,7 +358,7 @@ def test_unreadable_annotations_read_as_unset() -> None:
             lbl.CONTAINER_PORTS_ANNOTATION: "{broken",
         },
     )
-    status = lbl.container_status_from_cri(raw)
+    status = crist.container_status_from_cri(raw)
     assert status.name == "other"  # no label: the CRI metadata name
     assert status.hash == "" and status.restart_count == 0
     assert lbl.container_info_from_annotations(dict(raw.annotations)).ports == ()
@@ -384,7 +385,7 @@ def test_pod_status_from_cri() -> None:
         ),
         labels=lbl.new_pod_labels(pod),
     )
-    status = lbl.from_cri(
+    status = crist.from_cri(
         uid=pod.uid,
         name=pod.name,
         namespace=pod.namespace,
@@ -408,7 +409,7 @@ def test_pod_ips_only_from_a_ready_newest_sandbox() -> None:
     dead = pb.PodSandboxStatus(
         id="sb", state=pb.SANDBOX_NOTREADY, network=pb.PodSandboxNetworkStatus(ip="10.1.0.5")
     )
-    status = lbl.from_cri(uid="u", sandboxes=[dead])
+    status = crist.from_cri(uid="u", sandboxes=[dead])
     assert status.ips == ()
     assert status.sandbox_statuses[0].ip == "10.1.0.5"
     assert status.sandbox_statuses[0].network_namespace is NamespaceMode.POD
@@ -419,7 +420,7 @@ def test_round_trip_feeds_the_decision_core() -> None:
     from minikubelet.kuberuntime.actions import container_changed
 
     pod = _pod()
-    status = lbl.container_status_from_cri(
+    status = crist.container_status_from_cri(
         _cri_container(pod, "app", 0, state=pb.CONTAINER_RUNNING)
     )
     assert not container_changed(pod.spec.containers[0], status)

@@ -26,7 +26,7 @@ from minikubelet.config.types import (
     HTTP_SOURCE,
     Pod,
     PodOperation,
-    PodUpdate,
+    SourceUpdate,
 )
 from minikubelet.types import PodUID
 
@@ -75,7 +75,7 @@ def state_of(*pods: Pod) -> dict[PodUID, Pod]:
     return {pod_uid(p): p for p in pods}
 
 
-def ops(updates: list[PodUpdate]) -> list[tuple[PodOperation, str, list[str]]]:
+def ops(updates: list[SourceUpdate]) -> list[tuple[PodOperation, str, list[str]]]:
     return [(u.op, u.source, [str(pod_uid(p)) for p in u.pods]) for u in updates]
 
 
@@ -281,17 +281,17 @@ def test_reconcile_takes_the_new_status() -> None:
 
 def test_duplicates_are_reported() -> None:
     result = merge_update(
-        {}, PodUpdate(PodOperation.SET, [A, pod("uid-a-copy", "a")], FILE_SOURCE), now=T1
+        {}, SourceUpdate(PodOperation.SET, [A, pod("uid-a-copy", "a")], FILE_SOURCE), now=T1
     )
     assert [pod_uid(p) for p in result.rejected] == ["uid-a-copy"]
 
 
 def test_incremental_add_and_remove_operations() -> None:
     state, _ = merge({}, [A, B], API_SOURCE, now=T0)
-    result = merge_update(state, PodUpdate(PodOperation.REMOVE, [A], API_SOURCE), now=T1)
+    result = merge_update(state, SourceUpdate(PodOperation.REMOVE, [A], API_SOURCE), now=T1)
     assert ops(result.updates) == [(PodOperation.REMOVE, API_SOURCE, ["uid-a"])]
     result = merge_update(
-        result.state, PodUpdate(PodOperation.ADD, [pod("uid-c", "c")], API_SOURCE), now=T1
+        result.state, SourceUpdate(PodOperation.ADD, [pod("uid-c", "c")], API_SOURCE), now=T1
     )
     assert ops(result.updates) == [(PodOperation.ADD, API_SOURCE, ["uid-c"])]
     assert set(result.state) == {"uid-b", "uid-c"}, "ADD does not remove what it omits"
@@ -352,12 +352,12 @@ def test_rfc3339nano(moment: datetime, text: str) -> None:
 def test_pod_config_tracks_sources_duplicates_and_clock() -> None:
     now = datetime(2024, 5, 1, 10, 0, 0, 500000, tzinfo=UTC)
     config = PodConfig(clock=lambda: now)
-    first = config.apply(PodUpdate(PodOperation.SET, [A], FILE_SOURCE))
+    first = config.apply(SourceUpdate(PodOperation.SET, [A], FILE_SOURCE))
     assert ops(first) == [(PodOperation.ADD, FILE_SOURCE, ["uid-a"])]
     seen = first[0].pods[0]["metadata"]["annotations"][CONFIG_FIRST_SEEN_ANNOTATION]
     assert seen == "2024-05-01T10:00:00.5Z"
     assert not config.seen_all_sources([FILE_SOURCE, HTTP_SOURCE])
-    second = config.apply(PodUpdate(PodOperation.SET, [pod("uid-x", "a")], HTTP_SOURCE))
+    second = config.apply(SourceUpdate(PodOperation.SET, [pod("uid-x", "a")], HTTP_SOURCE))
     assert ops(second) == [(PodOperation.ADD, HTTP_SOURCE, [])]
     assert config.duplicates[HTTP_SOURCE] == ["a_default"]
     assert config.seen_all_sources([FILE_SOURCE, HTTP_SOURCE])
@@ -367,12 +367,12 @@ def test_pod_config_tracks_sources_duplicates_and_clock() -> None:
 
 async def test_pod_config_run_loop() -> None:
     config = PodConfig(clock=lambda: datetime(2024, 5, 1, tzinfo=UTC))
-    inbox: asyncio.Queue[PodUpdate] = asyncio.Queue()
-    outbox: asyncio.Queue[PodUpdate] = asyncio.Queue()
+    inbox: asyncio.Queue[SourceUpdate] = asyncio.Queue()
+    outbox: asyncio.Queue[SourceUpdate] = asyncio.Queue()
     task = asyncio.create_task(config.run(inbox, outbox), name="podconfig-under-test")
     try:
-        await inbox.put(PodUpdate(PodOperation.SET, [A], FILE_SOURCE))
-        await inbox.put(PodUpdate(PodOperation.SET, [], FILE_SOURCE))
+        await inbox.put(SourceUpdate(PodOperation.SET, [A], FILE_SOURCE))
+        await inbox.put(SourceUpdate(PodOperation.SET, [], FILE_SOURCE))
         added = await asyncio.wait_for(outbox.get(), 5)
         removed = await asyncio.wait_for(outbox.get(), 5)
         assert ops([added, removed]) == [

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from minikubelet.api.pod import Pod
-from minikubelet.podworkers import PodUpdate, PodWorkers, UpdateType, WorkerState
+from minikubelet.podworkers import PodWorkers, UpdateType, WorkerState, WorkerUpdate
 
 
 def make_pod(uid: str, image: str = "busybox:1") -> Pod:
@@ -83,10 +83,10 @@ async def settle() -> None:
 async def test_latest_pending_update_wins(workers: tuple[PodWorkers, Syncer]) -> None:
     w, syncer = workers
     syncer.gate.clear()  # hold the first sync
-    w.update_pod(PodUpdate(make_pod("a", "img:1")))
+    w.update_pod(WorkerUpdate(make_pod("a", "img:1")))
     await syncer.entered.wait()
     for n in (2, 3, 4):
-        w.update_pod(PodUpdate(make_pod("a", f"img:{n}")))
+        w.update_pod(WorkerUpdate(make_pod("a", f"img:{n}")))
     syncer.gate.set()
     await until(syncer, lambda: len(syncer.calls) >= 2)
     await settle()
@@ -98,14 +98,14 @@ async def test_kill_terminates_once_and_wins_over_syncs(
 ) -> None:
     w, syncer = workers
     pod = make_pod("b")
-    w.update_pod(PodUpdate(pod))
-    w.update_pod(PodUpdate(pod, UpdateType.KILL, grace_period=7))
-    w.update_pod(PodUpdate(pod))  # a sync after a kill is ignored
+    w.update_pod(WorkerUpdate(pod))
+    w.update_pod(WorkerUpdate(pod, UpdateType.KILL, grace_period=7))
+    w.update_pod(WorkerUpdate(pod))  # a sync after a kill is ignored
     await w.wait_terminated(pod.uid)
     assert ("terminating", "b", "7") in syncer.calls
     assert syncer.calls[-1] == ("terminated", "b", "")
     assert w.state(pod.uid) is WorkerState.TERMINATED
-    w.update_pod(PodUpdate(pod))
+    w.update_pod(WorkerUpdate(pod))
     await settle()
     assert syncer.calls.count(("terminated", "b", "")) == 1
 
@@ -115,13 +115,13 @@ async def test_terminal_pod_terminates_itself_and_errors_are_reported(
 ) -> None:
     w, syncer = workers
     syncer.terminal.add("c")
-    w.update_pod(PodUpdate(make_pod("c")))
+    w.update_pod(WorkerUpdate(make_pod("c")))
     await w.wait_terminated("c")  # type: ignore[arg-type]
     assert [k for k, *_ in syncer.calls] == ["sync", "terminating", "terminated"]
     syncer.fail_once.add("d")
-    w.update_pod(PodUpdate(make_pod("d")))
+    w.update_pod(WorkerUpdate(make_pod("d")))
     await until(syncer, lambda: ("failed", "d", "boom") in syncer.calls)
-    w.update_pod(PodUpdate(make_pod("d")))  # the worker is still alive
+    w.update_pod(WorkerUpdate(make_pod("d")))  # the worker is still alive
     await until(syncer, lambda: syncer.calls.count(("sync", "d", "busybox:1")) == 2)
 
 
@@ -130,12 +130,12 @@ async def test_a_pod_put_back_under_its_uid_runs_again_after_terminating(
 ) -> None:
     w, syncer = workers
     pod = make_pod("e", "img:1")
-    w.update_pod(PodUpdate(pod))
+    w.update_pod(WorkerUpdate(pod))
     await until(syncer, lambda: ("sync", "e", "img:1") in syncer.calls)
     syncer.gate.clear()  # the terminating sync is not gated; later syncs wait
     syncer.entered.clear()
-    w.update_pod(PodUpdate(pod, UpdateType.KILL))
-    w.restart_pod(PodUpdate(make_pod("e", "img:2")))  # while terminating: it waits its turn
+    w.update_pod(WorkerUpdate(pod, UpdateType.KILL))
+    w.restart_pod(WorkerUpdate(make_pod("e", "img:2")))  # while terminating: it waits its turn
     await until(syncer, lambda: ("terminated", "e", "") in syncer.calls)
     await syncer.entered.wait()
     assert w.state(pod.uid) is WorkerState.SYNCING
@@ -150,13 +150,13 @@ async def test_a_finished_worker_makes_way_for_a_restart(
 ) -> None:
     w, syncer = workers
     syncer.terminal.add("f")
-    w.update_pod(PodUpdate(make_pod("f")))
+    w.update_pod(WorkerUpdate(make_pod("f")))
     await w.wait_terminated("f")  # type: ignore[arg-type]
-    w.update_pod(PodUpdate(make_pod("f")))  # a plain sync leaves a finished pod alone
+    w.update_pod(WorkerUpdate(make_pod("f")))  # a plain sync leaves a finished pod alone
     await settle()
     assert [k for k, *_ in syncer.calls] == ["sync", "terminating", "terminated"]
     syncer.terminal.discard("f")
-    w.restart_pod(PodUpdate(make_pod("f", "img:3")))
+    w.restart_pod(WorkerUpdate(make_pod("f", "img:3")))
     await until(syncer, lambda: ("sync", "f", "img:3") in syncer.calls)
     assert w.state("f") is WorkerState.SYNCING  # type: ignore[arg-type]
 
@@ -177,7 +177,7 @@ async def test_a_new_pod_waits_for_its_namesake_to_terminate(
 ) -> None:
     w, syncer = workers
     old, new = make_named("old", "web", "img:1"), make_named("new", "web", "img:2")
-    w.update_pod(PodUpdate(old))
+    w.update_pod(WorkerUpdate(old))
     await until(syncer, lambda: ("sync", "old", "img:1") in syncer.calls)
     release = asyncio.Event()
 
@@ -186,8 +186,8 @@ async def test_a_new_pod_waits_for_its_namesake_to_terminate(
         await release.wait()
 
     syncer.sync_terminating_pod = slow_terminating  # type: ignore[method-assign]
-    w.update_pod(PodUpdate(old, UpdateType.KILL))
-    w.update_pod(PodUpdate(new))  # an edited manifest: same name, new UID
+    w.update_pod(WorkerUpdate(old, UpdateType.KILL))
+    w.update_pod(WorkerUpdate(new))  # an edited manifest: same name, new UID
     await until(syncer, lambda: ("terminating", "old", "None") in syncer.calls)
     await settle()
     assert ("sync", "new", "img:2") not in syncer.calls  # not while the old one stops
@@ -196,5 +196,5 @@ async def test_a_new_pod_waits_for_its_namesake_to_terminate(
     order = [(k, uid) for k, uid, _ in syncer.calls]
     assert order.index(("terminated", "old")) < order.index(("sync", "new"))
     other = make_named("other", "db")
-    w.update_pod(PodUpdate(other))  # another name never waits
+    w.update_pod(WorkerUpdate(other))  # another name never waits
     await until(syncer, lambda: ("sync", "other", "busybox:1") in syncer.calls)

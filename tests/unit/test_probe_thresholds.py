@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import heapq
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 from minikubelet.api.pod import Pod
+from minikubelet.clock import ManualClock
 from minikubelet.errors import Unavailable
 from minikubelet.prober.manager import ProbeManager
 from minikubelet.prober.probe import ExecOutput, ExecResult
@@ -19,47 +19,14 @@ UID = PodUID("uid-1")
 T0 = 1_000.0
 
 
-async def settle(rounds: int = 50) -> None:
+async def settle() -> None:
     """Let every runnable task run until it waits on something."""
-    for _ in range(rounds):
-        await asyncio.sleep(0)
+    await ManualClock().settle()
 
 
-class FakeClock:
-    """Virtual time: ``sleep`` waits until ``advance`` moves past its deadline."""
-
+class FakeClock(ManualClock):
     def __init__(self, start: float = T0) -> None:
-        self._now = start
-        self._seq = 0
-        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
-
-    def now(self) -> float:
-        return self._now
-
-    async def sleep(self, seconds: float) -> None:
-        if seconds <= 0:
-            await asyncio.sleep(0)
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._seq += 1
-        heapq.heappush(self._sleepers, (self._now + seconds, self._seq, future))
-        await future
-
-    async def advance(self, seconds: float) -> None:
-        target = self._now + seconds
-        await settle()
-        while self._sleepers and self._sleepers[0][0] <= target:
-            when, _, future = heapq.heappop(self._sleepers)
-            if future.done():
-                continue
-            self._now = max(self._now, when)
-            future.set_result(None)
-            await settle()
-        self._now = target
-        await settle()
-
-    async def advance_to(self, when: float) -> None:
-        await self.advance(when - self._now)
+        super().__init__(start)
 
 
 class ScriptedExec:
