@@ -17,30 +17,27 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
 from minikubelet.errors import (
     AlreadyExists,
     CRIError,
-    DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     Unavailable,
 )
+from runtimes.base import core, netns
 from runtimes.base import model as m
-from runtimes.base import netns
+from runtimes.base.names import container_name_reserved, sandbox_name_reserved
 from runtimes.docker import dockerconfig
 from runtimes.docker import labels as lb
-from runtimes.docker.client import (
-    ContainerInspect,
-    ContainerSummary,
-    DockerClient,
-    docker_time_ns,
-)
+from runtimes.docker.client import ContainerInspect, ContainerSummary, DockerClient, docker_time_ns
+from runtimes.docker.convert import RUNNING_STATES, Decoder, is_running, labels_of
+from runtimes.docker.copiers import LogCopiers
 from runtimes.docker.images import DockerImages
-from runtimes.docker.logs import LogCopier
 from runtimes.docker.pause import PauseImage
 from runtimes.docker.streaming import DockerAttach, DockerExec
 
@@ -49,20 +46,6 @@ log = logging.getLogger(__name__)
 RUNTIME_NAME: Final = "docker"
 NOT_AVAILABLE: Final = "DockerDaemonNotAvailable"
 SANDBOX_STOP_TIMEOUT: Final = 10  # seconds of SIGTERM for the infra container (pause exits at once)
-LOG_SETTLE_TIMEOUT: Final = 5.0  # how long a status waits for an exited container's last output
-EXIT_START_ERROR: Final = 128
-_RUNNING_STATES: Final = ("running", "paused", "restarting")
-_SPEC_MEMO_LIMIT: Final = 10_000
-
-
-def _generation(*fields: object) -> int:
-    """A number that changes when what the CRI lists about an object changes."""
-    return hash(fields) & 0x7FFFFFFF
-
-
-def _touch(path: str) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640))
 
 
 def _in_cgroup_of(pid: int, container_id: str) -> bool:
@@ -94,24 +77,17 @@ class DockerRuntime:
         self.images = images
         self.pause = pause
         self._now = clock
-        self._copiers: dict[str, tuple[LogCopier, asyncio.Task[None]]] = {}
-        self._tasks: asyncio.TaskGroup | None = None
-        self._sandbox_specs: dict[str, m.PodSandboxSpec] = {}
-        self._container_specs: dict[str, m.ContainerSpec] = {}
+        self._logs = LogCopiers(client)
+        self._decode = Decoder()
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Own the log copiers until cancelled; resume those a previous server left."""
         async with asyncio.TaskGroup() as tg:
-            self._tasks = tg
-            tg.create_task(self._resume_logs(), name="docker-resume-logs")
-            try:
+            with self._logs.running_in(tg):
+                tg.create_task(self._resume_logs(), name="docker-resume-logs")
                 await asyncio.Future()
-            finally:
-                self._tasks = None
-                for _, task in self._copiers.values():
-                    task.cancel()
 
     async def _resume_logs(self) -> None:
         delay = 0.2
@@ -129,40 +105,9 @@ class DockerRuntime:
             exists = await asyncio.to_thread(os.path.exists, c.log_path)
             if c.state == m.ContainerState.EXITED and not exists:
                 continue  # its log is gone (removed by the kubelet): nothing to add to
-            self._start_copier(c.id, c.log_path, tty=c.spec.tty)
+            self._logs.start(c.id, c.log_path, tty=c.spec.tty)
         if containers:
-            log.info("resumed log copying for %d containers", len(self._copiers))
-
-    def _start_copier(self, container_id: str, path: str, *, tty: bool) -> None:
-        current = self._copiers.get(container_id)
-        if current is not None and not current[1].done():
-            return
-        if self._tasks is None:
-            raise FailedPrecondition("the docker runtime is not running")
-        copier = LogCopier(self._client, container_id, path, tty=tty)
-        task = self._tasks.create_task(copier.run(), name=f"docker-log-{container_id[:13]}")
-        self._copiers[container_id] = (copier, task)
-        task.add_done_callback(lambda t: self._forget_copier(container_id, t))
-
-    def _forget_copier(self, container_id: str, task: asyncio.Task[None]) -> None:
-        current = self._copiers.get(container_id)
-        if current is not None and current[1] is task:
-            del self._copiers[container_id]
-
-    async def _settle_logs(self, container_id: str) -> None:
-        """Wait (briefly) until an exited container's output is all in its log file."""
-        current = self._copiers.get(container_id)
-        if current is None:
-            return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(LOG_SETTLE_TIMEOUT):
-                await current[0].done.wait()
-
-    async def _stop_copier(self, container_id: str) -> None:
-        current = self._copiers.pop(container_id, None)
-        if current is not None:
-            current[1].cancel()
-            await asyncio.wait([current[1]])  # returns once it ended; raises nothing of its own
+            log.info("resumed log copying for %d containers", len(self._logs))
 
     # -- runtime ---------------------------------------------------------------------------
 
@@ -205,142 +150,20 @@ class DockerRuntime:
 
     # -- reading objects back from dockerd -------------------------------------------------
 
-    def _labels(self, raw: Mapping[str, Any]) -> dict[str, str]:
-        """Labels of a container as inspected (under Config) or as listed."""
-        config = raw.get("Config")
-        found = config.get("Labels") if isinstance(config, dict) else raw.get("Labels")
-        return dict(found or {})
-
-    def _ours(self, object_id: str, labels: Mapping[str, str], kind: str) -> bool:
-        """A container this runtime made (of ``kind``), with labels it can read back."""
-        if labels.get(lb.TYPE) != kind or labels.get(lb.SCHEMA) != lb.SCHEMA_VERSION:
-            return False
-        try:
-            if kind == lb.SANDBOX:
-                self._sandbox_spec(object_id, labels)
-            else:
-                self._container_spec(object_id, labels)
-        except (ValueError, KeyError):
-            log.warning("ignoring %s %s: its labels do not decode", kind, object_id[:13])
-            return False
-        return True
-
-    def _sandbox_spec(self, object_id: str, labels: Mapping[str, str]) -> m.PodSandboxSpec:
-        spec = self._sandbox_specs.get(object_id)
-        if spec is None:
-            spec = lb.decode(m.PodSandboxSpec, labels[lb.SPEC])
-            if len(self._sandbox_specs) >= _SPEC_MEMO_LIMIT:
-                self._sandbox_specs.clear()
-            self._sandbox_specs[object_id] = spec
-        return spec
-
-    def _container_spec(self, object_id: str, labels: Mapping[str, str]) -> m.ContainerSpec:
-        spec = self._container_specs.get(object_id)
-        if spec is None:
-            spec = lb.decode(m.ContainerSpec, labels[lb.SPEC])
-            if len(self._container_specs) >= _SPEC_MEMO_LIMIT:
-                self._container_specs.clear()
-            self._container_specs[object_id] = spec
-        return spec
-
-    def _sandbox_from(self, raw: Mapping[str, Any]) -> m.PodSandbox:
-        """From an inspected (State is an object) or a listed (State is a word) infra container."""
-        object_id = str(raw.get("Id", ""))
-        labels = self._labels(raw)
-        spec = self._sandbox_spec(object_id, labels)
-        state_field = raw.get("State")
-        if isinstance(state_field, dict):
-            running = bool(state_field.get("Running"))
-        else:
-            running = state_field == "running"
-        state = m.SandboxState.READY if running else m.SandboxState.NOTREADY
-        networks = ((raw.get("NetworkSettings") or {}).get("Networks")) or {}
-        ip = ""
-        if running and spec.namespaces.network != dockerconfig.NODE:
-            ip = next(
-                (str(n.get("IPAddress")) for n in networks.values() if n.get("IPAddress")), ""
-            )
-        return m.PodSandbox(
-            id=object_id,
-            spec=spec,
-            state=state,
-            created_at=int(labels.get(lb.CREATED, "0") or 0),
-            ip=ip,
-            generation=_generation(state),
-        )
-
-    def _container_from_summary(self, raw: ContainerSummary) -> m.Container:
-        object_id = str(raw.get("Id", ""))
-        labels = self._labels(raw)
-        spec = self._container_spec(object_id, labels)
-        docker_state = str(raw.get("State", ""))
-        state = _container_state(docker_state)
-        return m.Container(
-            id=object_id,
-            sandbox_id=labels.get(lb.SANDBOX_ID, ""),
-            spec=spec,
-            image_ref=str(raw.get("ImageID", "")),
-            image_name=labels.get(lb.IMAGE_NAME, spec.image),
-            state=state,
-            created_at=int(labels.get(lb.CREATED, "0") or 0),
-            log_path=labels.get(lb.LOG_PATH, ""),
-            generation=_generation(state),
-        )
-
-    def _container_from_inspect(self, raw: ContainerInspect) -> m.Container:
-        object_id = str(raw.get("Id", ""))
-        labels = self._labels(raw)
-        spec = self._container_spec(object_id, labels)
-        st = raw.get("State") or {}
-        docker_state = str(st.get("Status", ""))
-        state = _container_state(docker_state)
-        exit_code = int(st.get("ExitCode") or 0)
-        error = str(st.get("Error") or "")
-        started = docker_time_ns(st.get("StartedAt"))
-        finished = docker_time_ns(st.get("FinishedAt"))
-        reason = ""
-        if docker_state == "created" and error:
-            # dockerd could not start it: it will never run, so it has exited (as containerd says)
-            state, reason = m.ContainerState.EXITED, "StartError"
-            exit_code = exit_code or EXIT_START_ERROR
-            finished = finished or started or int(labels.get(lb.CREATED, "0") or 0)
-        elif state == m.ContainerState.EXITED:
-            if st.get("OOMKilled"):
-                reason = "OOMKilled"
-            else:
-                reason = "Completed" if exit_code == 0 else "Error"
-        return m.Container(
-            id=object_id,
-            sandbox_id=labels.get(lb.SANDBOX_ID, ""),
-            spec=spec,
-            image_ref=str(raw.get("Image", "")),
-            image_name=labels.get(lb.IMAGE_NAME, spec.image),
-            repo_digest=labels.get(lb.REPO_DIGEST, ""),
-            state=state,
-            created_at=int(labels.get(lb.CREATED, "0") or 0),
-            started_at=started,
-            finished_at=finished if state == m.ContainerState.EXITED else 0,
-            exit_code=exit_code if state == m.ContainerState.EXITED else 0,
-            reason=reason,
-            message=error,
-            log_path=labels.get(lb.LOG_PATH, ""),
-            pid=int(st.get("Pid") or 0),
-            generation=_generation(state),
-        )
-
     async def _inspect(self, object_id: str, kind: str) -> ContainerInspect:
         """A sandbox (kind ``sandbox``) or container of ours by ID or unique ID prefix."""
-        what = "pod sandbox" if kind == lb.SANDBOX else "container"
-        if not object_id or len(object_id) > 64:
-            raise NotFound(f"{what} {object_id!r} not found")
+        missing = core.Missing(core.SANDBOX if kind == lb.SANDBOX else core.CONTAINER, object_id)
+        if not core.could_be_id(object_id):
+            raise missing
         try:
             raw = await self._client.inspect_container(object_id)
         except NotFound:
-            raise NotFound(f"{what} {object_id!r} not found") from None
-        labels = self._labels(raw)
+            raise missing from None
         full_id = str(raw.get("Id", ""))
-        if not full_id.startswith(object_id) or not self._ours(full_id, labels, kind):
-            raise NotFound(f"{what} {object_id!r} not found")
+        if not full_id.startswith(object_id) or not self._decode.ours(
+            full_id, labels_of(raw), kind
+        ):
+            raise missing  # a name, or someone else's container
         return raw
 
     # -- sandboxes -------------------------------------------------------------------------
@@ -355,11 +178,7 @@ class DockerRuntime:
         try:
             sandbox_id = await self._client.create_container(name, body)
         except AlreadyExists:
-            holder = await self._holder(name)
-            raise AlreadyExists(
-                f"pod sandbox name {md.namespace}/{md.name} (uid {md.uid}, attempt {md.attempt})"
-                f" is reserved for {holder}"
-            ) from None
+            raise sandbox_name_reserved(md, await self._holder(name)) from None
         try:
             await self._client.start_container(sandbox_id)
         except BaseException as exc:
@@ -386,65 +205,59 @@ class DockerRuntime:
             {"label": [f"{lb.TYPE}={lb.CONTAINER}", f"{lb.SANDBOX_ID}={sandbox_id}"]}
         )
 
+    @core.idempotent
     async def stop_pod_sandbox(self, sandbox_id: str) -> None:
-        try:
-            raw = await self._inspect(sandbox_id, lb.SANDBOX)
-        except NotFound:
-            return  # already gone: stopping is idempotent
+        raw = await self._inspect(sandbox_id, lb.SANDBOX)
         full_id = str(raw.get("Id"))
         containers = await self._sandbox_containers(full_id)
         await asyncio.gather(
-            *(self._kill(str(c.get("Id"))) for c in containers if c.get("State") in _RUNNING_STATES)
+            *(self._kill(str(c.get("Id"))) for c in containers if c.get("State") in RUNNING_STATES)
         )
-        if (raw.get("State") or {}).get("Running"):
+        if is_running(raw):
             with contextlib.suppress(NotFound):
                 await self._client.stop_container(full_id, SANDBOX_STOP_TIMEOUT)
             log.info("sandbox %s stopped", full_id[:13])
 
+    @core.idempotent
     async def remove_pod_sandbox(self, sandbox_id: str) -> None:
-        try:
-            raw = await self._inspect(sandbox_id, lb.SANDBOX)
-        except NotFound:
-            return
+        raw = await self._inspect(sandbox_id, lb.SANDBOX)
         full_id = str(raw.get("Id"))
         for c in await self._sandbox_containers(full_id):
             await self.remove_container(str(c.get("Id")))
         with contextlib.suppress(NotFound):
             await self._client.remove_container(full_id)
-        self._sandbox_specs.pop(full_id, None)
+        self._decode.forget(full_id)
         log.info("sandbox %s removed", full_id[:13])
 
     async def pod_sandbox_status(self, sandbox_id: str) -> m.PodSandbox:
-        return self._sandbox_from(await self._inspect(sandbox_id, lb.SANDBOX))
+        return self._decode.sandbox(await self._inspect(sandbox_id, lb.SANDBOX))
 
     async def list_pod_sandbox(self, filter: m.SandboxFilter) -> Sequence[m.PodSandbox]:
         labels = [f"{lb.TYPE}={lb.SANDBOX}", *lb.selector(filter.label_selector)]
         summaries = await self._client.list_containers({"label": labels})
-        out = []
-        for raw in summaries:
-            if filter.id and not str(raw.get("Id", "")).startswith(filter.id):
-                continue
-            if not self._ours(str(raw.get("Id", "")), self._labels(raw), lb.SANDBOX):
-                continue
-            sandbox = self._sandbox_from(raw)
-            if filter.state is None or sandbox.state == filter.state:
-                out.append(sandbox)
-        return out
+        table = {
+            s.id: s
+            for s in (
+                self._decode.sandbox(raw)
+                for raw in summaries
+                if self._decode.ours(str(raw.get("Id", "")), labels_of(raw), lb.SANDBOX)
+            )
+        }
+        return core.filter_sandboxes(table, filter)
 
     # -- containers ------------------------------------------------------------------------
 
     async def create_container(
         self, sandbox_id: str, spec: m.ContainerSpec, sandbox_spec: m.PodSandboxSpec | None
     ) -> str:
-        raw = await self._inspect(sandbox_id, lb.SANDBOX)
-        sandbox = self._sandbox_from(raw)
-        if sandbox.state != m.SandboxState.READY:
-            raise FailedPrecondition(f"pod sandbox {sandbox.id} is not ready")
+        sandbox = core.require_ready(
+            self._decode.sandbox(await self._inspect(sandbox_id, lb.SANDBOX))
+        )
         lb.check_user_labels(spec.labels, "ContainerConfig")
         dockerconfig.binds(spec.mounts)  # refuse a bad mount before anything is made
         resolved = await self.images.resolve(spec.image)
         if resolved is None:
-            raise NotFound(f"image {spec.image!r} not found: pull it first")
+            raise core.image_not_pulled(spec.image)
         log_path = m.container_log_path(sandbox.spec.log_directory, spec.log_path)
         name = lb.container_name(spec.metadata, sandbox.metadata)
         container_labels = lb.container_labels(
@@ -465,17 +278,14 @@ class DockerRuntime:
         )
         if log_path:
             try:
-                await asyncio.to_thread(_touch, log_path)
+                await asyncio.to_thread(core.create_log_file, log_path)
             except OSError as exc:
                 raise InvalidArgument(f"cannot create the log file {log_path}: {exc}") from None
         try:
             container_id = await self._client.create_container(name, body)
         except AlreadyExists:
             holder = await self._holder(name)
-            raise AlreadyExists(
-                f"container name {spec.metadata.name!r} (attempt {spec.metadata.attempt}) in pod"
-                f" sandbox {sandbox.id} is reserved for {holder}"
-            ) from None
+            raise container_name_reserved(spec.metadata, sandbox.id, holder) from None
         except InvalidArgument as exc:
             raise InvalidArgument(
                 f"container {spec.metadata.name!r}: dockerd refused it: {exc.message}"
@@ -489,25 +299,20 @@ class DockerRuntime:
 
     async def start_container(self, container_id: str) -> None:
         raw = await self._inspect(container_id, lb.CONTAINER)
-        container = self._container_from_inspect(raw)
-        if container.state != m.ContainerState.CREATED:
-            raise FailedPrecondition(
-                f"container {container.id} is in state {container.state.name}, not CREATED"
-            )
-        if self._tasks is None:
-            raise FailedPrecondition("the docker runtime is not running")
+        container = core.require_created(self._decode.container_from_inspect(raw))
+        core.require_serving(self._logs.serving, "docker")
         try:
             infra = await self._inspect(container.sandbox_id, lb.SANDBOX)
         except NotFound:
             raise FailedPrecondition(f"pod sandbox {container.sandbox_id} is gone") from None
-        if not (infra.get("State") or {}).get("Running"):
-            raise FailedPrecondition(f"pod sandbox {container.sandbox_id} is not ready")
+        if not is_running(infra):
+            raise core.sandbox_not_ready(container.sandbox_id)
         try:
             await self._client.start_container(container.id)
         except CRIError as exc:
             raise type(exc)(f"starting container {container.id}: {exc.message}") from None
         if container.log_path:
-            self._start_copier(container.id, container.log_path, tty=container.spec.tty)
+            self._logs.start(container.id, container.log_path, tty=container.spec.tty)
 
     async def _kill(self, container_id: str) -> None:
         with contextlib.suppress(NotFound, FailedPrecondition):
@@ -515,40 +320,36 @@ class DockerRuntime:
         with contextlib.suppress(NotFound):
             await self._client.wait_container(container_id, timeout=30)
 
+    @core.idempotent
     async def stop_container(self, container_id: str, timeout: int) -> None:
-        try:
-            raw = await self._inspect(container_id, lb.CONTAINER)
-        except NotFound:
-            return  # already removed: stopping is idempotent
+        raw = await self._inspect(container_id, lb.CONTAINER)
         full_id = str(raw.get("Id"))
-        if (raw.get("State") or {}).get("Status") not in _RUNNING_STATES:
+        if (raw.get("State") or {}).get("Status") not in RUNNING_STATES:
             return
         if timeout <= 0:
             await self._kill(full_id)
         else:
             with contextlib.suppress(NotFound):
                 await self._client.stop_container(full_id, timeout)
-        await self._settle_logs(full_id)
+        await self._logs.settle(full_id)
 
+    @core.idempotent
     async def remove_container(self, container_id: str) -> None:
-        try:
-            raw = await self._inspect(container_id, lb.CONTAINER)
-        except NotFound:
-            return
+        raw = await self._inspect(container_id, lb.CONTAINER)
         full_id = str(raw.get("Id"))
-        if (raw.get("State") or {}).get("Status") in _RUNNING_STATES:
+        if (raw.get("State") or {}).get("Status") in RUNNING_STATES:
             await self._kill(full_id)
-            await self._settle_logs(full_id)
-        await self._stop_copier(full_id)
+            await self._logs.settle(full_id)
+        await self._logs.stop(full_id)
         with contextlib.suppress(NotFound):
             await self._client.remove_container(full_id)
-        self._container_specs.pop(full_id, None)
+        self._decode.forget(full_id)
 
     async def container_status(self, container_id: str) -> m.Container:
         raw = await self._inspect(container_id, lb.CONTAINER)
-        container = self._container_from_inspect(raw)
-        if container.state == m.ContainerState.EXITED and container.id in self._copiers:
-            await self._settle_logs(container.id)
+        container = self._decode.container_from_inspect(raw)
+        if container.state == m.ContainerState.EXITED and container.id in self._logs:
+            await self._logs.settle(container.id)
         return container
 
     async def list_containers(self, filter: m.ContainerFilter) -> Sequence[m.Container]:
@@ -566,40 +367,41 @@ class DockerRuntime:
                 except NotFound:
                     return []
             labels.append(f"{lb.SANDBOX_ID}={sandbox_id}")
-        summaries = await self._client.list_containers({"label": labels})
-        out = []
-        for raw in summaries:
-            if filter.id and not str(raw.get("Id", "")).startswith(filter.id):
-                continue
-            if not self._ours(str(raw.get("Id", "")), self._labels(raw), lb.CONTAINER):
-                continue
+        summaries = {
+            str(raw.get("Id", "")): raw
+            for raw in await self._client.list_containers({"label": labels})
+            if self._decode.ours(str(raw.get("Id", "")), labels_of(raw), lb.CONTAINER)
+        }
+        if filter.id:
+            found = m.find_by_id(summaries, filter.id)
+            summaries = {} if found is None else {str(found.get("Id")): found}
+        table: dict[str, m.Container] = {}
+        for object_id, raw in summaries.items():
             if raw.get("State") == "created":
                 # one that failed to start says so only when inspected
                 try:
-                    inspected = await self._client.inspect_container(str(raw.get("Id")))
+                    inspected = await self._client.inspect_container(object_id)
                 except NotFound:
                     continue  # removed meanwhile
-                container = self._container_from_inspect(inspected)
+                table[object_id] = self._decode.container_from_inspect(inspected)
             else:
-                container = self._container_from_summary(raw)
-            if filter.state is None or container.state == filter.state:
-                out.append(container)
+                table[object_id] = self._decode.container_from_summary(raw)
+        # the id and the sandbox were matched above (dockerd knows sandboxes by full id)
+        out = core.filter_containers(table, replace(filter, id="", pod_sandbox_id=""))
         if settle:
             # an exited container is listed once its output is all in its log file
             await asyncio.gather(
                 *(
-                    self._settle_logs(c.id)
+                    self._logs.settle(c.id)
                     for c in out
-                    if c.state == m.ContainerState.EXITED and c.id in self._copiers
+                    if c.state == m.ContainerState.EXITED and c.id in self._logs
                 )
             )
         return out
 
     async def exec_sync(self, container_id: str, cmd: Sequence[str], timeout: int) -> m.ExecResult:
-        raw = await self._inspect(container_id, lb.CONTAINER)
+        raw = await self._running_container(container_id)
         full_id = str(raw.get("Id"))
-        if not (raw.get("State") or {}).get("Running"):
-            raise FailedPrecondition(f"container {full_id} is not running")
         exec_id = await self._client.create_exec(full_id, cmd)
         try:
             async with asyncio.timeout(timeout if timeout > 0 else None):
@@ -607,9 +409,7 @@ class DockerRuntime:
                 exit_code = await self._exec_exit_code(exec_id)
         except TimeoutError:
             await self._kill_exec(exec_id, full_id)
-            raise DeadlineExceeded(
-                f"command {list(cmd)} timed out after {timeout}s in container {full_id}"
-            ) from None
+            raise core.exec_timed_out(cmd, timeout, full_id) from None
         return m.ExecResult(stdout, stderr, exit_code)
 
     async def _exec_exit_code(self, exec_id: str) -> int:
@@ -636,15 +436,17 @@ class DockerRuntime:
     # -- streaming (Exec, Attach, PortForward) ----------------------------------------------
 
     async def _running_container(self, container_id: str) -> ContainerInspect:
+        """The inspected container, if its process runs."""
         raw = await self._inspect(container_id, lb.CONTAINER)
-        if not (raw.get("State") or {}).get("Running"):
-            raise FailedPrecondition(f"container {raw.get('Id')} is not running")
+        if not is_running(raw):
+            raise core.container_not_running(str(raw.get("Id")))
         return raw
 
     async def _ready_sandbox(self, sandbox_id: str) -> ContainerInspect:
+        """The inspected infra container, if it runs (the sandbox is ready)."""
         raw = await self._inspect(sandbox_id, lb.SANDBOX)
-        if not (raw.get("State") or {}).get("Running"):
-            raise FailedPrecondition(f"pod sandbox {raw.get('Id')} is not ready")
+        if not is_running(raw):
+            raise core.sandbox_not_ready(str(raw.get("Id")))
         return raw
 
     async def check_exec(self, container_id: str) -> None:
@@ -657,10 +459,9 @@ class DockerRuntime:
         self, container_id: str, cmd: Sequence[str], *, tty: bool, stdin: bool
     ) -> m.StreamIO:
         """``docker exec``, attached; returns once the process runs (or failed to start)."""
-        if not cmd:
-            raise InvalidArgument("exec needs a command")
+        argv = core.require_command(cmd)
         raw = await self._running_container(container_id)
-        return await DockerExec.start(self._client, str(raw.get("Id")), cmd, tty=tty, stdin=stdin)
+        return await DockerExec.start(self._client, str(raw.get("Id")), argv, tty=tty, stdin=stdin)
 
     async def attach_stream(self, container_id: str, *, tty: bool, stdin: bool) -> m.StreamIO:
         """The container's stdio as it was created: its own TTY decides the output framing.
@@ -701,14 +502,9 @@ class DockerRuntime:
         return await netns.connect(f"/proc/{pid}/ns/net", port)
 
     async def reopen_container_log(self, container_id: str) -> None:
-        raw = await self._inspect(container_id, lb.CONTAINER)
-        full_id = str(raw.get("Id"))
-        if not (raw.get("State") or {}).get("Running"):
-            raise FailedPrecondition(f"container {full_id} is not running")
-        current = self._copiers.get(full_id)
-        if current is None:
+        full_id = str((await self._running_container(container_id)).get("Id"))
+        if not await self._logs.reopen(full_id):
             raise FailedPrecondition(f"container {full_id} has no log file to reopen")
-        await current[0].reopen()
 
     async def _stats(self, container: m.Container) -> m.ContainerStats:
         raw, inspected = await asyncio.gather(
@@ -733,7 +529,7 @@ class DockerRuntime:
 
     async def container_stats(self, container_id: str) -> m.ContainerStats:
         raw = await self._inspect(container_id, lb.CONTAINER)
-        return await self._stats(self._container_from_inspect(raw))
+        return await self._stats(self._decode.container_from_inspect(raw))
 
     async def list_container_stats(
         self, container_id: str, sandbox_id: str, label_selector: Mapping[str, str]
@@ -766,7 +562,9 @@ class DockerRuntime:
             kind = kinds.get(str(event.get("Action", "")))
             attributes: dict[str, Any] = (event.get("Actor") or {}).get("Attributes") or {}
             object_id = str((event.get("Actor") or {}).get("ID") or event.get("id") or "")
-            if kind is None or not self._ours(object_id, attributes, attributes.get(lb.TYPE, "")):
+            if kind is None or not self._decode.ours(
+                object_id, attributes, attributes.get(lb.TYPE, "")
+            ):
                 continue
             created = int(event.get("timeNano") or self._now())
             if attributes.get(lb.TYPE) == lb.SANDBOX:
@@ -774,11 +572,11 @@ class DockerRuntime:
                 yield m.ContainerEvent(object_id, kind, created, sandbox, ())
                 continue
             try:
-                container = self._container_from_inspect(
+                container = self._decode.container_from_inspect(
                     await self._client.inspect_container(object_id)
                 )
             except NotFound:
-                container = self._container_from_summary(
+                container = self._decode.container_from_summary(
                     {"Id": object_id, "Labels": attributes, "State": "exited"}
                 )
             sandbox = await self._event_sandbox(attributes.get(lb.SANDBOX_ID, ""), None)
@@ -792,14 +590,4 @@ class DockerRuntime:
         except NotFound:
             if attributes is None:
                 return None
-            return self._sandbox_from({"Id": sandbox_id, "Labels": dict(attributes)})
-
-
-def _container_state(docker_state: str) -> m.ContainerState:
-    if docker_state == "created":
-        return m.ContainerState.CREATED
-    if docker_state in _RUNNING_STATES:
-        return m.ContainerState.RUNNING
-    if docker_state in ("exited", "dead", "removing"):
-        return m.ContainerState.EXITED
-    return m.ContainerState.UNKNOWN
+            return self._decode.sandbox({"Id": sandbox_id, "Labels": dict(attributes)})
