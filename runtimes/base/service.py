@@ -1,9 +1,10 @@
 """The gRPC adapter every bundled runtime shares: protos in, domain calls, protos out.
 
 Nothing here knows CRI semantics; it validates the shape of requests,
-converts, calls the backend and turns :mod:`minikubelet.errors` into gRPC
-status codes. An unexpected exception becomes INTERNAL with a log record; it
-never reaches the client as a traceback and never stops the server.
+converts them (:mod:`runtimes.base.convert`), calls the backend and turns
+:mod:`minikubelet.errors` into gRPC status codes. An unexpected exception
+becomes INTERNAL with a log record; it never reaches the client as a traceback
+and never stops the server.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import replace
 from typing import Any, TypeVar
 
 import grpc
@@ -21,6 +21,26 @@ from google.protobuf.message import DecodeError, Message
 from minikubelet.cri.v1 import api_pb2 as pb
 from minikubelet.errors import CRIError, InvalidArgument, Unimplemented
 from runtimes.base import model as m
+from runtimes.base.convert import (
+    auth_from_pb,
+    container_filter_from_pb,
+    container_spec_from_pb,
+    container_status_to_pb,
+    container_to_pb,
+    event_to_pb,
+    fs_usage_to_pb,
+    image_to_pb,
+    require,
+    sandbox_filter_from_pb,
+    sandbox_spec_from_pb,
+    sandbox_stats_to_pb,
+    sandbox_status_to_pb,
+    sandbox_to_pb,
+    stats_to_pb,
+    status_to_pb,
+    version_to_pb,
+    with_handler,
+)
 from runtimes.base.streaming import StreamingServer
 
 log = logging.getLogger(__name__)
@@ -86,273 +106,9 @@ def _well_formed(request: Any, method: str) -> None:
         raise InvalidArgument(f"{method}: malformed {request.type_name}: {request.error}")
 
 
-def _require(cond: bool, message: str) -> None:
-    if not cond:
-        raise InvalidArgument(message)
-
-
 def _id(value: str, what: str) -> str:
-    _require(bool(value), f"{what} is required")
+    require(bool(value), f"{what} is required")
     return value
-
-
-# -- proto -> domain ----------------------------------------------------------
-
-
-def sandbox_spec_from_pb(config: pb.PodSandboxConfig) -> m.PodSandboxSpec:
-    _require(config.HasField("metadata"), "PodSandboxConfig.metadata is required")
-    md = config.metadata
-    _require(bool(md.name), "PodSandboxConfig.metadata.name is required")
-    _require(bool(md.uid), "PodSandboxConfig.metadata.uid is required")
-    _require(bool(md.namespace), "PodSandboxConfig.metadata.namespace is required")
-    _require(md.attempt >= 0, "PodSandboxConfig.metadata.attempt must not be negative")
-    linux = config.linux
-    sec = linux.security_context
-    ns = sec.namespace_options
-    return m.PodSandboxSpec(
-        metadata=m.SandboxMetadata(md.name, md.uid, md.namespace, md.attempt),
-        hostname=config.hostname,
-        log_directory=config.log_directory,
-        dns=m.DNSConfig(
-            tuple(config.dns_config.servers),
-            tuple(config.dns_config.searches),
-            tuple(config.dns_config.options),
-        ),
-        port_mappings=tuple(
-            m.PortMapping(p.protocol, p.container_port, p.host_port, p.host_ip)
-            for p in config.port_mappings
-        ),
-        labels=dict(config.labels),
-        annotations=dict(config.annotations),
-        cgroup_parent=linux.cgroup_parent,
-        namespaces=m.NamespaceOptions(ns.network, ns.pid, ns.ipc, ns.target_id),
-        sysctls=dict(linux.sysctls),
-        privileged=sec.privileged,
-    )
-
-
-def _seccomp(sec: pb.LinuxContainerSecurityContext) -> str:
-    if sec.HasField("seccomp"):
-        kind = sec.seccomp.profile_type
-        if kind == pb.SecurityProfile.ProfileType.Unconfined:
-            return "unconfined"
-        if kind == pb.SecurityProfile.ProfileType.Localhost:
-            return "localhost/" + sec.seccomp.localhost_ref
-        return "runtime/default"
-    return sec.seccomp_profile_path
-
-
-def container_spec_from_pb(config: pb.ContainerConfig) -> m.ContainerSpec:
-    _require(config.HasField("metadata"), "ContainerConfig.metadata is required")
-    _require(bool(config.metadata.name), "ContainerConfig.metadata.name is required")
-    _require(bool(config.image.image), "ContainerConfig.image.image is required")
-    linux = config.linux
-    res = linux.resources
-    sec = linux.security_context
-    return m.ContainerSpec(
-        metadata=m.ContainerMetadata(config.metadata.name, config.metadata.attempt),
-        image=config.image.image,
-        command=tuple(config.command),
-        args=tuple(config.args),
-        working_dir=config.working_dir,
-        envs=tuple((kv.key, kv.value) for kv in config.envs),
-        mounts=tuple(
-            m.Mount(
-                mt.container_path, mt.host_path, mt.readonly, mt.propagation, mt.selinux_relabel
-            )
-            for mt in config.mounts
-        ),
-        devices=tuple(
-            m.Device(d.container_path, d.host_path, d.permissions) for d in config.devices
-        ),
-        labels=dict(config.labels),
-        annotations=dict(config.annotations),
-        log_path=config.log_path,
-        stdin=config.stdin,
-        stdin_once=config.stdin_once,
-        tty=config.tty,
-        resources=m.Resources(
-            res.cpu_period,
-            res.cpu_quota,
-            res.cpu_shares,
-            res.memory_limit_in_bytes,
-            res.oom_score_adj,
-            res.cpuset_cpus,
-            res.cpuset_mems,
-        ),
-        security=m.SecurityOptions(
-            privileged=sec.privileged,
-            run_as_user=sec.run_as_user.value if sec.HasField("run_as_user") else None,
-            run_as_username=sec.run_as_username,
-            run_as_group=sec.run_as_group.value if sec.HasField("run_as_group") else None,
-            supplemental_groups=tuple(sec.supplemental_groups),
-            readonly_rootfs=sec.readonly_rootfs,
-            no_new_privs=sec.no_new_privs,
-            add_capabilities=tuple(sec.capabilities.add_capabilities),
-            drop_capabilities=tuple(sec.capabilities.drop_capabilities),
-            seccomp=_seccomp(sec),
-            masked_paths=tuple(sec.masked_paths),
-            readonly_paths=tuple(sec.readonly_paths),
-        ),
-        image_annotations=dict(config.image.annotations),
-        user_specified_image=config.image.user_specified_image,
-    )
-
-
-def sandbox_filter_from_pb(f: pb.PodSandboxFilter) -> m.SandboxFilter:
-    state = m.SandboxState(f.state.state) if f.HasField("state") else None
-    return m.SandboxFilter(f.id, state, dict(f.label_selector))
-
-
-def container_filter_from_pb(f: pb.ContainerFilter) -> m.ContainerFilter:
-    state = m.ContainerState(f.state.state) if f.HasField("state") else None
-    return m.ContainerFilter(f.id, state, f.pod_sandbox_id, dict(f.label_selector))
-
-
-# -- domain -> proto ----------------------------------------------------------
-
-
-def _sandbox_metadata(md: m.SandboxMetadata) -> pb.PodSandboxMetadata:
-    return pb.PodSandboxMetadata(
-        name=md.name, uid=md.uid, namespace=md.namespace, attempt=md.attempt
-    )
-
-
-def sandbox_to_pb(s: m.PodSandbox) -> pb.PodSandbox:
-    return pb.PodSandbox(
-        id=s.id,
-        metadata=_sandbox_metadata(s.metadata),
-        state=int(s.state),  # type: ignore[arg-type]
-        created_at=s.created_at,
-        labels=s.spec.labels,
-        annotations=s.spec.annotations,
-        runtime_handler=s.spec.runtime_handler,
-    )
-
-
-def sandbox_status_to_pb(s: m.PodSandbox) -> pb.PodSandboxStatus:
-    ns = s.spec.namespaces
-    return pb.PodSandboxStatus(
-        id=s.id,
-        metadata=_sandbox_metadata(s.metadata),
-        state=int(s.state),  # type: ignore[arg-type]
-        created_at=s.created_at,
-        network=pb.PodSandboxNetworkStatus(
-            ip=s.ip, additional_ips=[pb.PodIP(ip=ip) for ip in s.additional_ips]
-        ),
-        linux=pb.LinuxPodSandboxStatus(
-            namespaces=pb.Namespace(
-                options=pb.NamespaceOption(
-                    network=ns.network,  # type: ignore[arg-type]
-                    pid=ns.pid,  # type: ignore[arg-type]
-                    ipc=ns.ipc,  # type: ignore[arg-type]
-                    target_id=ns.target_id,
-                )
-            )
-        ),
-        labels=s.spec.labels,
-        annotations=s.spec.annotations,
-        runtime_handler=s.spec.runtime_handler,
-    )
-
-
-def _image_spec(c: m.Container) -> pb.ImageSpec:
-    return pb.ImageSpec(
-        image=c.image_name or c.spec.image,
-        annotations=c.spec.image_annotations,
-        user_specified_image=c.spec.user_specified_image or c.spec.image,
-    )
-
-
-def container_to_pb(c: m.Container) -> pb.Container:
-    return pb.Container(
-        id=c.id,
-        pod_sandbox_id=c.sandbox_id,
-        metadata=pb.ContainerMetadata(name=c.metadata.name, attempt=c.metadata.attempt),
-        image=_image_spec(c),
-        image_ref=c.image_ref,
-        state=int(c.state),  # type: ignore[arg-type]
-        created_at=c.created_at,
-        labels=c.spec.labels,
-        annotations=c.spec.annotations,
-        image_id=c.image_ref,
-    )
-
-
-def container_status_to_pb(c: m.Container) -> pb.ContainerStatus:
-    return pb.ContainerStatus(
-        id=c.id,
-        metadata=pb.ContainerMetadata(name=c.metadata.name, attempt=c.metadata.attempt),
-        state=int(c.state),  # type: ignore[arg-type]
-        created_at=c.created_at,
-        started_at=c.started_at,
-        finished_at=c.finished_at,
-        exit_code=c.exit_code,
-        image=_image_spec(c),
-        image_ref=c.repo_digest or c.image_ref,
-        reason=c.reason,
-        message=c.message,
-        labels=c.spec.labels,
-        annotations=c.spec.annotations,
-        mounts=[
-            pb.Mount(
-                container_path=mt.container_path,
-                host_path=mt.host_path,
-                readonly=mt.readonly,
-                selinux_relabel=mt.selinux_relabel,
-                propagation=mt.propagation,  # type: ignore[arg-type]
-            )
-            for mt in c.spec.mounts
-        ],
-        log_path=c.log_path,
-        image_id=c.image_ref,
-    )
-
-
-def image_to_pb(img: m.Image) -> pb.Image:
-    out = pb.Image(
-        id=img.id,
-        repo_tags=img.repo_tags,
-        repo_digests=img.repo_digests,
-        size=img.size,
-        username=img.username,
-        pinned=img.pinned,
-        spec=pb.ImageSpec(image=img.id, annotations=img.annotations),
-    )
-    if img.uid is not None:
-        out.uid.value = img.uid
-    return out
-
-
-def _fs_usage(u: m.FilesystemUsage) -> pb.FilesystemUsage:
-    return pb.FilesystemUsage(
-        timestamp=u.timestamp,
-        fs_id=pb.FilesystemIdentifier(mountpoint=u.mountpoint),
-        used_bytes=pb.UInt64Value(value=u.used_bytes),
-        inodes_used=pb.UInt64Value(value=u.inodes_used),
-    )
-
-
-def stats_to_pb(s: m.ContainerStats) -> pb.ContainerStats:
-    return pb.ContainerStats(
-        attributes=pb.ContainerAttributes(
-            id=s.container_id,
-            metadata=pb.ContainerMetadata(name=s.metadata.name, attempt=s.metadata.attempt),
-            labels=s.labels,
-            annotations=s.annotations,
-        ),
-        cpu=pb.CpuUsage(
-            timestamp=s.timestamp,
-            usage_core_nano_seconds=pb.UInt64Value(value=s.cpu_usage_core_nanoseconds),
-        ),
-        memory=pb.MemoryUsage(
-            timestamp=s.timestamp,
-            working_set_bytes=pb.UInt64Value(value=s.memory_working_set_bytes),
-        ),
-        writable_layer=_fs_usage(
-            m.FilesystemUsage(s.timestamp, "", s.writable_layer_bytes, s.writable_layer_inodes)
-        ),
-    )
 
 
 def _varint(n: int) -> bytes:
@@ -446,29 +202,11 @@ class RuntimeServicer:
 
     @_rpc
     async def Version(self, request: pb.VersionRequest, context: Any) -> pb.VersionResponse:
-        info = await self._backend.version()
-        return pb.VersionResponse(
-            version="0.1.0",
-            runtime_name=info.runtime_name,
-            runtime_version=info.runtime_version,
-            runtime_api_version=info.runtime_api_version,
-        )
+        return version_to_pb(await self._backend.version())
 
     @_rpc
     async def Status(self, request: pb.StatusRequest, context: Any) -> pb.StatusResponse:
-        st = await self._backend.status()
-        return pb.StatusResponse(
-            status=pb.RuntimeStatus(
-                conditions=[
-                    pb.RuntimeCondition(
-                        type=c.type, status=c.status, reason=c.reason, message=c.message
-                    )
-                    for c in st.conditions
-                ]
-            ),
-            info=st.info if request.verbose else {},
-            runtime_handlers=[pb.RuntimeHandler(name=h) for h in st.handlers],
-        )
+        return status_to_pb(await self._backend.status(), verbose=request.verbose)
 
     @_rpc
     async def RuntimeConfig(
@@ -490,10 +228,10 @@ class RuntimeServicer:
     async def RunPodSandbox(
         self, request: pb.RunPodSandboxRequest, context: Any
     ) -> pb.RunPodSandboxResponse:
-        _require(request.HasField("config"), "RunPodSandboxRequest.config is required")
+        require(request.HasField("config"), "RunPodSandboxRequest.config is required")
         spec = sandbox_spec_from_pb(request.config)
         if request.runtime_handler:
-            spec = _with_handler(spec, request.runtime_handler)
+            spec = with_handler(spec, request.runtime_handler)
         sandbox_id = await self._backend.run_pod_sandbox(spec)
         return pb.RunPodSandboxResponse(pod_sandbox_id=sandbox_id)
 
@@ -533,7 +271,7 @@ class RuntimeServicer:
         self, request: pb.CreateContainerRequest, context: Any
     ) -> pb.CreateContainerResponse:
         sandbox_id = _id(request.pod_sandbox_id, "pod_sandbox_id")
-        _require(request.HasField("config"), "CreateContainerRequest.config is required")
+        require(request.HasField("config"), "CreateContainerRequest.config is required")
         spec = container_spec_from_pb(request.config)
         sandbox_spec = (
             sandbox_spec_from_pb(request.sandbox_config)
@@ -583,8 +321,8 @@ class RuntimeServicer:
 
     @_rpc
     async def ExecSync(self, request: pb.ExecSyncRequest, context: Any) -> pb.ExecSyncResponse:
-        _require(len(request.cmd) > 0, "ExecSyncRequest.cmd is required")
-        _require(request.timeout >= 0, "ExecSyncRequest.timeout must not be negative")
+        require(len(request.cmd) > 0, "ExecSyncRequest.cmd is required")
+        require(request.timeout >= 0, "ExecSyncRequest.timeout must not be negative")
         result = await self._backend.exec_sync(
             _id(request.container_id, "container_id"), list(request.cmd), request.timeout
         )
@@ -672,33 +410,9 @@ class RuntimeServicer:
             yield self._container_views.encode(chunk)
 
     async def _sandbox_stats(self, sandbox: m.PodSandbox) -> pb.PodSandboxStats:
-        """A pod's usage as the sum of its running containers' (the runtimes keep no pod
-        cgroup of their own), with each container's stats beside it."""
         containers = await self._backend.list_container_stats("", sandbox.id, {})
         now = max((c.timestamp for c in containers), default=time.time_ns())
-        return pb.PodSandboxStats(
-            attributes=pb.PodSandboxAttributes(
-                id=sandbox.id,
-                metadata=_sandbox_metadata(sandbox.metadata),
-                labels=sandbox.spec.labels,
-                annotations=sandbox.spec.annotations,
-            ),
-            linux=pb.LinuxPodSandboxStats(
-                cpu=pb.CpuUsage(
-                    timestamp=now,
-                    usage_core_nano_seconds=pb.UInt64Value(
-                        value=sum(c.cpu_usage_core_nanoseconds for c in containers)
-                    ),
-                ),
-                memory=pb.MemoryUsage(
-                    timestamp=now,
-                    working_set_bytes=pb.UInt64Value(
-                        value=sum(c.memory_working_set_bytes for c in containers)
-                    ),
-                ),
-                containers=[stats_to_pb(c) for c in containers],
-            ),
-        )
+        return sandbox_stats_to_pb(sandbox, containers, now)
 
     @_rpc
     async def PodSandboxStats(
@@ -746,13 +460,7 @@ class RuntimeServicer:
         self, request: pb.GetEventsRequest, context: Any
     ) -> AsyncIterator[pb.ContainerEventResponse]:
         async for event in self._backend.container_events():
-            yield pb.ContainerEventResponse(
-                container_id=event.container_id,
-                container_event_type=int(event.type),  # type: ignore[arg-type]
-                created_at=event.created_at,
-                pod_sandbox_status=(sandbox_status_to_pb(event.sandbox) if event.sandbox else None),
-                containers_statuses=[container_status_to_pb(c) for c in event.containers],
-            )
+            yield event_to_pb(event)
 
 
 STREAM_CHUNK = 1000
@@ -761,10 +469,6 @@ STREAM_CHUNK = 1000
 def _chunks(items: list[T]) -> list[list[T]]:
     """Split a listing into messages of at most STREAM_CHUNK items (at least one message)."""
     return [items[i : i + STREAM_CHUNK] for i in range(0, len(items), STREAM_CHUNK)] or [[]]
-
-
-def _with_handler(spec: m.PodSandboxSpec, handler: str) -> m.PodSandboxSpec:
-    return replace(spec, runtime_handler=handler)
 
 
 class ImageServicer:
@@ -776,19 +480,7 @@ class ImageServicer:
     @_rpc
     async def PullImage(self, request: pb.PullImageRequest, context: Any) -> pb.PullImageResponse:
         reference = _id(request.image.image, "PullImageRequest.image.image")
-        a = request.auth
-        auth = {
-            k: v
-            for k, v in (
-                ("username", a.username),
-                ("password", a.password),
-                ("auth", a.auth),
-                ("server_address", a.server_address),
-                ("identity_token", a.identity_token),
-                ("registry_token", a.registry_token),
-            )
-            if v
-        }
+        auth = auth_from_pb(request.auth)
         image_ref = await self._backend.pull_image(reference, auth)
         return pb.PullImageResponse(image_ref=image_ref)
 
@@ -830,7 +522,7 @@ class ImageServicer:
         self, request: pb.ImageFsInfoRequest, context: Any
     ) -> pb.ImageFsInfoResponse:
         usage = await self._backend.image_fs_info()
-        return pb.ImageFsInfoResponse(image_filesystems=[_fs_usage(u) for u in usage])
+        return pb.ImageFsInfoResponse(image_filesystems=[fs_usage_to_pb(u) for u in usage])
 
 
 # -- registration -------------------------------------------------------------
