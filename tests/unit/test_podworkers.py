@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from minikubelet.api.pod import Pod
-from minikubelet.podworkers import PodWorkers, UpdateType, WorkerState, WorkerUpdate
+from minikubelet.clock import ManualClock
+from minikubelet.podworkers import ERROR_RETRY, PodWorkers, UpdateType, WorkerState, WorkerUpdate
 
 
 def make_pod(uid: str, image: str = "busybox:1") -> Pod:
@@ -56,11 +57,16 @@ class Syncer:
 
 
 @pytest.fixture
-async def workers() -> AsyncIterator[tuple[PodWorkers, Syncer]]:
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def workers(clock: ManualClock) -> AsyncIterator[tuple[PodWorkers, Syncer]]:
     syncer = Syncer()
-    w = PodWorkers(syncer)
+    w = PodWorkers(syncer, clock=clock)
     task = asyncio.create_task(w.run())
-    await asyncio.sleep(0)
+    await w.wait_running()
     yield w, syncer
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
@@ -75,9 +81,8 @@ async def until(syncer: Syncer, predicate: Callable[[], bool]) -> None:
 
 
 async def settle() -> None:
-    """Let every ready task run (no I/O is involved, so a few loop turns suffice)."""
-    for _ in range(20):
-        await asyncio.sleep(0)
+    """Let every ready task run until it waits (virtual time: no I/O is involved)."""
+    await ManualClock().settle()
 
 
 async def test_latest_pending_update_wins(workers: tuple[PodWorkers, Syncer]) -> None:
@@ -198,3 +203,72 @@ async def test_a_new_pod_waits_for_its_namesake_to_terminate(
     other = make_named("other", "db")
     w.update_pod(WorkerUpdate(other))  # another name never waits
     await until(syncer, lambda: ("sync", "other", "busybox:1") in syncer.calls)
+
+
+async def test_updates_are_taken_as_soon_as_the_workers_run(clock: ManualClock) -> None:
+    syncer = Syncer()
+    w = PodWorkers(syncer, clock=clock)
+    with pytest.raises(RuntimeError, match="not running"):
+        w.update_pod(WorkerUpdate(make_pod("early")))
+    task = asyncio.create_task(w.run())
+    try:
+        await w.wait_running()  # no loop turns counted: run() says when it owns its group
+        w.update_pod(WorkerUpdate(make_pod("g")))
+        await until(syncer, lambda: ("sync", "g", "busybox:1") in syncer.calls)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_healthy_pod_is_resynced_after_the_resync_period(
+    workers: tuple[PodWorkers, Syncer], clock: ManualClock
+) -> None:
+    w, syncer = workers
+    w.update_pod(WorkerUpdate(make_pod("h")))
+    await until(syncer, lambda: ("sync", "h", "busybox:1") in syncer.calls)
+    await clock.advance(59)
+    assert syncer.calls.count(("sync", "h", "busybox:1")) == 1, "nothing before 60 s"
+    await clock.advance(1)
+    await until(syncer, lambda: syncer.calls.count(("sync", "h", "busybox:1")) == 2)
+
+
+async def test_a_kill_that_failed_is_retried_until_it_succeeds(
+    workers: tuple[PodWorkers, Syncer], clock: ManualClock
+) -> None:
+    """As the kubelet: a pod whose containers could not be stopped stays terminating and
+    its worker tries again; it is not taken for terminated."""
+    w, syncer = workers
+    failures = 2
+
+    async def failing_terminating(pod: Pod, grace_period: int | None) -> None:
+        nonlocal failures
+        syncer._record(("terminating", pod.uid, str(grace_period)))
+        if failures:
+            failures -= 1
+            raise RuntimeError("failed to stop container c: runtime unavailable")
+
+    syncer.sync_terminating_pod = failing_terminating  # type: ignore[method-assign]
+    pod = make_pod("k")
+    w.update_pod(WorkerUpdate(pod))
+    w.update_pod(WorkerUpdate(pod, UpdateType.KILL, grace_period=30))
+    await until(
+        syncer,
+        lambda: ("failed", "k", "failed to stop container c: runtime unavailable") in syncer.calls,
+    )
+    assert w.state(pod.uid) is WorkerState.TERMINATING
+    await clock.advance(ERROR_RETRY - 1)
+    assert syncer.calls.count(("terminating", "k", "30")) == 1, "not retried before the period"
+    w.update_pod(WorkerUpdate(pod, UpdateType.KILL, grace_period=5))  # a shorter grace: at once
+    await until(syncer, lambda: ("terminating", "k", "5") in syncer.calls)
+    assert w.state(pod.uid) is WorkerState.TERMINATING
+    await clock.advance(ERROR_RETRY)
+    await w.wait_terminated(pod.uid)
+    kinds = [(k, g) for k, uid, g in syncer.calls if uid == "k" and k != "sync"]
+    assert kinds == [
+        ("terminating", "30"),
+        ("failed", "failed to stop container c: runtime unavailable"),
+        ("terminating", "5"),
+        ("failed", "failed to stop container c: runtime unavailable"),
+        ("terminating", "5"),
+        ("terminated", ""),
+    ]
