@@ -1,4 +1,5 @@
-"""The Docker-backed runtime's pure parts: label schema, create bodies, log framing, names."""
+"""The Docker-backed runtime's pure parts: label schema, create bodies, log framing, names,
+and reading containers back from Docker's JSON."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from runtimes.base import model as m
 from runtimes.docker import dockerconfig
 from runtimes.docker import labels as lb
 from runtimes.docker.client import FrameDecoder, docker_time_ns, registry_auth
+from runtimes.docker.convert import Decoder, container_state, labels_of
 from runtimes.docker.images import Mirror, _user
 from runtimes.docker.logs import DRIVER_BUFFER, Position, format_frames, position_in, read_position
 from runtimes.docker.pause import docker_archive
@@ -343,3 +345,84 @@ def test_pause_archive_is_a_loadable_docker_archive() -> None:
     assert docker_archive(b"x", tag="t", source="s", arch="amd64") == docker_archive(
         b"x", tag="t", source="s", arch="amd64"
     )  # deterministic: the same source loads as the same image
+
+
+# -- reading containers back (runtimes/docker/convert.py) ------------------------------------
+
+CID = "c" * 64
+SID = "5" * 64
+
+
+def _inspected(state: dict[str, object]) -> dict[str, object]:
+    labels = lb.container_labels(
+        CONTAINER,
+        sandbox_id=SID,
+        log_path="/var/log/pods/prod_web_u-1/app/3.log",
+        image_name="docker.io/library/busybox:1.36",
+        repo_digest="docker.io/library/busybox@sha256:" + "d" * 64,
+        created_ns=1_000,
+    )
+    return {"Id": CID, "Image": "sha256:" + "e" * 64, "Config": {"Labels": labels}, "State": state}
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        (
+            {"Status": "exited", "ExitCode": 0, "FinishedAt": "2024-01-01T00:00:01Z"},
+            (m.ContainerState.EXITED, 0, "Completed"),
+        ),
+        ({"Status": "exited", "ExitCode": 3}, (m.ContainerState.EXITED, 3, "Error")),
+        (
+            {"Status": "exited", "ExitCode": 137, "OOMKilled": True},
+            (m.ContainerState.EXITED, 137, "OOMKilled"),
+        ),
+        (
+            {"Status": "created", "ExitCode": 0, "Error": "exec: no such file"},
+            (m.ContainerState.EXITED, 128, "StartError"),
+        ),
+        ({"Status": "running", "Running": True, "Pid": 42}, (m.ContainerState.RUNNING, 0, "")),
+        ({"Status": "created"}, (m.ContainerState.CREATED, 0, "")),
+    ],
+)
+def test_an_inspected_container_reports_its_exit_as_containerd_does(
+    state: dict[str, object], expected: tuple[m.ContainerState, int, str]
+) -> None:
+    container = Decoder().container_from_inspect(_inspected(state))  # type: ignore[arg-type]
+    assert (container.state, container.exit_code, container.reason) == expected
+    assert (container.id, container.sandbox_id, container.spec) == (CID, SID, CONTAINER)
+
+
+def test_a_listed_sandbox_has_its_ip_only_while_it_runs() -> None:
+    raw = {
+        "Id": SID,
+        "Labels": lb.sandbox_labels(SANDBOX, 5),
+        "State": "running",
+        "NetworkSettings": {"Networks": {"bridge": {"IPAddress": "172.17.0.2"}}},
+    }
+    decoder = Decoder()
+    assert decoder.ours(SID, labels_of(raw), lb.SANDBOX)
+    assert not decoder.ours(SID, labels_of(raw), lb.CONTAINER)
+    sandbox = decoder.sandbox(raw)
+    assert (sandbox.state, sandbox.ip, sandbox.created_at) == (
+        m.SandboxState.READY,
+        "172.17.0.2",
+        5,
+    )
+    stopped = decoder.sandbox({**raw, "State": "exited"})
+    assert (stopped.state, stopped.ip) == (m.SandboxState.NOTREADY, "")
+    assert stopped.generation != sandbox.generation
+
+
+@pytest.mark.parametrize(
+    ("word", "state"),
+    [
+        ("created", m.ContainerState.CREATED),
+        ("running", m.ContainerState.RUNNING),
+        ("paused", m.ContainerState.RUNNING),
+        ("dead", m.ContainerState.EXITED),
+        ("what", m.ContainerState.UNKNOWN),
+    ],
+)
+def test_docker_state_words(word: str, state: m.ContainerState) -> None:
+    assert container_state(word) == state
