@@ -163,6 +163,33 @@ def idempotent(method: _F) -> _F:
     return cast(_F, wrapper)
 
 
+# -- new records -------------------------------------------------------------------------------
+
+
+def created_container(
+    container_id: str,
+    sandbox_id: str,
+    spec: m.ContainerSpec,
+    image: m.Image,
+    image_name: str,
+    *,
+    created_at: int,
+    log_path: str,
+) -> m.Container:
+    """The record of a container just created from ``image`` (found as ``image_name``)."""
+    return m.Container(
+        id=container_id,
+        sandbox_id=sandbox_id,
+        spec=spec,
+        image_ref=image.id,
+        image_name=image_name,
+        repo_digest=image.repo_digests[0] if image.repo_digests else "",
+        state=m.ContainerState.CREATED,
+        created_at=created_at,
+        log_path=log_path,
+    )
+
+
 # -- preconditions -------------------------------------------------------------------------
 
 

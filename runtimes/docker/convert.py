@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from runtimes.base import core
 from runtimes.base import model as m
@@ -85,22 +85,10 @@ class Decoder:
         return True
 
     def sandbox_spec(self, object_id: str, labels: Mapping[str, str]) -> m.PodSandboxSpec:
-        spec = self._sandbox_specs.get(object_id)
-        if spec is None:
-            spec = lb.decode(m.PodSandboxSpec, labels[lb.SPEC])
-            if len(self._sandbox_specs) >= SPEC_MEMO_LIMIT:
-                self._sandbox_specs.clear()
-            self._sandbox_specs[object_id] = spec
-        return spec
+        return _memo(self._sandbox_specs, object_id, m.PodSandboxSpec, labels)
 
     def container_spec(self, object_id: str, labels: Mapping[str, str]) -> m.ContainerSpec:
-        spec = self._container_specs.get(object_id)
-        if spec is None:
-            spec = lb.decode(m.ContainerSpec, labels[lb.SPEC])
-            if len(self._container_specs) >= SPEC_MEMO_LIMIT:
-                self._container_specs.clear()
-            self._container_specs[object_id] = spec
-        return spec
+        return _memo(self._container_specs, object_id, m.ContainerSpec, labels)
 
     def sandbox(self, raw: Mapping[str, Any]) -> m.PodSandbox:
         """From an inspected (State is an object) or a listed (State is a word) infra container."""
@@ -184,3 +172,19 @@ class Decoder:
             pid=int(st.get("Pid") or 0),
             generation=generation(state),
         )
+
+
+_Spec = TypeVar("_Spec")
+
+
+def _memo(
+    memo: dict[str, _Spec], object_id: str, cls: type[_Spec], labels: Mapping[str, str]
+) -> _Spec:
+    """The spec in the object's labels, decoded once (ValueError or KeyError if it does not)."""
+    spec = memo.get(object_id)
+    if spec is None:
+        spec = lb.decode(cls, labels[lb.SPEC])
+        if len(memo) >= SPEC_MEMO_LIMIT:
+            memo.clear()
+        memo[object_id] = spec
+    return spec

@@ -230,14 +230,12 @@ class FakeRuntime:
                 raise core.image_not_pulled(spec.image)
             image, image_name = resolved
             log_path = m.container_log_path(sandbox.spec.log_directory, spec.log_path)
-            container = m.Container(
-                id=container_id,
-                sandbox_id=sandbox.id,
-                spec=spec,
-                image_ref=image.id,
-                image_name=image_name,
-                repo_digest=image.repo_digests[0] if image.repo_digests else "",
-                state=m.ContainerState.CREATED,
+            container = core.created_container(
+                container_id,
+                sandbox.id,
+                spec,
+                image,
+                image_name,
                 created_at=self.clock.now_ns(),
                 log_path=log_path,
             )

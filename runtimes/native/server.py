@@ -452,14 +452,12 @@ class NativeRuntime:
             )
             self._handles[container_id] = handle
             await self.oci.create(handle, document)
-            container = m.Container(
-                id=container_id,
-                sandbox_id=sandbox.id,
-                spec=spec,
-                image_ref=image.id,
-                image_name=image_name,
-                repo_digest=image.repo_digests[0] if image.repo_digests else "",
-                state=m.ContainerState.CREATED,
+            container = core.created_container(
+                container_id,
+                sandbox.id,
+                spec,
+                image,
+                image_name,
                 created_at=time.time_ns(),
                 log_path=log_path,
             )
