@@ -233,6 +233,46 @@ async def test_failed_create_is_reported_and_leaves_nothing(env: Env) -> None:
     assert await env.runtime.list_containers() == []
 
 
+REFUSING_RUNC = """#!/bin/sh
+# runc, except that create fails after creating the container, and delete fails while
+# {refuse} exists (the state that runc delete cannot clean up: a stuck mount, say)
+for arg; do
+    case "$arg" in
+    create) {runc} "$@" || exit $?; echo 'level=error msg="create failed late"' >&2; exit 1 ;;
+    delete) [ -e {refuse} ] && {{ echo 'level=error msg="delete refused"' >&2; exit 1; }} ;;
+    esac
+done
+exec {runc} "$@"
+"""
+
+
+async def test_a_failed_delete_after_a_failed_create_is_reported_and_retried(
+    env: Env, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Undoing a half-done create can fail too: that is logged and told, and the container
+    stays in the OCI runtime's state until a later delete succeeds (never silently left)."""
+    runc, refuse = shutil.which("runc"), tmp_path / "refuse-delete"
+    wrapper = tmp_path / "refusing-runc"
+    wrapper.write_text(REFUSING_RUNC.format(runc=runc, refuse=refuse))
+    wrapper.chmod(0o755)
+    refuse.touch()
+    runtime = OCIRuntime(root=env.runtime.root, handlers={"runc": str(wrapper)}, command_timeout=20)
+    spec = env.spec("true")
+    handle = env.handle(spec=spec)
+    with caplog.at_level("ERROR"), pytest.raises(Internal) as caught:
+        await runtime.create(handle, spec)
+    assert "delete refused" in caught.value.message
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any(handle.id in m and "delete refused" in m for m in logged), logged
+    kept = await runtime.state(handle)
+    assert kept is not None and kept.status == "created"  # not forgotten: still in runc's state
+    with pytest.raises(Internal, match="delete refused"):
+        await runtime.delete(handle)  # every failed delete is an error, not a silent success
+    refuse.unlink()
+    await runtime.delete(handle)  # the retry
+    assert await runtime.state(handle) is None
+
+
 CHILD = """
 import asyncio, json, sys
 from runtimes.native.oci.runtime import ContainerHandle, OCIRuntime
