@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from runtimes.base.core import exit_reason
+
 EXIT_SIGKILL: Final = 137
 POLL_INTERVAL: Final = 0.02
 
@@ -85,9 +87,7 @@ class ExitStatus:
     @property
     def reason(self) -> str:
         """The CRI container status reason, as CRI-O gives it."""
-        if self.oom_killed:
-            return "OOMKilled"
-        return "Completed" if self.exit_code == 0 else "Error"
+        return exit_reason(self.exit_code, oom_killed=self.oom_killed)
 
 
 def pid_alive(pid: int, needle: str) -> bool:
