@@ -48,7 +48,6 @@ class ManualClock:
         self.settle_rounds = settle_rounds
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
-        self._changed = asyncio.Event()
 
     def now(self) -> float:
         return self._now
@@ -62,20 +61,7 @@ class ManualClock:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (self._now + seconds, next(self._order), future))
-        self._changed.set()
         await future
-
-    @property
-    def sleepers(self) -> int:
-        """How many sleeps are pending (cancelled ones excluded)."""
-        return sum(1 for _, _, f in self._sleepers if not f.done())
-
-    async def wait_for_sleepers(self, count: int = 1) -> None:
-        """Return once at least ``count`` sleeps are pending: the code under test has
-        reached the point where only time can move it on."""
-        while self.sleepers < count:
-            self._changed.clear()
-            await self._changed.wait()
 
     async def advance(self, seconds: float) -> None:
         """Move time on by ``seconds``, waking every sleeper whose deadline is passed, in

@@ -147,7 +147,6 @@ class Kubelet:
         self.servers = tuple(servers)
         self._waiting: dict[PodUID, dict[str, tuple[str, str]]] = {}
         self.started = asyncio.Event()
-        self.synced_once = 0
         workers.bind(self)
 
     # -- running ---------------------------------------------------------------
@@ -273,7 +272,6 @@ class Kubelet:
             self._observe(pod, status)
             api_status = self._generate(pod, status)
         self.status_manager.set_pod_status(pod.uid, api_status)
-        self.synced_once += 1
         retry_at = result.retry_at
         if retry_at is None and (result.errors or result.waiting):
             # as the kubelet's pod workers: a sync that failed is tried again after ~10 s

@@ -117,12 +117,6 @@ class PodStatus:
                 return status
         return None
 
-    def find_container_status_by_id(self, container_id: str) -> ContainerStatus | None:
-        for status in self.container_statuses:
-            if status.id == container_id:
-                return status
-        return None
-
     def running_container_statuses(self) -> tuple[ContainerStatus, ...]:
         return tuple(s for s in self.container_statuses if s.state is ContainerState.RUNNING)
 

@@ -103,10 +103,6 @@ class TraceRecorder:
         finally:
             unsubscribe()
 
-    def names_for(self, object_id: str) -> tuple[str, str]:
-        """(pod, container) remembered for a sandbox or container id."""
-        return self._names.get(object_id, ("", ""))
-
     def record(
         self,
         *,

@@ -37,8 +37,6 @@ _OPERATOR: Final = "$"
 _OPENER: Final = "("
 _CLOSER: Final = ")"
 
-EnvPairs = Sequence[tuple[str, str]]
-
 
 class ConfigError(MinikubeletError):
     """A container's config cannot be made; ``reason`` is the waiting reason the kubelet shows."""

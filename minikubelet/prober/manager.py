@@ -44,7 +44,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncGenerator, Callable, Iterable, Set
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
@@ -203,18 +203,6 @@ class ProbeManager:
             del self._instances[instance_key]
         for container_id in [cid for cid, owner in self._owners.items() if owner[0] == pod_uid]:
             del self._owners[container_id]
-
-    def cleanup_pods(self, desired: Set[PodUID]) -> None:
-        """Remove every pod not in ``desired`` (``CleanupPods``)."""
-        for pod_uid in {key.pod_uid for key in self._workers} | set(self._pods):
-            if pod_uid not in desired:
-                self.remove_pod(pod_uid)
-
-    def stop_liveness_and_startup(self, pod_uid: PodUID) -> None:
-        """Stop the pod's liveness and startup workers; readiness goes on while it terminates."""
-        for key in list(self._workers):
-            if key.pod_uid == pod_uid and key.probe_type is not ProbeType.READINESS:
-                self._workers[key].stop()
 
     def update_container(
         self,
