@@ -1,8 +1,10 @@
 """The CRI's nouns as plain dataclasses, for the server layer of every bundled runtime.
 
-The gRPC adapter (:mod:`runtimes.base.service`) converts protos to these and
-back; a runtime's server layer sees only these. Times are nanoseconds since the
-epoch, as the CRI carries them.
+The gRPC adapter (:mod:`runtimes.base.service`, through :mod:`runtimes.base.convert`)
+turns protos into these and back; a runtime's server layer sees only these, and
+the CRI rules they share live in :mod:`runtimes.base.core` and
+:mod:`runtimes.base.names`. Times are nanoseconds since the epoch, as the CRI
+carries them.
 """
 
 from __future__ import annotations
