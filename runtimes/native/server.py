@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from minikubelet.errors import CRIError, FailedPrecondition, InvalidArgument, NotFound
+from minikubelet.util import proc
 from runtimes.base import core, netns
 from runtimes.base import model as m
 from runtimes.base.events import ContainerEvents
@@ -49,12 +50,10 @@ MONITOR_PERIOD = 0.5
 
 
 async def _run(*argv: str) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    _, err = await proc.communicate()
-    if proc.returncode != 0:
-        raise FailedPrecondition(f"{argv[0]} failed: {err.decode(errors='replace').strip()}")
+    try:
+        await proc.run(argv)
+    except proc.CommandError as failure:
+        raise FailedPrecondition(f"{argv[0]} failed: {failure.output or failure}") from None
 
 
 class NativeRuntime:
