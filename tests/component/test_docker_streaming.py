@@ -27,6 +27,7 @@ from runtimes.docker.server import DockerRuntime
 from tests.harness.dockerd import Dockerd
 from tests.harness.fixtures import HUB_NAMESPACE, HarnessImages
 from tests.harness.registry import LocalRegistry
+from tests.harness.wait import wait_until
 
 TICKER = 'i=0; while true; do echo "tick $i"; echo "tock $i" >&2; i=$((i+1)); sleep 0.1; done'
 WEB = (
@@ -180,11 +181,13 @@ async def exec_processes(pod: Pod, marker: str) -> list[str]:
 
 
 async def wait_processes(pod: Pod, marker: str, count: int) -> list[str]:
-    deadline = time.monotonic() + READ_TIMEOUT
-    while len(found := await exec_processes(pod, marker)) < count:
-        assert time.monotonic() < deadline, f"{count} processes with {marker!r}: {found}"
-        await asyncio.sleep(0.05)
-    return found
+    async def enough() -> list[str] | None:
+        found = await exec_processes(pod, marker)
+        return found if len(found) >= count else None
+
+    return await wait_until(
+        enough, timeout=READ_TIMEOUT, message=f"{count} processes with {marker!r}"
+    )
 
 
 def open_fds() -> int:
@@ -319,12 +322,15 @@ async def test_a_hundred_exec_streams_closed_unwaited_leave_nothing_behind(pod: 
     assert await pod.runtime.container_status(pod.sleeper)  # the container itself runs on
     assert [await s.read() for s in streams[:3]] == [None, None, None]
 
-    deadline = time.monotonic() + 5
-    while (open_fds(), threads()) != (fds, tasks):
-        assert time.monotonic() < deadline, (
+    def released() -> bool:
+        assert (open_fds(), threads()) == (fds, tasks), (
             f"fds {fds} -> {open_fds()}, threads {tasks} -> {threads()}"
         )
-        await asyncio.sleep(0.05)
+        return True
+
+    await wait_until(
+        released, timeout=5, message="fds and threads as before", ignoring=(AssertionError,)
+    )
 
 
 async def test_an_exec_cancelled_while_it_starts_leaves_no_process(pod: Pod) -> None:
@@ -339,18 +345,25 @@ async def test_an_exec_cancelled_while_it_starts_leaves_no_process(pod: Pod) -> 
         await asyncio.sleep(0.002 * (i % 10))  # cancelled at every stage of the start
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
     # a close cancelled in its turn goes on in the background, and ends soon
-    deadline = time.monotonic() + 5
-    while left := await exec_processes(pod, marker):
-        assert time.monotonic() < deadline, f"left running: {left}"
-        await asyncio.sleep(0.05)
+    async def none_left() -> bool:
+        left = await exec_processes(pod, marker)
+        assert not left, f"left running: {left}"
+        return True
+
+    await wait_until(none_left, timeout=5, message="no process left", ignoring=(AssertionError,))
 
 
 # -- attach ---------------------------------------------------------------------------------
 
 
 async def test_attach_follows_the_output_from_now_on(pod: Pod) -> None:
-    await asyncio.sleep(0.3)  # the ticker has printed before the attach
+    async def ticked() -> bool:  # the ticker has printed before the attach
+        logs = pod.client.logs(pod.ticker, tty=False, follow=False)
+        return any(b"tick 0\n" in data for data in [d async for batch in logs for _, d in batch])
+
+    await wait_until(ticked, timeout=READ_TIMEOUT, message="the ticker's first tick")
     stream = await pod.backend.attach_stream(pod.ticker, tty=False, stdin=False)
     try:
 
@@ -403,15 +416,13 @@ async def test_tty_attach_resizes_the_containers_terminal(pod: Pod) -> None:
 
 async def test_port_forward_reaches_localhost_inside_the_pod(pod: Pod) -> None:
     # httpd listens on the pod's 127.0.0.1 only: no address outside the pod reaches it
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            reader, writer = await pod.backend.port_forward_connect(pod.sandbox_id, 8080)
-            break
-        except Unavailable:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)  # httpd is not listening yet
+    reader, writer = await wait_until(
+        lambda: pod.backend.port_forward_connect(pod.sandbox_id, 8080),
+        timeout=15,
+        interval=0.1,
+        message="httpd in the pod to listen",
+        ignoring=(Unavailable,),  # not yet
+    )
     try:
         writer.write(b"GET /index.html HTTP/1.0\r\nHost: localhost\r\n\r\n")
         await writer.drain()

@@ -26,6 +26,7 @@ from minikubelet.logs.crilog import format_line
 from minikubelet.server.api import LocalAPI, SocketInUse
 from minikubelet.server.client import KubeletUnreachable, LocalClient
 from minikubelet.server.view import NodeView
+from tests.harness.wait import wait_until
 
 T0 = 1_764_312_748_000_000_000  # 2025-11-28T06:52:28Z
 
@@ -602,12 +603,11 @@ async def test_logs_command_follows(client: LocalClient, view: FakeNodeView) -> 
         commands.logs(client, "solo", None, True, False, None, False, out, err=err)
     )
 
-    async def until(text: str) -> None:
-        while text not in out.getvalue():
-            assert not follow.done(), err.getvalue()
-            await asyncio.sleep(0.01)
+    def shown(text: str) -> bool:
+        assert not follow.done(), err.getvalue()
+        return text in out.getvalue()
 
-    await asyncio.wait_for(until("first\n"), 5)
+    await wait_until(lambda: shown("first\n"), timeout=5, interval=0.01, message="the first line")
     assert err.getvalue() == ""  # one container: nothing to say
     with path.open("a") as f:
         f.write(line(1, "second"))
@@ -702,8 +702,11 @@ async def test_trace_lists_then_follows_calls(tmp_path: Path) -> None:
             return seen
 
         follower = asyncio.create_task(follow())
-        async with asyncio.timeout(5):
-            while not view.recorder._subscribers:  # noqa: ASYNC110 - the stream opens elsewhere
-                await asyncio.sleep(0.01)
+        await wait_until(
+            lambda: view.recorder._subscribers,
+            timeout=5,
+            interval=0.01,
+            message="the follower to subscribe",
+        )
         call("StopPodSandbox", "web")
         assert await asyncio.wait_for(follower, 5) == ["RunPodSandbox", "StopPodSandbox"]

@@ -41,6 +41,7 @@ from runtimes.native.network.files import (
     render_resolv_conf,
     write_sandbox_files,
 )
+from tests.harness.wait import WaitTimeout, wait_until
 
 BRIDGE = "mkbrtest0"
 SUBNET = ipaddress.ip_network("10.90.0.0/24")
@@ -139,13 +140,17 @@ async def settled(root: Path, before: HostState) -> HostState:
     A namespace whose last reference goes is cleaned up by a kernel worker a moment
     later, taking its veth (and the bridge port) along: poll for that, with a deadline.
     """
-    state = await host_state(root)
-    for _ in range(int(TIMEOUT / POLL)):
-        if state.ports == before.ports:
-            break
-        await asyncio.sleep(POLL)
+
+    async def ports_back() -> HostState | None:
         state = await host_state(root)
-    return state
+        return state if state.ports == before.ports else None
+
+    try:
+        return await wait_until(
+            ports_back, timeout=TIMEOUT, interval=POLL, message="the bridge ports as before"
+        )
+    except WaitTimeout:
+        return await host_state(root)  # the caller's comparison says what is left
 
 
 def assert_nothing_left(before: HostState, after: HostState) -> None:

@@ -469,13 +469,17 @@ async def test_attach_to_a_terminal_resizes_it(pod: Pod, streams: Streams) -> No
     shell = await pod.run("tty", "sh", stdin=True, tty=True)
     stream = await streams.attach(shell, tty=True, stdin=True)
     await stream.resize(90, 30)
-    for _ in range(20):  # conmon handles the resize (ctl FIFO) and the input (socket) apart
+
+    async def resized() -> bool:  # conmon handles the resize (ctl FIFO) and the input apart
         await stream.write_stdin(b"stty size\n")
         with contextlib.suppress(TimeoutError):
             await read_until(stream, b"30 90\r\n", timeout=0.5)
-            break
-    else:
-        pytest.fail("the container's terminal never showed the size set")
+            return True
+        return False
+
+    await wait_until(
+        resized, timeout=10, interval=0, message="the container's terminal to show the size set"
+    )
     await stream.close()
     await rt.check_exec(shell)
 

@@ -25,6 +25,7 @@ from minikubelet.streaming.client import (
 )
 from tests.contract.conftest import RuntimeUnderTest
 from tests.contract.pods import container_config, pod, sandbox_config
+from tests.harness.wait import wait_until
 
 # Reads one line, so it ends without an end of stdin (v4 WebSocket cannot send one).
 ONE_LINE = "echo out; read line; echo $line | tr a-z A-Z >&2; exit 4"
@@ -109,18 +110,20 @@ async def test_exec_attach_and_port_forward_through_the_returned_urls(
 
         url = await cri.port_forward(sandbox_id, [8080])
         forwarder = await connect_port_forward(url)
-        try:
+
+        async def fetch() -> bytes:
+            data, error = await forwarder.open(8080)
+            await data.write(b"GET / HTTP/1.0\r\n\r\n")
+            response = b""
             async with asyncio.timeout(30):
-                while True:  # httpd may still be starting
-                    data, error = await forwarder.open(8080)
-                    await data.write(b"GET / HTTP/1.0\r\n\r\n")
-                    response = b""
-                    while chunk := await data.read():
-                        response += chunk
-                    if response:
-                        break
-                    await error.read()
-                    await asyncio.sleep(0.2)
+                while chunk := await data.read():
+                    response += chunk
+                if not response:
+                    await error.read()  # httpd may still be starting
+            return response
+
+        try:
+            response = await wait_until(fetch, timeout=30, interval=0.2, message="httpd's answer")
             assert response.startswith(b"HTTP/1.") and response.endswith(b"contract\n")
         finally:
             await forwarder.close()

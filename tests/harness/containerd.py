@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ from typing import IO
 
 from tests.harness.process import GaveUp, stop_process, wait_ready
 from tests.harness.registry import log_tail
+from tests.harness.wait import WaitTimeout, wait_until_sync
 
 CONTAINERD_BINARY = "containerd"
 CTR_BINARY = "ctr"
@@ -57,6 +59,14 @@ def _run(cmd: list[str], timeout: float = 10.0) -> subprocess.CompletedProcess[s
         return subprocess.CompletedProcess(cmd, -1, "", f"timed out after {exc.timeout}s")
     except OSError as exc:
         return subprocess.CompletedProcess(cmd, -1, "", str(exc))
+
+
+def _delete_task(tasks_cmd: list[str], task: str, deadline: float) -> bool:
+    """Force-delete ``task`` once with ``tasks_cmd`` (``ctr ... tasks``): whether it is gone."""
+    proc = _run(
+        [*tasks_cmd, "delete", "--force", task], timeout=max(1.0, deadline - time.monotonic())
+    )
+    return proc.returncode == 0 or "not found" in proc.stderr
 
 
 def parse_plugins(output: str) -> dict[str, str]:
@@ -433,32 +443,39 @@ oom_score = 0
                 remaining = max(1.0, deadline - time.monotonic())
                 _run([*base, "kill", "--all", "--signal", "SIGKILL", task], timeout=remaining)
             for task in tasks:
-                while time.monotonic() < deadline:
-                    remaining = max(1.0, deadline - time.monotonic())
-                    proc = _run([*base, "delete", "--force", task], timeout=remaining)
-                    if proc.returncode == 0 or "not found" in proc.stderr:
-                        break
-                    time.sleep(0.1)
+                with contextlib.suppress(WaitTimeout):  # best effort: stop goes on regardless
+                    wait_until_sync(
+                        functools.partial(_delete_task, base, task, deadline),
+                        timeout=max(0.0, deadline - time.monotonic()),
+                        interval=0.1,
+                        message=f"task {task} to be deleted",
+                    )
 
     def _lock_host(self, timeout: float = HOST_LOCK_TIMEOUT) -> None:
         """Take :data:`HOST_LOCK`, waiting while another session's harness containerd runs."""
         if self._host_lock is not None:
             return
         fd = os.open(HOST_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
-                    os.close(fd)
-                    raise ContainerdError(
-                        f"another harness containerd (pid {holder or '?'}) has held {HOST_LOCK}"
-                        f" for over {timeout:.0f}s"
-                    ) from None
-                time.sleep(0.2)
+
+        def locked() -> bool:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+
+        try:
+            wait_until_sync(
+                locked,
+                timeout=timeout,
+                interval=0.2,
+                message=str(HOST_LOCK),
+                ignoring=(BlockingIOError,),
+            )
+        except WaitTimeout:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise ContainerdError(
+                f"another harness containerd (pid {holder or '?'}) has held {HOST_LOCK}"
+                f" for over {timeout:.0f}s"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._host_lock = fd
@@ -539,10 +556,13 @@ oom_score = 0
         for pid, _ in shims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        for pid, flags in shims:
-            while _pid_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
+        with contextlib.suppress(WaitTimeout):  # best effort: clean up the rest all the same
+            wait_until_sync(
+                lambda: not any(_pid_alive(pid) for pid, _ in shims),
+                timeout=10,
+                message="the shims to die",
+            )
+        for _, flags in shims:
             if "namespace" in flags and "id" in flags:
                 sock = shim_socket_path(self.address, flags["namespace"], flags["id"])
                 with contextlib.suppress(OSError):

@@ -51,6 +51,7 @@ from typing import IO, Any
 from tests.harness.containerd import _shim_processes, mounts_under, shim_socket_path
 from tests.harness.process import stop_process, wait_ready
 from tests.harness.registry import log_tail
+from tests.harness.wait import WaitTimeout, wait_until_sync
 
 DOCKERD_BINARY = "dockerd"
 DOCKERD_PACKAGE = "docker.io"
@@ -150,10 +151,10 @@ def _clean_up(exec_root: Path, workdir: Path, bridge: str) -> None:
     for pid in leftovers:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    for pid in leftovers:
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with contextlib.suppress(WaitTimeout):  # best effort: clean up the rest all the same
+        wait_until_sync(
+            lambda: not any(map(_pid_alive, leftovers)), timeout=10, message="leftovers to die"
+        )
     for sock in shim_sockets:
         with contextlib.suppress(OSError):
             sock.unlink()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Callable
+
+from tests.harness.wait import WaitTimeout, wait_until_sync
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None, *, grace: float = 10.0) -> None:
@@ -36,17 +37,20 @@ def wait_ready(
     None once ready; otherwise the reason it is not: the last answer when the time
     ran out, the daemon's exit, or what ``check`` gave up on.
     """
-    deadline = time.monotonic() + timeout
     last = "no attempt"
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
+        nonlocal last
         if proc.poll() is not None:
-            return f"{name} exited with code {proc.returncode}"
-        try:
-            reason = check()
-        except GaveUp as exc:
-            return str(exc)
-        if reason is None:
-            return None
-        last = reason
-        time.sleep(interval)
-    return last
+            raise GaveUp(f"{name} exited with code {proc.returncode}")
+        reason = check()
+        last = reason or last
+        return reason is None
+
+    try:
+        wait_until_sync(ready, timeout=timeout, interval=interval, message=f"{name} to be ready")
+    except GaveUp as exc:
+        return str(exc)
+    except WaitTimeout:
+        return last
+    return None
