@@ -25,6 +25,7 @@ from runtimes.base.listener import ListenError, serving
 from runtimes.fake.images import FakeImages
 from runtimes.fake.server import FakeRuntime
 from tests.contract.pods import container_config, sandbox_config, wait_exited
+from tests.harness.wait import wait_until
 
 IMAGE = "registry.test/app:1"
 
@@ -165,7 +166,7 @@ async def test_log_path_may_not_leave_the_log_directory(
 async def test_container_events_stream(
     fake: tuple[CRIClient, FakeRuntime, Path], tmp_path: Path
 ) -> None:
-    cri, _, _ = fake
+    cri, runtime, _ = fake
     events: list[tuple[str, int]] = []
 
     async def collect() -> None:
@@ -175,7 +176,9 @@ async def test_container_events_stream(
                 return
 
     collector = asyncio.create_task(collect())
-    await asyncio.sleep(0.1)  # let the stream open before anything happens
+    await wait_until(  # the stream is open before anything happens
+        lambda: runtime._events._queues, timeout=5, message="the event stream to open"
+    )
     _, cid = await _started(cri, tmp_path, ["true"])
     await asyncio.wait_for(collector, 10)
     assert events == [

@@ -8,7 +8,6 @@ true exit code.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -150,7 +149,10 @@ async def test_sigkill_and_restart_lose_nothing(
     )
 
     server.kill()  # no chance to save anything more
-    await asyncio.sleep(2.5)  # the short container exits while no server watches it
+    exit_file = server.run_root / "runc" / "exits" / short_id  # conmon writes it at the exit
+    await wait_until(
+        exit_file.exists, timeout=10, message="the short container to exit while no server runs"
+    )
     server.start()
     await cri.close()
     async with CRIClient(server.endpoint, timeout=60) as again:
