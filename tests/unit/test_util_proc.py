@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from minikubelet.util import proc
+from tests.harness.wait import wait_until
 
 PY = sys.executable
 
@@ -20,16 +21,13 @@ def _gone(pid: int) -> bool:
     return not Path(f"/proc/{pid}").exists()
 
 
-async def _until(check: object, timeout: float = 10.0) -> None:
-    assert callable(check)
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
 async def _read_pid(path: Path) -> int:
-    await _until(lambda: path.exists() and path.read_text().strip().isdigit())
+    await wait_until(
+        lambda: path.exists() and path.read_text().strip().isdigit(),
+        timeout=10,
+        interval=0.01,
+        message=f"a pid in {path}",
+    )
     return int(path.read_text())
 
 
@@ -121,7 +119,12 @@ async def test_new_session_kills_the_whole_group(tmp_path: Path) -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     # the grandchild is not ours to reap (init adopts it): wait for it to be gone
-    await _until(lambda: _gone(grandchild) or _zombie(grandchild))
+    await wait_until(
+        lambda: _gone(grandchild) or _zombie(grandchild),
+        timeout=10,
+        interval=0.01,
+        message=f"the grandchild {grandchild} to be gone",
+    )
 
 
 def _zombie(pid: int) -> bool:
