@@ -77,6 +77,16 @@ MEMORY: Final = "memory"
 EPHEMERAL_STORAGE: Final = "ephemeral-storage"
 
 
+class QuantityError(ValueError):
+    """A text that is not a quantity; ``reason`` says why without repeating the text."""
+
+    def __init__(self, text: object, reason: str) -> None:
+        self.text = text
+        self.reason = reason
+        shown = _shown(text) if isinstance(text, str) else repr(text)
+        super().__init__(f"quantity {shown}: {reason}")
+
+
 def _bounded(value: Fraction) -> Fraction:
     """Round up to a whole nano, away from zero, and cap the magnitude at 2^63-1."""
     magnitude = abs(value)
@@ -94,28 +104,29 @@ def _shown(text: str) -> str:
 def parse_quantity(text: object) -> Quantity:
     """The exact value of a Kubernetes quantity; ValueError (naming it) if it is not one."""
     if isinstance(text, bool):
-        raise ValueError(f"quantity: expected a string or number, got bool {text!r}")
+        raise QuantityError(text, "expected a string or number, got bool")
     if isinstance(text, Fraction):
         return _bounded(text)
     if isinstance(text, int):
         return _bounded(Fraction(text))
     if isinstance(text, float):
         if not math.isfinite(text):
-            raise ValueError(f"quantity {text!r}: not a finite number")
+            raise QuantityError(text, "not a finite number")
         # repr gives the shortest text that reads back as this float, e.g. 0.1 -> "0.1".
         return parse_quantity(repr(text))
     if not isinstance(text, str):
-        raise ValueError(f"quantity: expected a string or number, got {type(text).__name__}")
+        raise QuantityError(text, f"expected a string or number, got {type(text).__name__}")
     if len(text) > MAX_QUANTITY_LENGTH:
-        raise ValueError(f"quantity {_shown(text)}: longer than {MAX_QUANTITY_LENGTH} characters")
+        raise QuantityError(text, f"longer than {MAX_QUANTITY_LENGTH} characters")
     stripped = text.strip()
     if not stripped:
-        raise ValueError(f"quantity {text!r}: empty")
+        raise QuantityError(text, "empty")
     match = _SYNTAX.fullmatch(stripped)
     if match is None:
-        raise ValueError(
-            f"quantity {text!r}: must match the regular expression "
-            "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+        raise QuantityError(
+            text,
+            "quantities must match the regular expression "
+            "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
         )
     sign, whole, frac, letters, exponent = match.groups()
     suffix = letters + exponent
@@ -124,14 +135,14 @@ def parse_quantity(text: object) -> Quantity:
     elif len(suffix) > 1 and suffix[0] in "eE" and re.fullmatch(r"[+-]?[0-9]+", suffix[1:]):
         base, power = 10, int(suffix[1:])  # at most 100 digits: cheap
         if abs(power) > MAX_EXPONENT:
-            raise ValueError(
-                f"quantity {_shown(text)}: exponent out of range (at most {MAX_EXPONENT} "
-                "in magnitude)"
+            raise QuantityError(
+                text, f"exponent out of range (at most {MAX_EXPONENT} in magnitude)"
             )
     else:
-        raise ValueError(
-            f"quantity {text!r}: unknown suffix {suffix!r} "
-            "(expected Ki/Mi/Gi/Ti/Pi/Ei, n/u/m/k/M/G/T/P/E or e<exponent>)"
+        raise QuantityError(
+            text,
+            f"unknown suffix {suffix!r} "
+            "(expected Ki/Mi/Gi/Ti/Pi/Ei, n/u/m/k/M/G/T/P/E or e<exponent>)",
         )
     frac = frac or ""
     value = Fraction(int((whole or "0") + frac), 10 ** len(frac))

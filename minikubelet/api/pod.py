@@ -10,7 +10,8 @@ Parsing refuses only values of the wrong type (a list where a string belongs, an
 unknown ``restartPolicy``), with a :class:`ValueError` whose message starts with
 the field's path, e.g. ``spec.containers[1].image: expected a string, got int``.
 Whether the values make sense (names are DNS labels, ports are in range, ...) is
-checked by the validation module, not here. A YAML ``null`` means "not set".
+checked by :mod:`minikubelet.api.validation`, which :meth:`Pod.from_dict` runs on the
+pod it read, as the kubelet validates every static pod. A YAML ``null`` means "not set".
 
 Sub-objects the core passes through without looking inside (env, volumes,
 resources, lifecycle, security contexts) stay plain dicts; treat them as read-only.
@@ -505,11 +506,20 @@ class Pod:
         return f"{self.metadata.namespace}/{self.metadata.name}"
 
     @classmethod
-    def from_dict(cls, data: object) -> Pod:
-        """Read a v1 Pod manifest; ValueError names the first field of the wrong type."""
+    def from_dict(cls, data: object, *, validate: bool = True) -> Pod:
+        """Read and validate a v1 Pod manifest.
+
+        ValueError names the first field of the wrong type; a pod that reads but that the
+        API server would refuse raises :class:`~minikubelet.api.validation.PodValidationError`
+        (a ValueError) listing every reason, in Kubernetes' words. ``validate=False`` only
+        reads, for code that must cope with a pod however it came (tests of that code).
+        """
+        from minikubelet.api import validation  # it reads this module's types
+
         f = _Fields(data, "")
-        return cls(
+        pod = cls(
             metadata=ObjectMeta.from_dict(f.obj("metadata"), "metadata"),
             spec=PodSpec.from_dict(f.obj("spec"), "spec"),
             raw=dict(f.data),
         )
+        return validation.check_pod(pod) if validate else pod

@@ -76,10 +76,16 @@ def base() -> dict[str, Any]:
     }
 
 
+def read(body: dict[str, Any]) -> Pod:
+    """Read without validating: conversion copes with any pod, and some fixtures here are
+    invalid on purpose (a repeated port name, bad hostnames, an unreadable quantity)."""
+    return Pod.from_dict(body, validate=False)
+
+
 def make(**spec: Any) -> Pod:
     body = base()
     body["spec"].update(spec)
-    return Pod.from_dict(body)
+    return read(body)
 
 
 # --- sandbox -------------------------------------------------------------------------------
@@ -161,7 +167,7 @@ def test_sandbox_privileged_if_any_container_is() -> None:
     body["spec"]["initContainers"] = [
         {"name": "init", "image": "busybox", "securityContext": {"privileged": True}}
     ]
-    assert sandbox_config(Pod.from_dict(body), 0).linux.security_context.privileged
+    assert sandbox_config(read(body), 0).linux.security_context.privileged
 
 
 @pytest.mark.parametrize(
@@ -184,7 +190,7 @@ def test_sandbox_hostname(spec: dict[str, Any], hostname: str) -> None:
 def test_long_pod_name_is_truncated() -> None:
     body = base()
     body["metadata"]["name"] = "a" * 62 + "-.bcd"
-    assert sandbox_config(Pod.from_dict(body), 0).hostname == "a" * 62
+    assert sandbox_config(read(body), 0).hostname == "a" * 62
 
 
 @pytest.mark.parametrize(
@@ -213,7 +219,7 @@ def test_sandbox_resources_and_overhead() -> None:
     body["spec"]["containers"][0]["resources"] = {"limits": {"cpu": "500m", "memory": "128Mi"}}
     body["spec"]["containers"][1]["resources"] = {"requests": {"cpu": "250m"}}
     body["spec"]["overhead"] = {"cpu": "100m", "memory": "10Mi"}
-    linux = sandbox_config(Pod.from_dict(body), 0).linux
+    linux = sandbox_config(read(body), 0).linux
     assert linux.resources.cpu_shares == 768  # (500m + 250m) * 1024 / 1000
     assert linux.resources.cpu_quota == 50000
     assert linux.resources.memory_limit_in_bytes == 128 * 1024 * 1024
@@ -323,7 +329,7 @@ def test_dns_search_limits() -> None:
 
 
 def container_pod(container: dict[str, Any], **spec: Any) -> Pod:
-    return Pod.from_dict(
+    return read(
         {
             "metadata": {"name": "web", "namespace": "shop", "uid": UID},
             "spec": {"containers": [{"name": "app", "image": "nginx:1.27", **container}], **spec},
@@ -527,7 +533,7 @@ def test_apparmor() -> None:
         },
         "spec": {"containers": [{"name": "app", "image": "i"}]},
     }
-    pod = Pod.from_dict(body)
+    pod = read(body)
     aa = container_config(
         pod, pod.spec.containers[0], restart_count=0, image="i"
     ).linux.security_context.apparmor
@@ -552,7 +558,7 @@ def test_inputs_are_not_mutated() -> None:
     body = base()
     body["spec"]["securityContext"] = {"runAsUser": 1}
     before = copy.deepcopy(body)
-    pod = Pod.from_dict(body)
+    pod = read(body)
     sandbox_config(pod, 0, dns=CLUSTER_DNS)
     container_config(pod, pod.spec.containers[0], restart_count=1, image="i")
     assert body == before and pod.raw == before

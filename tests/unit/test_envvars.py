@@ -64,7 +64,7 @@ def pod(container: dict[str, Any], **spec: Any) -> Pod:
                 "labels": {"app": "web", "tier": "front"},
                 "annotations": {"note": 'say "hi"\n'},
             },
-            "spec": {"containers": [container], **spec},
+            "spec": {"containers": [{"image": "busybox", **container}], **spec},
         }
     )
 
@@ -199,6 +199,7 @@ def test_resource_field_refs() -> None:
                 "containers": [
                     {
                         "name": "c",
+                        "image": "busybox",
                         "resources": {"limits": {"cpu": "250m", "memory": "64Mi"}},
                         "env": [
                             {"name": "CPU_LIMIT", **ref("limits.cpu")},
@@ -210,7 +211,11 @@ def test_resource_field_refs() -> None:
                             {"name": "STORAGE", **ref("limits.ephemeral-storage", "1Gi")},
                         ],
                     },
-                    {"name": "side", "resources": {"requests": {"memory": "1Gi"}}},
+                    {
+                        "name": "side",
+                        "image": "busybox",
+                        "resources": {"requests": {"memory": "1Gi"}},
+                    },
                 ]
             },
         }

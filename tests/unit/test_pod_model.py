@@ -131,7 +131,12 @@ def test_yaml_null_means_unset_and_namespace_is_kept() -> None:
 
 def test_deletion_timestamp_decoded_by_yaml() -> None:
     when = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
-    pod = Pod.from_dict({"metadata": {"name": "p", "deletionTimestamp": when}, "spec": {}})
+    pod = Pod.from_dict(
+        {
+            "metadata": {"name": "p", "deletionTimestamp": when},
+            "spec": {"containers": [{"name": "c", "image": "x:1"}]},
+        }
+    )
     assert pod.metadata.deletion_timestamp == "2024-05-01T12:00:00Z"
     assert pod.is_deleting
 
