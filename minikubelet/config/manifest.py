@@ -4,6 +4,8 @@ Follows the kubelet's ``pkg/kubelet/config/common.go``:
 
 * a manifest is YAML or JSON; the file source takes exactly one ``Pod`` per file, the http
   source takes a ``Pod`` or a ``PodList``;
+* each pod must pass the API server's pod validation (:mod:`minikubelet.api.validation`),
+  every reason reported at once, e.g. ``spec.containers[1].name: Duplicate value: "app"``;
 * a pod without ``metadata.uid`` gets one derived from the decoded object plus where it came
   from (see :func:`static_pod_uid`), so the same manifest on the same node and path always
   gets the same UID and any change of content gives a new one;
@@ -16,11 +18,11 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from typing import Any
 
 import yaml
 
+from minikubelet.api.pod import Pod as PodModel
 from minikubelet.config.types import (
     CONFIG_HASH_ANNOTATION,
     CONFIG_SOURCE_ANNOTATION,
@@ -32,8 +34,6 @@ MAX_CONFIG_LENGTH = 10 * 1024 * 1024
 """The kubelet refuses manifests larger than 10 MiB."""
 
 DEFAULT_NAMESPACE = "default"
-
-_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 _FNV128_OFFSET = 0x6C62272E07BB014262B821756295C58D
 _FNV128_PRIME = 0x0000000001000000000000000000013B
@@ -85,8 +85,12 @@ def _load(data: bytes, path: str) -> object:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise ManifestError(path, exc.lineno, f"not JSON: {exc.msg}") from exc
+        except (ValueError, RecursionError) as exc:  # an integer of 4300+ digits, deep nesting
+            raise ManifestError(path, None, f"not JSON: {_too_much(exc)}") from exc
     try:
         return yaml.load(text, Loader=_ManifestLoader)  # a SafeLoader subclass
+    except (ValueError, RecursionError) as exc:
+        raise ManifestError(path, None, f"not YAML: {_too_much(exc)}") from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -94,6 +98,12 @@ def _load(data: bytes, path: str) -> object:
         raise ManifestError(path, line, f"not YAML: {problem}") from exc
     except yaml.YAMLError as exc:
         raise ManifestError(path, None, f"not YAML: {exc}") from exc
+
+
+def _too_much(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc).split(";")[0]  # "Exceeds the limit (4300 digits) for integer string ..."
 
 
 def _type_name(value: object) -> str:
@@ -140,7 +150,7 @@ def decode_manifest(data: bytes, path: str, *, allow_list: bool = False) -> list
                 raise ManifestError(
                     path, None, f"items[{index}]: kind is {item.get('kind')}, expected Pod"
                 )
-            _validate_pod(item, path)
+            _validate_pod(item, path, f"items[{index}]: ")
             pods.append(item)
         return pods
     if kind != "Pod":
@@ -156,39 +166,16 @@ def _check_api_version(api_version: object, path: str) -> None:
         raise ManifestError(path, None, f"apiVersion is {shown}, expected v1")
 
 
-def _validate_pod(pod: Pod, path: str) -> None:
-    """The part of pod validation that holds without an API server."""
-    metadata = pod.get("metadata")
-    if metadata is None:
-        metadata = {}
-    if not isinstance(metadata, dict):
-        raise ManifestError(path, None, f"metadata is a {_type_name(metadata)}, expected a mapping")
-    name = metadata.get("name")
-    if not name:
-        raise ManifestError(path, None, "missing metadata.name")
-    if not isinstance(name, str) or not _DNS1123_SUBDOMAIN.fullmatch(name) or len(name) > 253:
-        raise ManifestError(path, None, f"metadata.name {name!r} is not a valid DNS subdomain")
-    spec = pod.get("spec")
-    if not isinstance(spec, dict):
-        raise ManifestError(path, None, "spec.containers is empty")
-    seen: set[str] = set()
-    for field in ("initContainers", "containers"):
-        containers = spec.get(field) or []
-        if not isinstance(containers, list):
-            raise ManifestError(
-                path, None, f"spec.{field} is a {_type_name(containers)}, expected a list"
-            )
-        if field == "containers" and not containers:
-            raise ManifestError(path, None, "spec.containers is empty")
-        for index, container in enumerate(containers):
-            if not isinstance(container, dict) or not container.get("name"):
-                raise ManifestError(path, None, f"spec.{field}[{index}] has no name")
-            cname = str(container["name"])
-            if cname in seen:
-                raise ManifestError(path, None, f"duplicate container name {cname}")
-            seen.add(cname)
-            if not container.get("image"):
-                raise ManifestError(path, None, f"container {cname} has no image")
+def _validate_pod(pod: Pod, path: str, where: str = "") -> None:
+    """Pod validation (:mod:`minikubelet.api.validation`), every reason in one message.
+
+    It runs again once the static-pod defaults are applied (the kubelet validates the
+    defaulted pod); checking here already keeps a pod without a usable name from them.
+    """
+    try:
+        PodModel.from_dict(pod)
+    except ValueError as exc:
+        raise ManifestError(path, None, f"{where}{exc}") from None
 
 
 def fnv1a_128(data: bytes) -> bytes:

@@ -51,14 +51,32 @@ BAD_PROBE = pod_manifest(
 """,
 )
 
+#: A request whose value is 10**999999999: once computed exactly, it froze the kubelet.
+HUGE_CPU = pod_manifest(
+    "hungry",
+    """  containers:
+    - name: app
+      image: busybox:1.36
+      command: ["sleep", "3600"]
+      resources:
+        requests: {cpu: "1e999999999"}
+""",
+)
+
 #: file name -> (manifest, what the reason says, the line of a syntax error)
 BAD: dict[str, tuple[str, str, int | None]] = {
     "broken.yaml": (NOT_YAML, "not YAML", 6),
     "service.yaml": (SERVICE, "kind is Service, expected Pod", None),
-    "empty.yaml": (NO_CONTAINERS, "spec.containers is empty", None),
-    "twins.yaml": (DUPLICATE_NAMES, "duplicate container name app", None),
-    "imageless.yaml": (NO_IMAGE, "container app has no image", None),
-    "stringly.yaml": (WRONG_TYPE, "spec.containers is a string, expected a list", None),
+    "empty.yaml": (NO_CONTAINERS, "spec.containers: Required value", None),
+    "twins.yaml": (DUPLICATE_NAMES, 'spec.containers[1].name: Duplicate value: "app"', None),
+    "imageless.yaml": (NO_IMAGE, "spec.containers[0].image: Required value", None),
+    "stringly.yaml": (WRONG_TYPE, "spec.containers: expected a list, got str", None),
+    "hungry.yaml": (
+        HUGE_CPU,
+        'spec.containers[0].resources.requests[cpu]: Invalid value: "1e999999999": '
+        "exponent out of range",
+        None,
+    ),
     "badprobe.yaml": (
         BAD_PROBE,
         "spec.containers[0].livenessProbe.periodSeconds: expected an integer, got str",
@@ -148,3 +166,26 @@ async def test_a_fixed_manifest_runs_and_its_warning_goes(node: Node) -> None:
         return True if not await _rejected(node) else None
 
     await wait_until(none_left, message="no rejected manifest once the file is removed")
+
+
+async def test_an_absurd_quantity_is_rejected_and_the_node_stays_responsive(node: Node) -> None:
+    node.add_manifest("hungry.yaml", HUGE_CPU)
+    path = str(node.manifests / "hungry.yaml")
+
+    async def reported() -> dict[str, Any] | None:
+        return (await _rejected(node)).get(path)
+
+    rejected = await wait_until(reported, message="the absurd quantity to be reported")
+    assert rejected["reason"] == (
+        'spec.containers[0].resources.requests[cpu]: Invalid value: "1e999999999": '
+        "exponent out of range (at most 1000 in magnitude)"
+    )
+    # the event loop is free: a pod added afterwards starts, and get pods answers
+    node.add_manifest("multi-container.yaml")
+    await node.wait_pod("multi", lambda p: running(p, "app", "helper"), what="multi up")
+    table = await acli(node, "get", "pods")
+    assert table.returncode == 0, table.stderr
+    assert [line.split()[:3] for line in table.stdout.splitlines()[1:]] == [
+        ["multi-e2e", "2/2", "Running"]
+    ]
+    assert f"Warning: manifest {path} was rejected: spec.containers[0].resources" in table.stderr

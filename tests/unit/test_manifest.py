@@ -77,36 +77,36 @@ def test_timestamps_stay_strings() -> None:
         (
             b"apiVersion: v1\nkind: Pod\nspec:\n  containers: [{name: a, image: b}]\n",
             None,
-            "missing metadata.name",
+            "metadata.name: Required value: name or generateName is required",
         ),
         (
             b"apiVersion: v1\nkind: Pod\nmetadata: {name: Web_1}\n"
             b"spec:\n  containers: [{name: a, image: b}]\n",
             None,
-            "metadata.name 'Web_1' is not a valid DNS subdomain",
+            'metadata.name: Invalid value: "Web_1": a lowercase RFC 1123 subdomain must consist',
         ),
         (
             b"apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec:\n  containers: []\n",
             None,
-            "spec.containers is empty",
+            "spec.containers: Required value",
         ),
-        (b"apiVersion: v1\nkind: Pod\nmetadata: {name: a}\n", None, "spec.containers is empty"),
+        (b"apiVersion: v1\nkind: Pod\nmetadata: {name: a}\n", None, "spec.containers: Required"),
         (
             b"apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec:\n"
             b"  containers: [{name: x, image: b}, {name: x, image: c}]\n",
             None,
-            "duplicate container name x",
+            'spec.containers[1].name: Duplicate value: "x"',
         ),
         (
             b"apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec:\n"
             b"  initContainers: [{name: x, image: b}]\n  containers: [{name: x, image: c}]\n",
             None,
-            "duplicate container name x",
+            'spec.initContainers[0].name: Duplicate value: "x"',
         ),
         (
             b"apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec:\n  containers: [{name: x}]\n",
             None,
-            "container x has no image",
+            "spec.containers[0].image: Required value",
         ),
     ],
 )
@@ -158,7 +158,7 @@ def test_invalid_item_rejects_the_whole_list() -> None:
         b"- metadata: {name: a}\n  spec: {containers: [{name: c, image: i}]}\n"
         b"- metadata: {name: b}\n  spec: {containers: []}\n"
     )
-    with pytest.raises(ManifestError, match=r"spec\.containers is empty"):
+    with pytest.raises(ManifestError, match=r": items\[1\]: spec\.containers: Required value$"):
         decode_manifest(data, "http://x/pods", allow_list=True)
 
 
