@@ -27,16 +27,13 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 from minikubelet.errors import DeadlineExceeded, FailedPrecondition, Internal, NotFound
 from minikubelet.util import proc
-from runtimes.base.model import ExecResult
 from runtimes.native.oci import cgroups
 from runtimes.native.oci.conmon import ATTACH_STDERR, ATTACH_STDOUT, Conmon
 from runtimes.native.oci.exec import ExecProcess, RuncExec
@@ -57,8 +54,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_P = TypeVar("_P", bound=asyncio.SubprocessProtocol)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +114,27 @@ class OCIRuntime:
         self._layout: cgroups.CgroupLayout | None = None
         self._own_cgroup: dict[str, str] | None = None
 
+        # What one part does alone is that part's method, under the facade's name.
+        self.handler_name = self.runc.handler_name
+        self.state_root = self.runc.state_root
+        self.binary = self.runc.binary
+        #: Write config.json and create the container under conmon (not started); its pid.
+        #: On failure the OCI runtime's state is cleaned up, or the error says it could not
+        #: be and a later :meth:`delete` retries (see :meth:`Conmon.create`).
+        self.create = self.conmon.create
+        self.start = self.runc.start
+        self.state = self.runc.state  # None when the OCI runtime does not know it
+        self.list_containers = self.runc.list_containers
+        self.kill = self.runc.kill  # False when it is not running
+        #: ExecSync: runc exec to completion; DeadlineExceeded (the command killed) past timeout.
+        self.exec_sync = self.execs.run
+        self.exec_argv = self.execs.argv
+        self.spawn_exec = self.execs.spawn  # streaming exec: started, not awaited
+        self.kill_exec = self.execs.kill
+        self.attach_socket_path = self.conmon.attach_socket_path
+        self.connect_attach = self.conmon.connect_attach
+        self.resize_terminal = self.conmon.resize_terminal
+
     # -- handlers --------------------------------------------------------------------------
 
     @property
@@ -128,15 +144,6 @@ class OCIRuntime:
     @property
     def default_handler(self) -> str:
         return self.runc.default_handler
-
-    def handler_name(self, handler: str) -> str:
-        return self.runc.handler_name(handler)
-
-    def state_root(self, handler: str = "") -> Path:
-        return self.runc.state_root(handler)
-
-    def binary(self, handler: str = "") -> str:
-        return self.runc.binary(handler)
 
     # -- status ----------------------------------------------------------------------------
 
@@ -175,39 +182,6 @@ class OCIRuntime:
         return RuntimeCheck(name, path, True, version, conmon_line)
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    async def create(self, handle: ContainerHandle, spec: Mapping[str, Any]) -> int:
-        """Write the bundle's config.json and create the container under conmon; its pid.
-
-        The container is created, not started. On failure nothing is left in the
-        OCI runtime's state (or, if deleting it failed too, the error says so and
-        :meth:`delete` retries), and the runtime's own message is raised as Internal.
-        """
-        return await self.conmon.create(handle, spec)
-
-    async def start(self, handle: ContainerHandle) -> None:
-        await self.runc.start(handle)
-
-    async def state(self, handle: ContainerHandle) -> OCIState | None:
-        """The OCI runtime's view of the container; None when it does not know it."""
-        return await self.runc.state(handle)
-
-    async def list_containers(self, handler: str = "") -> list[OCIState]:
-        """Every container the handler's state root knows (for recovery after a restart)."""
-        return await self.runc.list_containers(handler)
-
-    async def kill(
-        self,
-        handle: ContainerHandle,
-        sig: int = signal.SIGTERM,
-        *,
-        all_processes: bool = False,
-    ) -> bool:
-        """Signal the container (every process of its cgroup with ``all_processes``).
-
-        False when it is not running (already stopped, or unknown).
-        """
-        return await self.runc.kill(handle, sig, all_processes=all_processes)
 
     async def stop(
         self, handle: ContainerHandle, timeout: float, *, sig: int = signal.SIGTERM
@@ -257,58 +231,6 @@ class OCIRuntime:
             if loop.time() >= deadline:
                 raise DeadlineExceeded(f"container {handle.id} did not exit within {timeout}s")
             await asyncio.sleep(POLL_INTERVAL)
-
-    # -- exec ------------------------------------------------------------------------------
-
-    async def exec_sync(
-        self, handle: ContainerHandle, cmd: Sequence[str], timeout: float
-    ) -> ExecResult:
-        """Run ``cmd`` in the running container; its output and exit code.
-
-        ``timeout`` <= 0 waits for ever. On a timeout the command and its process
-        group are killed and DeadlineExceeded is raised.
-        """
-        return await self.execs.run(handle, cmd, timeout)
-
-    def exec_argv(
-        self, handle: ContainerHandle, cmd: Sequence[str], pidfile: Path, *, tty: bool = False
-    ) -> list[str]:
-        """``runc exec`` of ``cmd`` in the container, writing the command's pid to ``pidfile``."""
-        return self.execs.argv(handle, cmd, pidfile, tty=tty)
-
-    async def spawn_exec(
-        self,
-        handle: ContainerHandle,
-        cmd: Sequence[str],
-        protocol_factory: Callable[[], _P],
-        *,
-        tty: bool = False,
-        stdin: int | None = asyncio.subprocess.DEVNULL,
-        stdout: int | None = asyncio.subprocess.PIPE,
-        stderr: int | None = asyncio.subprocess.PIPE,
-    ) -> tuple[asyncio.SubprocessTransport, _P, Path]:
-        """Start ``runc exec`` of ``cmd`` with the given stdio (see :meth:`RuncExec.spawn`)."""
-        return await self.execs.spawn(
-            handle, cmd, protocol_factory, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr
-        )
-
-    async def kill_exec(self, proc: ExecProcess, pidfile: Path) -> None:
-        """Kill an exec'd command, its process group, and the runc exec that waits on it."""
-        await self.execs.kill(proc, pidfile)
-
-    # -- attach ----------------------------------------------------------------------------
-
-    def attach_socket_path(self, handle: ContainerHandle) -> Path:
-        """conmon's attach socket, by the symlink it makes to the bundle (too long to bind)."""
-        return self.conmon.attach_socket_path(handle)
-
-    async def connect_attach(self, handle: ContainerHandle) -> socket.socket:
-        """A non-blocking connection to the container's conmon attach socket."""
-        return await self.conmon.connect_attach(handle)
-
-    async def resize_terminal(self, handle: ContainerHandle, width: int, height: int) -> None:
-        """Set the size of the container's terminal (conmon's pty), if conmon still runs it."""
-        await self.conmon.resize_terminal(handle, width, height)
 
     # -- logs ------------------------------------------------------------------------------
 
