@@ -54,7 +54,7 @@ class ErrorType(StrEnum):
 
 #: ``Required``, ``Forbidden`` and ``TooLong`` print no value.
 _NO_VALUE: Final = frozenset({ErrorType.REQUIRED, ErrorType.FORBIDDEN, ErrorType.TOO_LONG})
-_SHOWN_LENGTH: Final = 256
+_SHOWN_LENGTH: Final = 1024
 
 
 def _show(value: object) -> str:

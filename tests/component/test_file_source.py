@@ -182,3 +182,51 @@ async def test_uid_follows_the_kubelet_hash(tmp_path: Path) -> None:
     assert pod["metadata"]["uid"] == static_pod_uid(
         expected, node_name=NODE, source=FILE_SOURCE, source_path=str(web)
     )
+
+
+HUNGRY = manifest("hungry") + b'      resources:\n        requests: {cpu: "1e999999999"}\n'
+TWINS = manifest("twins") + b"    - name: main\n      image: nginx:1.27\n"
+LONG_INTEGER = (
+    manifest("long") + b"      resources:\n        limits: {memory: " + b"9" * 5000 + b"}\n"
+)
+DEEP = b'{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "deep"}, "x": ' + (
+    b"[" * 100_000 + b"]" * 100_000 + b"}"
+)
+
+
+async def test_invalid_pods_are_reported_at_once_and_others_still_arrive(tmp_path: Path) -> None:
+    """As in the kubelet: the source validates each defaulted pod with Pod.from_dict."""
+    from minikubelet.api.pod import Pod as PodModel
+
+    bad = {
+        "hungry.yaml": (
+            HUNGRY,
+            'spec.containers[0].resources.requests[cpu]: Invalid value: "1e999999999": '
+            "exponent out of range (at most 1000 in magnitude)",
+        ),
+        "twins.yaml": (TWINS, 'spec.containers[1].name: Duplicate value: "main"'),
+        "long.yaml": (LONG_INTEGER, "not YAML: Exceeds the limit (4300 digits)"),
+        "deep.json": (DEEP, "not JSON: nested too deeply"),
+        # valid as written, too long once the node's name is appended
+        "named.yaml": (
+            manifest("a" * 250),
+            f'metadata.name: Invalid value: "{"a" * 250}-node-1": must be no more than 253 '
+            "characters",
+        ),
+    }
+    for name, (data, _) in bad.items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "good.yaml").write_bytes(manifest("good"))
+    source = FileSource(tmp_path, node_name=NODE, period=3600, validate=PodModel.from_dict)
+    async with running(source) as queue:
+        assert names(await next_set(queue, timeout=2.0)) == ["good-node-1"]
+        reasons = {path.name: error.reason for path, error in source.errors.items()}
+        assert set(reasons) == set(bad)
+        for name, (_, reason) in bad.items():
+            assert reasons[name].startswith(reason), (name, reasons[name])
+
+        # fixing the request brings the pod in, the others stay reported
+        write(tmp_path / "hungry.yaml", HUNGRY.replace(b"1e999999999", b"100m"))
+        latest = await next_set(queue, lambda u: "hungry-node-1" in names(u), timeout=2.0)
+        assert names(latest) == ["good-node-1", "hungry-node-1"]
+        assert set(p.name for p in source.errors) == set(bad) - {"hungry.yaml"}

@@ -442,3 +442,10 @@ def test_shipped_manifests_are_valid(path: Path) -> None:
     (raw,) = decode_manifest(path.read_bytes(), str(path))
     pod = apply_static_defaults(raw, node_name="Node-1", source="file", source_path=str(path))
     assert Pod.from_dict(pod).name.endswith("-node-1")
+
+
+def test_a_huge_bad_value_is_shown_cut_short() -> None:
+    reason = rejection(edited(f"{C0}.image", " " + "x" * 5000))
+    assert reason.startswith('spec.containers[0].image: Invalid value: " xxx')
+    assert '...": must not have leading or trailing whitespace' in reason
+    assert len(reason) < 1200
