@@ -5,8 +5,9 @@ the part of it that a node can check on its own:
 
 * metadata: ``name`` a DNS-1123 subdomain (at most 253 characters), ``namespace`` a
   DNS-1123 label, label keys and values, annotation keys and their total size;
-* volumes: names DNS-1123 labels and unique, exactly one volume type each, a
-  ``hostPath`` with a path, an ``emptyDir`` size limit that is a quantity >= 0;
+* volumes: names DNS-1123 labels and unique, at most one volume type each (none is an
+  ``emptyDir``, as defaulting makes it), a ``hostPath`` with a path and a known type,
+  quantities in an ``emptyDir`` size limit or a downward API divisor;
 * containers and init containers: names DNS-1123 labels, unique across both lists; an
   image without surrounding whitespace; ports (1-65535, names IANA service names
   unique per container, protocol TCP, UDP or SCTP; host ports unique in the pod and,
@@ -416,7 +417,7 @@ def _validate_volume_source(volume: Mapping[str, Any], path: str) -> list[FieldE
     errs: list[FieldError] = []
     present = [key for key in VOLUME_TYPES if volume.get(key) is not None]
     if not present:
-        return [_required(path, "must specify a volume type")]
+        return []  # the API server's defaulting makes it an emptyDir (SetDefaults_Volume)
     for extra in present[1:]:
         errs.append(_forbidden(f"{path}.{extra}", "may not specify more than 1 volume type"))
     kind = present[0]

@@ -319,7 +319,12 @@ async def test_exec_timeout_fails_and_runtime_error_is_unknown() -> None:
 
 # -- lifecycle hooks ---------------------------------------------------------------------
 
-POD = Pod.from_dict({"metadata": {"name": "web", "namespace": "prod", "uid": PodUID("u-1")}})
+POD = Pod.from_dict(
+    {
+        "metadata": {"name": "web", "namespace": "prod", "uid": PodUID("u-1")},
+        "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]},
+    }
+)
 
 
 async def hook(handler: dict[str, Any], runner: FakeExec = NO_EXEC, **kw: Any) -> str | None:

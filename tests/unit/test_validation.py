@@ -250,11 +250,6 @@ C0 = "spec.containers.0"
         ),
         (
             "spec.volumes.0",
-            {"name": "data"},
-            "spec.volumes[0]: Required value: must specify a volume type",
-        ),
-        (
-            "spec.volumes.0",
             {"name": "data", "emptyDir": {}, "hostPath": {"path": "/x"}},
             "spec.volumes[0].emptyDir: Forbidden: may not specify more than 1 volume type",
         ),
@@ -382,6 +377,10 @@ C0 = "spec.containers.0"
 def test_invalid_pods_and_their_messages(path: str, value: object, message: str) -> None:
     reason = rejection(edited(path, value))
     assert reason.removeprefix("[").startswith(message) or f", {message}" in reason, reason
+
+
+def test_a_volume_without_a_type_is_an_empty_dir() -> None:
+    Pod.from_dict(edited("spec.volumes.0", {"name": "data"}))  # defaulting makes it one
 
 
 def test_a_repeated_host_port_is_a_duplicate() -> None:
