@@ -13,80 +13,75 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar, overload
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import TypedDict, TypeVar, Unpack, cast, overload
 
 T = TypeVar("T")
 
-_NOTHING = object()
 _SHOWN = 2000  # characters of the last value a failure shows
 
 
 class WaitTimeout(AssertionError):
     """The condition did not hold in time; ``last`` and ``error`` are what the check gave last."""
 
-    def __init__(
-        self, message: str, timeout: float, last: object, error: BaseException | None
-    ) -> None:
-        seen = (
-            "no attempt"
-            if last is _NOTHING and error is None
-            else f"last error: {error!r}"
-            if error is not None
-            else f"last value: {_short(repr(last))}"
-        )
+    def __init__(self, message: str, timeout: float, last: object, error: Exception | None) -> None:
+        seen = f"last error: {error!r}" if error is not None else f"last value: {_short(last)}"
         super().__init__(f"timed out after {timeout}s waiting for {message}; {seen}")
-        self.last = None if last is _NOTHING else last
+        self.last = last
         self.error = error
 
 
-def _short(text: str) -> str:
+def _short(value: object) -> str:
+    text = repr(value)
     return text if len(text) <= _SHOWN else f"{text[:_SHOWN]}... ({len(text)} characters)"
 
 
 class _Poll:
-    """The bookkeeping both waits share: the deadline and what the check gave last."""
+    """What both waits share: the deadline, and what the check gave last."""
 
-    def __init__(self, message: str, timeout: float) -> None:
+    def __init__(self, message: str, timeout: float, ignoring: tuple[type[Exception], ...]) -> None:
         self.message = message
         self.timeout = timeout
+        self.ignoring = ignoring
         self.deadline = time.monotonic() + timeout
-        self.last: object = _NOTHING
-        self.error: BaseException | None = None
+        self.last: object = None
+        self.error: Exception | None = None
 
-    def failed(self, error: BaseException) -> None:
-        self.error = error
+    @contextmanager
+    def attempt(self) -> Iterator[None]:
+        """Around one call of the check: an error of a type in ``ignoring`` means "not yet"."""
+        try:
+            yield
+        except self.ignoring as exc:
+            self.error = exc
 
-    def returned(self, value: object) -> None:
+    def seen(self, value: object) -> None:
         self.last, self.error = value, None
 
-    def check_deadline(self) -> None:
+    def over(self) -> bool:
+        """Whether the check has held; :class:`WaitTimeout` once the time has run out."""
+        if self.error is None and self.last:
+            return True
         if time.monotonic() > self.deadline:
             raise WaitTimeout(self.message, self.timeout, self.last, self.error)
+        return False
+
+
+class Options(TypedDict, total=False):
+    """The keyword arguments of :func:`wait_until`, for its typed overloads."""
+
+    timeout: float
+    interval: float
+    message: str
+    ignoring: tuple[type[Exception], ...]
+    pause: Callable[[float], Awaitable[object]]
 
 
 @overload
-async def wait_until(
-    check: Callable[[], Awaitable[T | None]],
-    *,
-    timeout: float = ...,
-    interval: float = ...,
-    message: str = ...,
-    ignoring: tuple[type[BaseException], ...] = ...,
-    pause: Callable[[float], Awaitable[object]] = ...,
-) -> T: ...
-
-
+async def wait_until(check: Callable[[], Awaitable[T | None]], **options: Unpack[Options]) -> T: ...
 @overload
-async def wait_until(
-    check: Callable[[], T | None],
-    *,
-    timeout: float = ...,
-    interval: float = ...,
-    message: str = ...,
-    ignoring: tuple[type[BaseException], ...] = ...,
-    pause: Callable[[float], Awaitable[object]] = ...,
-) -> T: ...
+async def wait_until(check: Callable[[], T | None], **options: Unpack[Options]) -> T: ...
 
 
 async def wait_until(
@@ -95,26 +90,20 @@ async def wait_until(
     timeout: float = 30.0,
     interval: float = 0.05,
     message: str = "the condition",
-    ignoring: tuple[type[BaseException], ...] = (),
+    ignoring: tuple[type[Exception], ...] = (),
     pause: Callable[[float], Awaitable[object]] = asyncio.sleep,
 ) -> object:
     """Call (and await) ``check`` every ``interval`` s until it returns a truthy value.
 
     ``pause`` is how to let time pass between checks (a Textual pilot's ``pause``, say).
     """
-    poll = _Poll(message, timeout)
+    poll = _Poll(message, timeout, ignoring)
     while True:
-        try:
+        with poll.attempt():
             value = check()
-            if inspect.isawaitable(value):
-                value = await value
-        except ignoring as exc:  # () catches nothing: any other error propagates
-            poll.failed(exc)
-        else:
-            poll.returned(value)
-            if value:
-                return value
-        poll.check_deadline()
+            poll.seen(await value if inspect.isawaitable(value) else value)
+        if poll.over():
+            return poll.last
         await pause(interval)
 
 
@@ -124,18 +113,13 @@ def wait_until_sync(
     timeout: float = 30.0,
     interval: float = 0.05,
     message: str = "the condition",
-    ignoring: tuple[type[BaseException], ...] = (),
+    ignoring: tuple[type[Exception], ...] = (),
 ) -> T:
     """``wait_until`` for code outside an event loop: ``check`` is a plain function."""
-    poll = _Poll(message, timeout)
+    poll = _Poll(message, timeout, ignoring)
     while True:
-        try:
-            value = check()
-        except ignoring as exc:  # () catches nothing: any other error propagates
-            poll.failed(exc)
-        else:
-            poll.returned(value)
-            if value:
-                return value
-        poll.check_deadline()
+        with poll.attempt():
+            poll.seen(check())
+        if poll.over():
+            return cast(T, poll.last)
         time.sleep(interval)
