@@ -13,6 +13,7 @@ when used.
 
 from __future__ import annotations
 
+import argparse
 import codecs
 import functools
 import inspect
@@ -25,6 +26,7 @@ from typing import Any, BinaryIO, Final, Literal, ParamSpec, TextIO, cast
 import yaml
 
 from minikubelet import errors
+from minikubelet.cli.common import Subcommands, default_root_dir, run_command
 from minikubelet.server.client import KubeletUnreachable, LocalClient
 
 DEFAULT_NAMESPACE: Final = "default"
@@ -332,3 +334,144 @@ async def trace(
         out.write((rec.to_json() if fmt == "jsonl" else format_text(rec)) + "\n")
         out.flush()
     return 0
+
+
+def command(args: argparse.Namespace) -> int:
+    """get / describe / logs / exec / events: ask the running kubelet over its local API."""
+    from pathlib import Path
+
+    from minikubelet.cli import stream as streamcmds
+    from minikubelet.cli import terminal
+    from minikubelet.server.client import KubeletUnreachable, LocalClient
+
+    root = Path(args.root_dir) if args.root_dir else default_root_dir()
+    use_tty, term = False, streamcmds.Terminal()
+    if getattr(args, "tty", False):
+        stdin_fd = sys.stdin.fileno()
+        if args.stdin and terminal.is_terminal(stdin_fd):
+            use_tty = True
+            term = streamcmds.Terminal(stdin_fd, lambda: terminal.size(stdin_fd))
+        else:  # as kubectl: a tty needs -i and a terminal on stdin
+            print(
+                "Unable to use a TTY - input is not a terminal or the right kind of file",
+                file=sys.stderr,
+            )
+
+    async def main() -> int:
+        async with LocalClient(root / "kubelet.sock") as client:
+            if args.command == "get":
+                return await get_pods(client, args.output, sys.stdout)
+            if args.command == "describe":
+                return await describe_pod(client, args.name, sys.stdout)
+            if args.command == "logs":
+                return await logs(
+                    client,
+                    args.pod,
+                    args.container,
+                    args.follow,
+                    args.previous,
+                    args.tail,
+                    args.timestamps,
+                    sys.stdout,
+                )
+            if args.command == "exec" and (args.stdin or args.tty):
+                return await streamcmds.exec_stream(
+                    client,
+                    args.pod,
+                    args.container,
+                    args.cmd,
+                    sys.stdout,
+                    sys.stderr,
+                    stdin=streamcmds.stdin_chunks(args.stdin),
+                    tty=use_tty,
+                    term=term,
+                    transport=args.transport,
+                )
+            if args.command == "exec":
+                return await exec_(
+                    client, args.pod, args.container, args.cmd, sys.stdout, sys.stderr
+                )
+            if args.command == "attach":
+                return await streamcmds.attach(
+                    client,
+                    args.pod,
+                    args.container,
+                    sys.stdout,
+                    sys.stderr,
+                    stdin=streamcmds.stdin_chunks(args.stdin),
+                    tty=use_tty,
+                    term=term,
+                    transport=args.transport,
+                )
+            if args.command == "port-forward":
+                return await streamcmds.port_forward(
+                    client, args.pod, args.ports, sys.stdout, sys.stderr, address=args.address
+                )
+            if args.command == "trace":
+                return await trace(client, args.pod, args.follow, args.format, sys.stdout)
+            return await events(client, sys.stdout)
+
+    try:
+        return run_command(main())
+    except KubeletUnreachable as exc:
+        print(f"minikubelet {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def add_parsers(sub: Subcommands) -> None:
+    """Add the commands that ask a running kubelet (get, describe, logs, exec, attach,
+    port-forward, events, trace)."""
+
+    def client_parser(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--root-dir", help="the kubelet's root dir (as given to run)")
+        p.set_defaults(func=command)
+        return p
+
+    get = client_parser("get", "list pods as kubectl does")
+    get.add_argument("resource", choices=["pods", "pod", "po"])
+    get.add_argument("-o", "--output", choices=["table", "wide", "json", "yaml"], default="table")
+    describe = client_parser("describe", "show one pod in detail, with its events")
+    describe.add_argument("resource", choices=["pod", "pods", "po"])
+    describe.add_argument("name", help="NAME or NAMESPACE/NAME")
+    logs = client_parser("logs", "print a container's log")
+    logs.add_argument("pod", help="NAME or NAMESPACE/NAME")
+    logs.add_argument("-c", "--container")
+    logs.add_argument("-f", "--follow", action="store_true")
+    logs.add_argument("-p", "--previous", action="store_true")
+    logs.add_argument("--tail", type=int, default=None)
+    logs.add_argument("--timestamps", action="store_true")
+    exec_ = client_parser(
+        "exec",
+        "run a command in a container (-i/-t: streamed through CRI Exec, else CRI ExecSync)",
+    )
+    exec_.add_argument("pod", help="NAME or NAMESPACE/NAME")
+    exec_.add_argument("-c", "--container")
+    exec_.add_argument("cmd", nargs="*", help="-- COMMAND [ARGS...]")
+
+    def stream_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-i", "--stdin", action="store_true", help="pass our stdin to it")
+        p.add_argument("-t", "--tty", action="store_true", help="a terminal (with -i)")
+        p.add_argument(
+            "--transport",
+            choices=["websocket", "spdy"],
+            default="websocket",
+            help="how to talk to the runtime's streaming server (default websocket)",
+        )
+
+    stream_flags(exec_)
+    attach = client_parser("attach", "attach to a running container's stdio (CRI Attach)")
+    attach.add_argument("pod", help="NAME or NAMESPACE/NAME")
+    attach.add_argument("-c", "--container")
+    stream_flags(attach)
+    forward = client_parser(
+        "port-forward", "forward local ports into a pod (CRI PortForward, over SPDY)"
+    )
+    forward.add_argument("pod", help="NAME or NAMESPACE/NAME")
+    forward.add_argument("ports", nargs="+", help="[LOCAL]:REMOTE or PORT")
+    forward.add_argument("--address", default="127.0.0.1", help="where to listen (loopback)")
+    client_parser("events", "list the node's events")
+    trace = client_parser("trace", "the kubelet's CRI calls (kubelet -> runtime), as recorded")
+    trace.add_argument("--pod", help="only the calls about this pod (NAME or NAMESPACE/NAME)")
+    trace.add_argument("-f", "--follow", action="store_true", help="keep printing new calls")
+    trace.add_argument("--format", choices=["text", "jsonl", "mermaid"], default="text")

@@ -8,6 +8,7 @@ so a person can watch the CRI calls of a single pod end to end.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -20,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from minikubelet.cli.common import Subcommands, run_command
 from minikubelet.cli.launch import BUNDLED_RUNTIMES, bundled_runtime
 from minikubelet.cri.client import CRIClient
 from minikubelet.cri.trace import (
@@ -149,3 +151,28 @@ async def pod_life(
         for line in lines:
             print(f"  {line}")
     return 0
+
+
+def command(args: argparse.Namespace) -> int:
+    return run_command(
+        pod_life(
+            args.manifest, runtime=args.runtime, trace_file=args.trace_file, output=args.output
+        )
+    )
+
+
+def add_parser(sub: Subcommands) -> None:
+    """Add the demo command to the ``minikubelet`` subcommands."""
+    demo = sub.add_parser(
+        "demo",
+        help="play one pod's life through a CRI runtime and print every CRI call",
+    )
+    demo.add_argument("manifest", help="a Pod YAML file (e.g. manifests/hello.yaml)")
+    demo.add_argument(
+        "--runtime",
+        default="fake",
+        help="'fake' (started for the demo) or a CRI endpoint unix:///PATH",
+    )
+    demo.add_argument("--trace-file", help="also write the trace as JSON lines to this file")
+    demo.add_argument("-o", "--output", choices=["text", "jsonl"], default="text")
+    demo.set_defaults(func=command)

@@ -8,22 +8,31 @@ the trace, and the kubelet.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
-import os
-import socket
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from minikubelet.api.pod import Pod
 from minikubelet.backoff import Backoff
-from minikubelet.cli.launch import node_runtime
+from minikubelet.cli.common import (
+    Subcommands,
+    default_manifests,
+    default_node_name,
+    default_root_dir,
+    leaves,
+    run_command,
+)
+from minikubelet.cli.launch import LaunchError, node_runtime
 from minikubelet.clock import Clock, RealClock
 from minikubelet.config.file import FileSource
 from minikubelet.config.http import URLSource
 from minikubelet.cri.client import CRIClient
+from minikubelet.cri.endpoint import InvalidEndpoint
 from minikubelet.cri.services import RuntimeHandlers
 from minikubelet.cri.trace import JsonlTraceWriter, TraceRecorder
 from minikubelet.events import EventRecorder
@@ -42,25 +51,6 @@ from minikubelet.server.api import LocalAPI
 from minikubelet.status.manager import StatusManager
 
 log = logging.getLogger(__name__)
-
-CHECKOUT_MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
-
-
-def default_root_dir() -> Path:
-    """/var/lib/minikubelet for root, the user's state directory otherwise."""
-    if os.geteuid() == 0:
-        return Path("/var/lib/minikubelet")
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "minikubelet"
-
-
-def default_manifests() -> Path | None:
-    """The project's manifests/ when run from a checkout."""
-    return CHECKOUT_MANIFESTS if CHECKOUT_MANIFESTS.is_dir() else None
-
-
-def default_node_name() -> str:
-    return socket.gethostname().split(".")[0].lower() or "minikubelet"
 
 
 def build_kubelet(
@@ -225,3 +215,133 @@ async def run_node(
                 # the simulated runtime's containers end with it: so do the pods' volumes
                 await asyncio.shield(kubelet.release_host())
     return 0
+
+
+def command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    if args.runtime == "native":
+        from runtimes.native.main import NotSupportedHere, preflight
+
+        try:
+            preflight()
+        except NotSupportedHere as exc:
+            print(
+                f"minikubelet run: {exc}.\nInstall what is missing (scripts/install-deps), "
+                "or run the simulated runtime: minikubelet run --runtime fake",
+                file=sys.stderr,
+            )
+            return 1
+    manifests = Path(args.manifests) if args.manifests else default_manifests()
+    tuning = {
+        key: value
+        for key, value in (
+            ("crash_loop_initial", args.crash_loop_initial),
+            ("crash_loop_max", args.crash_loop_max),
+            ("relist_period", args.relist_period),
+            ("file_check_period", args.file_check_period),
+            ("container_log_max_size", args.container_log_max_size),
+            ("container_log_max_files", args.container_log_max_files),
+            ("container_log_monitor_interval", args.container_log_monitor_interval),
+            ("shutdown_grace_period", args.shutdown_grace_period),
+        )
+        if value is not None
+    }
+    try:
+        return run_command(
+            run_node(
+                runtime=args.runtime,
+                manifests=manifests,
+                manifest_url=args.manifest_url,
+                node_name=args.node_name,
+                root_dir=Path(args.root_dir) if args.root_dir else None,
+                node_ip=args.node_ip,
+                trace_file=Path(args.trace_file) if args.trace_file else None,
+                tuning=tuning,
+                runtime_args=args.runtime_arg or (),
+            )
+        )
+    except (OSError, LaunchError, InvalidEndpoint, ExceptionGroup) as exc:
+        errors = leaves(exc)
+        if not all(isinstance(e, OSError | RuntimeError | ValueError) for e in errors):
+            raise
+        for error in errors:
+            print(f"minikubelet run: {error}", file=sys.stderr)
+        return 1
+
+
+def add_parser(sub: Subcommands) -> None:
+    """Add the run command to the ``minikubelet`` subcommands."""
+    run = sub.add_parser("run", help="run the kubelet on pods from a manifest directory")
+    run.add_argument(
+        "--manifests",
+        metavar="DIR",
+        help="static pod manifests (default: the project's manifests/ in a checkout)",
+    )
+    run.add_argument("--manifest-url", metavar="URL", help="also poll pods from this URL")
+    run.add_argument(
+        "--runtime",
+        default="native",
+        help="a bundled runtime started for this node (native, the default: runc, as root; "
+        "fake: simulated; docker: over dockerd), or the endpoint of a running one, "
+        "unix:///PATH",
+    )
+    run.add_argument(
+        "--shutdown-grace-period",
+        type=int,
+        metavar="S",
+        help="when the node stops, stop and remove its pods within S seconds "
+        "(graceful node shutdown; default 0: pods keep running, as on a kubelet restart)",
+    )
+    run.add_argument(
+        "--runtime-arg",
+        action="append",
+        metavar="ARG",
+        help="pass ARG to a bundled runtime, e.g. --runtime-arg=--registry-mirror=H=URL",
+    )
+    run.add_argument("--node-name", help="default: the host name")
+    run.add_argument("--node-ip", help="the node's address shown as hostIP")
+    run.add_argument(
+        "--root-dir",
+        help="state, sockets and pod logs "
+        "(default: /var/lib/minikubelet for root, else ~/.local/state/minikubelet)",
+    )
+    run.add_argument("--trace-file", help="append every CRI call to this JSON-lines file")
+    run.add_argument(
+        "--crash-loop-initial",
+        type=float,
+        metavar="S",
+        help="first crash-loop back-off in seconds (default 10)",
+    )
+    run.add_argument(
+        "--crash-loop-max",
+        type=float,
+        metavar="S",
+        help="crash-loop back-off cap in seconds (default 300)",
+    )
+    run.add_argument("--relist-period", type=float, metavar="S", help="PLEG relist (default 1)")
+    run.add_argument(
+        "--file-check-period",
+        type=float,
+        metavar="S",
+        help="manifest directory resync (default 20)",
+    )
+    run.add_argument(
+        "--container-log-max-size",
+        type=int,
+        metavar="BYTES",
+        help="rotate a container's log beyond this size (default 10 MiB)",
+    )
+    run.add_argument(
+        "--container-log-max-files",
+        type=int,
+        metavar="N",
+        help="log files kept per container, the live one included (default 5)",
+    )
+    run.add_argument(
+        "--container-log-monitor-interval",
+        type=float,
+        metavar="S",
+        help="how often log sizes are checked (default 10)",
+    )
+    run.set_defaults(func=command)

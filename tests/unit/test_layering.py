@@ -20,8 +20,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-#: The composition root may start a bundled runtime's server or the dashboard.
-COMPOSITION_ROOT = {"minikubelet/cli/__init__.py"}
+#: The composition root: the commands that serve a bundled runtime, make a node (and check
+#: the native runtime can run here) or open the dashboard.
+COMPOSITION_ROOT = {
+    "minikubelet/cli/serve.py",
+    "minikubelet/cli/run.py",
+    "minikubelet/cli/dashboard.py",
+}
 #: What of minikubelet a runtime may import: the wire, the vocabulary, shared helpers.
 RUNTIME_MAY_IMPORT = (
     "minikubelet.cri.v1",
