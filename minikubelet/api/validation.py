@@ -401,15 +401,18 @@ VOLUME_TYPES: Final = (
     "ephemeral",
     "image",
 )
-HOST_PATH_TYPES: Final = (
-    "",
-    "DirectoryOrCreate",
-    "Directory",
-    "FileOrCreate",
-    "File",
-    "Socket",
-    "CharDevice",
-    "BlockDevice",
+#: ``hostPath.type`` values (``HostPathType``); "" checks nothing.
+HOST_PATH_TYPES: Final = frozenset(
+    {
+        "",
+        "DirectoryOrCreate",
+        "Directory",
+        "FileOrCreate",
+        "File",
+        "Socket",
+        "CharDevice",
+        "BlockDevice",
+    }
 )
 
 
@@ -428,7 +431,7 @@ def _validate_volume_source(volume: Mapping[str, Any], path: str) -> list[FieldE
             errs.append(_required(f"{here}.path"))
         host_type = _text(source, "type", here, errs)
         if host_type not in HOST_PATH_TYPES:
-            errs.append(_not_supported(f"{here}.type", host_type, HOST_PATH_TYPES))
+            errs.append(_not_supported(f"{here}.type", host_type, sorted(HOST_PATH_TYPES)))
     elif kind == "emptyDir":
         limit = source.get("sizeLimit")
         if limit is not None:

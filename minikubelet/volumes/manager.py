@@ -54,6 +54,7 @@ from typing import Any, Final
 
 from minikubelet import resources
 from minikubelet.api.pod import Container, Pod
+from minikubelet.api.validation import HOST_PATH_TYPES
 from minikubelet.cri.v1 import api_pb2 as pb
 from minikubelet.errors import MinikubeletError
 from minikubelet.kuberuntime.envvars import (
@@ -82,18 +83,6 @@ TERMINATION_MESSAGE_MODE: Final = 0o666
 #: Volume sources that only make sense with an API server (or a CSI driver) behind them.
 NEEDS_API_SERVER: Final = frozenset(
     {"configMap", "secret", "persistentVolumeClaim", "projected", "csi", "ephemeral"}
-)
-HOST_PATH_TYPES: Final = frozenset(
-    {
-        "",
-        "DirectoryOrCreate",
-        "Directory",
-        "FileOrCreate",
-        "File",
-        "Socket",
-        "CharDevice",
-        "BlockDevice",
-    }
 )
 _DATA_DIR: Final = "..data"
 _DATA_DIR_TMP: Final = "..data_tmp"

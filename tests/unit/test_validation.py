@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import functools
+import operator
 import time
 from pathlib import Path
 from typing import Any
@@ -65,15 +67,9 @@ def valid() -> dict[str, Any]:
 def edited(path: str, value: object) -> dict[str, Any]:
     """``valid()`` with the value at a dotted path (numbers index lists) replaced."""
     data = valid()
-    node: Any = data
-    keys = path.split(".")
-    for key in keys[:-1]:
-        node = node[int(key)] if key.isdigit() else node[key]
-    last = keys[-1]
-    if last.isdigit():
-        node[int(last)] = value
-    else:
-        node[last] = value
+    keys: list[Any] = [int(key) if key.isdigit() else key for key in path.split(".")]
+    node: Any = functools.reduce(operator.getitem, keys[:-1], data)
+    node[keys[-1]] = value
     return data
 
 
@@ -359,6 +355,18 @@ C0 = "spec.containers.0"
             0,
             "spec.activeDeadlineSeconds: Invalid value: 0: must be between 1 and 2147483647, "
             "inclusive",
+        ),
+        (
+            "spec.volumes.0",
+            {"name": "data", "hostPath": {"path": "/x", "type": "Bogus"}},
+            'spec.volumes[0].hostPath.type: Unsupported value: "Bogus": supported values: "", '
+            '"BlockDevice", "CharDevice", "Directory", "DirectoryOrCreate", "File", '
+            '"FileOrCreate", "Socket"',
+        ),
+        (
+            "spec.volumes.0",
+            {"name": "data", "hostPath": {}},
+            "spec.volumes[0].hostPath.path: Required value",
         ),
         ("spec.hostname", "My_Host", f'spec.hostname: Invalid value: "My_Host": {LABEL_MSG}'),
         (
