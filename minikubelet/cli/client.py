@@ -357,6 +357,14 @@ def command(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
 
+    streams = (sys.stdout, sys.stderr)
+    interactive: dict[str, Any] = {
+        "stdin": streamcmds.stdin_chunks(getattr(args, "stdin", False)),
+        "tty": use_tty,
+        "term": term,
+        "transport": getattr(args, "transport", "websocket"),
+    }
+
     async def main() -> int:
         async with LocalClient(root / "kubelet.sock") as client:
             if args.command == "get":
@@ -376,16 +384,7 @@ def command(args: argparse.Namespace) -> int:
                 )
             if args.command == "exec" and (args.stdin or args.tty):
                 return await streamcmds.exec_stream(
-                    client,
-                    args.pod,
-                    args.container,
-                    args.cmd,
-                    sys.stdout,
-                    sys.stderr,
-                    stdin=streamcmds.stdin_chunks(args.stdin),
-                    tty=use_tty,
-                    term=term,
-                    transport=args.transport,
+                    client, args.pod, args.container, args.cmd, *streams, **interactive
                 )
             if args.command == "exec":
                 return await exec_(
@@ -393,15 +392,7 @@ def command(args: argparse.Namespace) -> int:
                 )
             if args.command == "attach":
                 return await streamcmds.attach(
-                    client,
-                    args.pod,
-                    args.container,
-                    sys.stdout,
-                    sys.stderr,
-                    stdin=streamcmds.stdin_chunks(args.stdin),
-                    tty=use_tty,
-                    term=term,
-                    transport=args.transport,
+                    client, args.pod, args.container, *streams, **interactive
                 )
             if args.command == "port-forward":
                 return await streamcmds.port_forward(

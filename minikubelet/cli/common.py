@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import socket
+import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -57,3 +58,20 @@ def leaves(exc: BaseException) -> list[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
     return [exc]
+
+
+def run_reporting(
+    name: str, main: Coroutine[Any, Any, int | None], expected: tuple[type[BaseException], ...]
+) -> int:
+    """Run ``main`` as the command ``name``; errors of the ``expected`` kinds (also inside
+    exception groups) are printed one a line as ``minikubelet NAME: ...``, exit code 1."""
+    catch: tuple[type[BaseException], ...] = (*expected, ExceptionGroup)
+    try:
+        return run_command(main)
+    except catch as exc:
+        errors = leaves(exc)
+        if not all(isinstance(e, expected) for e in errors):
+            raise
+        for error in errors:
+            print(f"minikubelet {name}: {error}", file=sys.stderr)
+        return 1

@@ -24,15 +24,13 @@ from minikubelet.cli.common import (
     default_manifests,
     default_node_name,
     default_root_dir,
-    leaves,
-    run_command,
+    run_reporting,
 )
-from minikubelet.cli.launch import LaunchError, node_runtime
+from minikubelet.cli.launch import node_runtime
 from minikubelet.clock import Clock, RealClock
 from minikubelet.config.file import FileSource
 from minikubelet.config.http import URLSource
 from minikubelet.cri.client import CRIClient
-from minikubelet.cri.endpoint import InvalidEndpoint
 from minikubelet.cri.services import RuntimeHandlers
 from minikubelet.cri.trace import JsonlTraceWriter, TraceRecorder
 from minikubelet.events import EventRecorder
@@ -247,27 +245,21 @@ def command(args: argparse.Namespace) -> int:
         )
         if value is not None
     }
-    try:
-        return run_command(
-            run_node(
-                runtime=args.runtime,
-                manifests=manifests,
-                manifest_url=args.manifest_url,
-                node_name=args.node_name,
-                root_dir=Path(args.root_dir) if args.root_dir else None,
-                node_ip=args.node_ip,
-                trace_file=Path(args.trace_file) if args.trace_file else None,
-                tuning=tuning,
-                runtime_args=args.runtime_arg or (),
-            )
-        )
-    except (OSError, LaunchError, InvalidEndpoint, ExceptionGroup) as exc:
-        errors = leaves(exc)
-        if not all(isinstance(e, OSError | RuntimeError | ValueError) for e in errors):
-            raise
-        for error in errors:
-            print(f"minikubelet run: {error}", file=sys.stderr)
-        return 1
+    return run_reporting(
+        "run",
+        run_node(
+            runtime=args.runtime,
+            manifests=manifests,
+            manifest_url=args.manifest_url,
+            node_name=args.node_name,
+            root_dir=Path(args.root_dir) if args.root_dir else None,
+            node_ip=args.node_ip,
+            trace_file=Path(args.trace_file) if args.trace_file else None,
+            tuning=tuning,
+            runtime_args=args.runtime_arg or (),
+        ),
+        (OSError, RuntimeError, ValueError),
+    )
 
 
 def add_parser(sub: Subcommands) -> None:

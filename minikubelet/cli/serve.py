@@ -11,7 +11,7 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
-from minikubelet.cli.common import Subcommands, leaves, run_command
+from minikubelet.cli.common import Subcommands, run_reporting
 from minikubelet.cri.endpoint import InvalidEndpoint, parse_endpoint
 
 
@@ -74,15 +74,7 @@ def command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    try:
-        return run_command(main)
-    except (OSError, RuntimeError, ExceptionGroup) as exc:
-        errors = leaves(exc)
-        if not all(isinstance(e, OSError | RuntimeError) for e in errors):
-            raise
-        for error in errors:
-            print(f"minikubelet runtime serve: {error}", file=sys.stderr)
-        return 1
+    return run_reporting("runtime serve", main, (OSError, RuntimeError))
 
 
 def add_parser(sub: Subcommands) -> None:
