@@ -467,10 +467,19 @@ class NativeRuntime:
             self._containers.pop(container_id, None)
             handle_ = self._handles.pop(container_id, None)
             if handle_ is not None:
-                with contextlib.suppress(CRIError, OSError):
+                try:
                     await self.oci.delete(handle_)
-            with contextlib.suppress(CRIError, OSError):
+                except (CRIError, OSError) as exc:  # never dropped silently
+                    log.error(
+                        "container %s: create failed and its delete too (left in the OCI "
+                        "runtime's state): %s",
+                        container_id[:13],
+                        exc,
+                    )
+            try:
                 await self.storage.remove(container_id)
+            except (CRIError, OSError) as exc:
+                log.error("container %s: create failed; its rootfs stays: %s", container_id, exc)
             raise
         self._emit(container, m.ContainerEventType.CREATED)
         return container_id
