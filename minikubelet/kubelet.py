@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -146,6 +146,8 @@ class Kubelet:
         self.sources = tuple(sources)
         self.servers = tuple(servers)
         self._waiting: dict[PodUID, dict[str, tuple[str, str]]] = {}
+        #: Called with each pod whose run is over and cleaned up (its containers are gone).
+        self.terminated_hooks: list[Callable[[Pod], None]] = []
         self.started = asyncio.Event()
         workers.bind(self)
 
@@ -289,10 +291,14 @@ class Kubelet:
 
     async def sync_terminated_pod(self, pod: Pod) -> None:
         await self.setup.cleanup_pod(pod.uid)
-        if self.pods.is_removed(pod.uid):
+        removed = self.pods.is_removed(pod.uid)
+        if removed:
             await self.runtime.remove_pod(pod.uid)
-            self.status_manager.remove(pod.uid)
             self._waiting.pop(pod.uid, None)
+        for hook in self.terminated_hooks:
+            hook(pod)
+        if removed:
+            self.status_manager.remove(pod.uid)
         self.pods.forget(pod.uid)
 
     def sync_failed(self, pod: Pod, error: Exception) -> None:

@@ -82,6 +82,12 @@ class KubeletNodeView:
             if status is not None:
                 item["status"] = status
             out.append(item)
+        for pod in self._pods.refused():
+            item = self._with_creation(pod)
+            status = self._statuses.get(pod.uid)
+            if status is not None:
+                item["status"] = status
+            out.append(item)
         for pod in self._pods.removed():
             # a pod being terminated shows as Terminating, as kubectl prints it
             item = self._with_creation(pod)

@@ -8,12 +8,20 @@ pod worker. A pod gone from its source stays known as *removed* until its
 worker has terminated it; one put back under the same UID meanwhile (a static
 pod's file removed and restored) runs again once the old run is cleaned up, as
 the kubelet's ``restartRequested``.
+
+Admission goes on with the node's admission handlers (resources, node
+selectors, ...): a pod one of them refuses is not run; ``on_rejected`` is told why
+(the kubelet marks it Failed with the handler's reason and message). Mirror pods
+(the API server's copies of this node's static pods, annotated
+``kubernetes.io/config.mirror``) are never run either: they are kept apart, by full
+name, for whoever keeps them in step with their static pods.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from minikubelet.api.pod import Pod
@@ -27,8 +35,31 @@ from minikubelet.types import PodUID
 log = logging.getLogger(__name__)
 
 
+#: The annotation that makes a pod a mirror pod (its value: the static pod's hash).
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+
+
 class ProbeRegistry(Protocol):
     def add_pod(self, pod: Pod) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AdmitResult:
+    """A refusal: the kubelet's reason (``OutOfcpu``, ``NodeAffinity``, ...) and message."""
+
+    reason: str
+    message: str
+
+
+class AdmitHandler(Protocol):
+    def admit(self, pod: Pod, admitted: Sequence[Pod]) -> AdmitResult | None:
+        """``None`` to admit ``pod`` beside the pods ``admitted`` so far, else why not."""
+        ...
+
+
+def is_mirror_pod(raw: dict[str, Any]) -> bool:
+    annotations = raw.get("metadata", {}).get("annotations") or {}
+    return MIRROR_ANNOTATION in annotations
 
 
 class PodManager:
@@ -39,8 +70,12 @@ class PodManager:
         probes: ProbeRegistry,
         recorder: EventRecorder,
         clock: Clock,
+        admit_handlers: Sequence[AdmitHandler] = (),
+        on_rejected: Callable[[Pod, AdmitResult], None] | None = None,
     ) -> None:
         self._workers = workers
+        self._admit_handlers = tuple(admit_handlers)
+        self._on_rejected = on_rejected
         self._probes = probes
         self._recorder = recorder
         self._clock = clock
@@ -50,6 +85,10 @@ class PodManager:
         self._deleted_at: dict[PodUID, float] = {}
         self._first_seen: dict[PodUID, float] = {}
         self._rejected: dict[str, dict[str, Any]] = {}
+        #: Pods that admission refused, by UID: not run, shown Failed.
+        self._refused: dict[PodUID, Pod] = {}
+        #: Mirror pods by full name (``name_namespace``).
+        self._mirrors: dict[str, dict[str, Any]] = {}
 
     # -- what the sources say ----------------------------------------------------
 
@@ -57,6 +96,11 @@ class PodManager:
         """Turn one pod config change into pod worker updates."""
         if update.op in (PodOperation.ADD, PodOperation.UPDATE, PodOperation.RECONCILE):
             for raw in update.pods:
+                if is_mirror_pod(raw):
+                    self._mirrors[_full_name(raw)] = raw
+                    continue
+                if PodUID(str(raw.get("metadata", {}).get("uid", ""))) in self._refused:
+                    continue  # refused once: stays Failed, as the kubelet leaves it
                 pod = self._admit(raw)
                 if pod is None:
                     continue
@@ -69,6 +113,13 @@ class PodManager:
         elif update.op in (PodOperation.REMOVE, PodOperation.DELETE):
             for raw in update.pods:
                 uid = PodUID(str(raw.get("metadata", {}).get("uid", "")))
+                if is_mirror_pod(raw):
+                    mirror = self._mirrors.get(_full_name(raw))
+                    if mirror is not None and mirror.get("metadata", {}).get("uid") == uid:
+                        del self._mirrors[_full_name(raw)]
+                    continue
+                if self._refused.pop(uid, None) is not None:
+                    continue
                 pod = self._pods.pop(uid, None)
                 if pod is None:
                     # a rejected pod gone from its source: its warning goes with it
@@ -106,6 +157,20 @@ class PodManager:
             )
             return None
         self._rejected.pop(name, None)
+        if pod.uid in self._pods:
+            return pod  # an update of an admitted pod is not admitted again
+        admitted = list(self._pods.values())
+        for handler in self._admit_handlers:
+            refusal = handler.admit(pod, admitted)
+            if refusal is not None:
+                log.info(
+                    "pod=%s uid=%s refused: %s: %s", pod, pod.uid, refusal.reason, refusal.message
+                )
+                self._refused[pod.uid] = pod
+                self._recorder.pod_event(pod, WARNING, refusal.reason, refusal.message)
+                if self._on_rejected is not None:
+                    self._on_rejected(pod, refusal)
+                return None
         return pod
 
     # -- a pod's run has ended ---------------------------------------------------
@@ -156,6 +221,19 @@ class PodManager:
                 return pod
         raise NotFound(f'pods "{name}" not found in namespace "{namespace}"')
 
+    def refused(self) -> list[Pod]:
+        """Pods admission refused (shown with the Failed status the kubelet gave them)."""
+        return list(self._refused.values())
+
+    def mirror_pods(self) -> dict[str, dict[str, Any]]:
+        """The API server's mirror pods of this node, by full name."""
+        return dict(self._mirrors)
+
     def rejected(self) -> list[dict[str, Any]]:
         """Pods that failed admission: ``{"source", "line", "reason", "name"}``."""
         return list(self._rejected.values())
+
+
+def _full_name(raw: dict[str, Any]) -> str:
+    metadata = raw.get("metadata", {})
+    return f"{metadata.get('name', '')}_{metadata.get('namespace') or 'default'}"

@@ -24,6 +24,8 @@ import grpc
 from google.protobuf.message import Message
 
 DEFAULT_RING_SIZE = 10_000
+#: The ``service`` of the records of the kubelet's API server requests.
+API_SERVICE = "KubeAPI"
 _NAMES_CAP = 100_000
 
 
@@ -130,6 +132,36 @@ class TraceRecorder:
         if response is not None:
             _describe_response(rec, response)
         self._learn(rec, method, code)
+        self._ring.append(rec)
+        for callback in tuple(self._subscribers):
+            callback(rec)
+        return rec
+
+    def record_api(
+        self,
+        *,
+        method: str,
+        code: str,
+        started: float,
+        duration_s: float,
+        pod: str = "",
+        error: str = "",
+        details: dict[str, Any] | None = None,
+    ) -> CallRecord:
+        """Record one of the kubelet's API server requests (or a watch event it received):
+        ``method`` is ``VERB resource[/subresource]``, ``code`` the HTTP status."""
+        self._seq += 1
+        rec = CallRecord(
+            seq=self._seq,
+            time=started,
+            service=API_SERVICE,
+            method=method,
+            code=code,
+            duration_ms=round(duration_s * 1000.0, 3),
+            pod=pod,
+            error=error,
+            details=details or {},
+        )
         self._ring.append(rec)
         for callback in tuple(self._subscribers):
             callback(rec)
@@ -429,17 +461,25 @@ _MERMAID_PARTICIPANTS = (
     ("kubelet", "kubelet"),
     ("RuntimeService", "RuntimeService"),
     ("ImageService", "ImageService"),
+    ("kube-apiserver", API_SERVICE),
 )
 
 
 def to_mermaid(records: Iterable[CallRecord], *, title: str = "") -> str:
-    """A Mermaid sequence diagram of the calls: kubelet -> RuntimeService / ImageService."""
+    """A Mermaid sequence diagram of the calls: kubelet -> RuntimeService / ImageService, and
+    the kubelet's conversation with the API server beside them (a watch event comes from it)."""
     lines = ["sequenceDiagram"]
     if title:
         lines.append(f"    title {title}")
+    records = list(records)
+    talks_to_api = any(rec.service == API_SERVICE for rec in records)
     for name, alias in _MERMAID_PARTICIPANTS:
-        lines.append(f"    participant {alias} as {name}")
+        if alias != API_SERVICE or talks_to_api:
+            lines.append(f"    participant {alias} as {name}")
     for rec in records:
+        if rec.service == API_SERVICE:
+            lines.extend(_mermaid_api(rec))
+            continue
         what = rec.container or ""
         if rec.method in ("ExecSync", "Exec") and "cmd" in rec.details:
             what = f"{what} {' '.join(rec.details['cmd'])}".strip()
@@ -455,6 +495,17 @@ def to_mermaid(records: Iterable[CallRecord], *, title: str = "") -> str:
             answer += f" {(rec.container_id or rec.pod_sandbox_id)[:12]}"
         lines.append(f"    {rec.service}-->>kubelet: {_mermaid_text(answer)}")
     return "\n".join(lines) + "\n"
+
+
+def _mermaid_api(rec: CallRecord) -> list[str]:
+    name = _mermaid_text(rec.pod or str(rec.details.get("name", "")))
+    label = f"{rec.method}({name})" if name else rec.method
+    if rec.method.startswith("WATCH "):  # an event the API server sent
+        return [f"    {API_SERVICE}-)kubelet: {_mermaid_text(label)}"]
+    return [
+        f"    kubelet->>{API_SERVICE}: {_mermaid_text(label)}",
+        f"    {API_SERVICE}-->>kubelet: {_mermaid_text(rec.code)}",
+    ]
 
 
 def _mermaid_text(text: str) -> str:

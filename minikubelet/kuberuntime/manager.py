@@ -211,6 +211,17 @@ class KubeRuntimeManager:
     def endpoint(self) -> str:
         return str(self.cri.endpoint)
 
+    async def runtime_status(self) -> list[tuple[str, pb.StatusResponse | CRIError]]:
+        """Each runtime's CRI Status (RuntimeReady, NetworkReady), or why it could not be had,
+        by endpoint."""
+        out: list[tuple[str, pb.StatusResponse | CRIError]] = []
+        for client in self.handlers.clients():
+            try:
+                out.append((str(client.endpoint), await client.status()))
+            except CRIError as exc:
+                out.append((str(client.endpoint), exc))
+        return out
+
     async def connect(self) -> None:
         """The Version handshake with every runtime not yet connected."""
         for client in self.handlers.clients():
