@@ -488,9 +488,7 @@ def _validate_port_num_or_name(port: object, path: str) -> list[FieldError]:
         return [_invalid(path, port, "must be a port number or name")]
     if isinstance(port, int):
         return _each(path, port, is_valid_port_num(port))
-    if isinstance(port, str):
-        if port.isdigit():  # an IntOrString given as a string of digits is a number
-            return _each(path, port, is_valid_port_num(int(port)))
+    if isinstance(port, str):  # a string is a name, even "8080", as for an IntOrString
         return _each(path, port, is_valid_port_name(port))
     if port is None:
         return [_required(path)]
@@ -498,9 +496,12 @@ def _validate_port_num_or_name(port: object, path: str) -> list[FieldError]:
 
 
 def _validate_handler(
-    handler: Mapping[str, Any], path: str, kinds: Sequence[str]
+    handler: Mapping[str, Any], path: str, kinds: Sequence[str], grace: int | None = None
 ) -> list[FieldError]:
-    """``validateHandler``: exactly one handler type, each with what it needs."""
+    """``validateHandler``: exactly one handler type, each with what it needs.
+
+    ``grace`` is the pod's termination grace period, the longest a ``sleep`` may last.
+    """
     errs: list[FieldError] = []
     found = 0
     for kind in kinds:
@@ -530,8 +531,20 @@ def _validate_handler(
                 errs += _each(f"{here}.port", port, is_valid_port_num(port))
         elif kind == "sleep":
             seconds = body.get("seconds")
-            if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds < 0:
-                errs.append(_invalid(f"{here}.seconds", seconds, "must be greater than 0"))
+            in_range = (
+                isinstance(seconds, int)
+                and not isinstance(seconds, bool)
+                and (grace is None or 0 <= seconds <= grace)
+            )
+            if grace is not None and not in_range:
+                errs.append(
+                    _invalid(
+                        here,
+                        seconds,
+                        "must be non-negative and less than terminationGracePeriodSeconds "
+                        f"({grace})",
+                    )
+                )
     if not found:
         errs.append(_required(path, "must specify a handler type"))
     return errs
@@ -693,7 +706,7 @@ def _validate_ports(container: Container, path: str) -> list[FieldError]:
 
 
 def _validate_container(
-    container: Container, path: str, volumes: set[str], names: set[str]
+    container: Container, path: str, spec: PodSpec, volumes: set[str], names: set[str]
 ) -> list[FieldError]:
     """``validateContainerCommon`` plus the name's uniqueness across the pod."""
     errs: list[FieldError] = []
@@ -718,7 +731,10 @@ def _validate_container(
             handler = container.lifecycle.get(hook)
             if handler is not None:
                 errs += _validate_handler(
-                    _mapping(handler), f"{path}.lifecycle.{hook}", _LIFECYCLE_HANDLERS
+                    _mapping(handler),
+                    f"{path}.lifecycle.{hook}",
+                    _LIFECYCLE_HANDLERS,
+                    spec.termination_grace_period_seconds,
                 )
     errs += _validate_probe(container.liveness_probe, f"{path}.livenessProbe")
     errs += _validate_probe(container.readiness_probe, f"{path}.readinessProbe")
@@ -800,14 +816,14 @@ def validate_spec(spec: PodSpec) -> list[FieldError]:
         errs.append(_required("spec.containers"))
     for i, container in enumerate(spec.containers):
         path = f"spec.containers[{i}]"
-        errs += _validate_container(container, path, volumes, names)
+        errs += _validate_container(container, path, spec, volumes, names)
         if container.restart_policy is not None:
             errs.append(
                 _forbidden(f"{path}.restartPolicy", "may not be set for non-init containers")
             )
     for i, container in enumerate(spec.init_containers):
         path = f"spec.initContainers[{i}]"
-        errs += _validate_container(container, path, volumes, names)
+        errs += _validate_container(container, path, spec, volumes, names)
         errs += _validate_init_container_only(container, path)
         if container.restart_policy not in (None, RestartPolicy.ALWAYS):
             errs.append(

@@ -318,9 +318,21 @@ C0 = "spec.containers.0"
             "and 65535, inclusive",
         ),
         (
+            f"{C0}.livenessProbe",
+            {"tcpSocket": {"port": "8080"}},
+            'spec.containers[0].livenessProbe.tcpSocket.port: Invalid value: "8080": must contain '
+            "at least one letter (a-z)",
+        ),
+        (
             f"{C0}.lifecycle",
             {"postStart": {}},
             "spec.containers[0].lifecycle.postStart: Required value: must specify a handler type",
+        ),
+        (
+            f"{C0}.lifecycle.preStop.sleep.seconds",
+            31,
+            "spec.containers[0].lifecycle.preStop.sleep: Invalid value: 31: must be non-negative "
+            "and less than terminationGracePeriodSeconds (30)",
         ),
         (
             f"{C0}.restartPolicy",
