@@ -84,6 +84,14 @@ class KubeletConfig:
     #: > 0: on shutdown, stop every pod within this many seconds (graceful node shutdown)
     shutdown_grace_period: int = 0
     cgroup_parent: str = ""
+    #: API server mode: the node's kubeconfig (None: static pods only).
+    kubeconfig: Path | None = None
+    node_labels: dict[str, str] = field(default_factory=dict)
+    #: ``key[=value]:Effect`` taints the Node is registered with.
+    register_with_taints: list[str] = field(default_factory=list)
+    max_pods: int = 110
+    #: Where the kubelet's HTTPS API listens (the Node's daemonEndpoints).
+    kubelet_port: int = 10250
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -28,6 +28,7 @@ from minikubelet.cli.common import (
 )
 from minikubelet.cli.launch import node_runtime
 from minikubelet.clock import Clock, RealClock
+from minikubelet.config.api import APISource
 from minikubelet.config.file import FileSource
 from minikubelet.config.http import URLSource
 from minikubelet.cri.client import CRIClient
@@ -35,6 +36,7 @@ from minikubelet.cri.services import RuntimeHandlers
 from minikubelet.cri.trace import JsonlTraceWriter, TraceRecorder
 from minikubelet.events import EventRecorder
 from minikubelet.images import ImageManager
+from minikubelet.kubeapi.client import KubeClient
 from minikubelet.kubelet import Kubelet, KubeletConfig, PodSource, Server, host_ip
 from minikubelet.kuberuntime.gc import ContainerGC
 from minikubelet.kuberuntime.manager import KubeRuntimeManager
@@ -57,8 +59,13 @@ def build_kubelet(
     *,
     clock: Clock | None = None,
     trace: TraceRecorder | None = None,
+    kube: KubeClient | None = None,
 ) -> Kubelet:
-    """Make and wire every part of the kubelet; nothing runs until :meth:`Kubelet.run`."""
+    """Make and wire every part of the kubelet; nothing runs until :meth:`Kubelet.run`.
+
+    With ``kube`` (API server mode) the node also takes its pods from the API server and
+    keeps its Node, Lease, pod statuses, mirror pods and events there.
+    """
     clock = clock or RealClock()
     recorder = EventRecorder(node_name=config.node_name, clock=clock)
     crash_backoff = Backoff(
@@ -112,6 +119,8 @@ def build_kubelet(
         sources.append(("file", file_source))
     if config.manifest_url:
         sources.append(("url", URLSource(config.manifest_url, node_name=config.node_name)))
+    if kube is not None:
+        sources.append(("api", APISource(kube, config.node_name)))
 
     def source_errors() -> list[dict[str, Any]]:
         if file_source is None:
@@ -172,6 +181,7 @@ async def run_node(
     trace_file: Path | None,
     tuning: dict[str, float],
     runtime_args: Sequence[str] = (),
+    api: dict[str, Any] | None = None,
 ) -> int:
     root = root_dir or default_root_dir()
     await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True, mode=0o700)
@@ -182,7 +192,7 @@ async def run_node(
         manifest_url=manifest_url,
         node_ip=node_ip or host_ip(),
     )
-    for key, value in tuning.items():
+    for key, value in {**tuning, **(api or {})}.items():
         setattr(config, key, value)
     recorder = TraceRecorder()
     async with contextlib.AsyncExitStack() as stack:
@@ -192,11 +202,17 @@ async def run_node(
         cri = CRIClient(started.endpoint, recorder=recorder)
         await cri.connect()
         stack.push_async_callback(cri.close)
-        kubelet = build_kubelet(config, RuntimeHandlers(cri), trace=recorder)
+        kube: KubeClient | None = None
+        if config.kubeconfig is not None:
+            kube = await KubeClient.from_kubeconfig(config.kubeconfig, trace=recorder)
+            stack.push_async_callback(kube.close)
+        kubelet = build_kubelet(config, RuntimeHandlers(cri), trace=recorder, kube=kube)
         runtime_name = cri.version_info.runtime_name if cri.version_info else "?"
         print(
             f"minikubelet: node {config.node_name} on {runtime_name} ({started.endpoint}); "
-            f"manifests {manifests or '-'}; API unix://{config.api_socket}",
+            f"manifests {manifests or '-'}; "
+            + (f"API server {kube.server}; " if kube is not None else "")
+            + f"API unix://{config.api_socket}",
             flush=True,
         )
         try:
@@ -245,6 +261,11 @@ def command(args: argparse.Namespace) -> int:
         )
         if value is not None
     }
+    try:
+        api = api_settings(args)
+    except ValueError as exc:
+        print(f"minikubelet run: {exc}", file=sys.stderr)
+        return 2
     return run_reporting(
         "run",
         run_node(
@@ -257,9 +278,47 @@ def command(args: argparse.Namespace) -> int:
             trace_file=Path(args.trace_file) if args.trace_file else None,
             tuning=tuning,
             runtime_args=args.runtime_arg or (),
+            api=api,
         ),
         (OSError, RuntimeError, ValueError),
     )
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """``k=v,k2=v2`` (``--node-labels``)."""
+    labels: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--node-labels: {item!r} is not KEY=VALUE")
+        labels[key] = value
+    return labels
+
+
+def parse_taints(text: str) -> list[str]:
+    """``key[=value]:Effect,...`` (``--register-with-taints``); the effect is checked."""
+    taints = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        _, sep, effect = item.rpartition(":")
+        if not sep or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+            raise ValueError(
+                f"--register-with-taints: {item!r} is not KEY[=VALUE]:"
+                "NoSchedule|PreferNoSchedule|NoExecute"
+            )
+        taints.append(item)
+    return taints
+
+
+def api_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The API server mode's settings from the flags (empty without --kubeconfig)."""
+    settings: dict[str, Any] = {"max_pods": args.max_pods}
+    if args.kubeconfig:
+        settings["kubeconfig"] = Path(args.kubeconfig)
+    if args.node_labels:
+        settings["node_labels"] = parse_labels(args.node_labels)
+    if args.register_with_taints:
+        settings["register_with_taints"] = parse_taints(args.register_with_taints)
+    return settings
 
 
 def add_parser(sub: Subcommands) -> None:
@@ -271,6 +330,21 @@ def add_parser(sub: Subcommands) -> None:
         help="static pod manifests (default: the project's manifests/ in a checkout)",
     )
     run.add_argument("--manifest-url", metavar="URL", help="also poll pods from this URL")
+    run.add_argument(
+        "--kubeconfig",
+        metavar="FILE",
+        help="join the API server this kubeconfig names: run the pods bound to this node, "
+        "register the Node, write statuses back (static pods keep running beside them)",
+    )
+    run.add_argument("--node-labels", metavar="K=V,...", help="labels the Node is registered with")
+    run.add_argument(
+        "--register-with-taints",
+        metavar="K[=V]:EFFECT,...",
+        help="taints the Node is registered with",
+    )
+    run.add_argument(
+        "--max-pods", type=int, default=110, metavar="N", help="pods this node runs (default 110)"
+    )
     run.add_argument(
         "--runtime",
         default="native",
