@@ -126,14 +126,10 @@ def _not_supported(path: str, value: object, supported: Iterable[str]) -> FieldE
 
 _DNS1123_LABEL_FMT: Final = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _DNS1123_SUBDOMAIN_FMT: Final = rf"{_DNS1123_LABEL_FMT}(\.{_DNS1123_LABEL_FMT})*"
-_DNS1123_LABEL: Final = re.compile(_DNS1123_LABEL_FMT)
-_DNS1123_SUBDOMAIN: Final = re.compile(_DNS1123_SUBDOMAIN_FMT)
 _QUALIFIED_NAME_FMT: Final = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
 _QUALIFIED_NAME: Final = re.compile(_QUALIFIED_NAME_FMT)
 _LABEL_VALUE_FMT: Final = f"({_QUALIFIED_NAME_FMT})?"
-_LABEL_VALUE: Final = re.compile(_LABEL_VALUE_FMT)
 _ENV_VAR_NAME_FMT: Final = "[-._a-zA-Z][-._a-zA-Z0-9]*"
-_ENV_VAR_NAME: Final = re.compile(_ENV_VAR_NAME_FMT)
 _PORT_NAME_CHARSET: Final = re.compile("[-a-z0-9]+")
 _PORT_NAME_LETTER: Final = re.compile("[a-z]")
 
@@ -157,37 +153,59 @@ def _max_len(length: int) -> str:
     return f"must be no more than {length} characters"
 
 
+@dataclass(frozen=True, slots=True)
+class _Format:
+    """A format apimachinery checks with an optional length limit and a regex."""
+
+    fmt: str
+    message: str
+    examples: tuple[str, ...]
+    max_length: int | None = None
+
+    def errors(self, value: str) -> list[str]:
+        errs = []
+        if self.max_length is not None and len(value) > self.max_length:
+            errs.append(_max_len(self.max_length))
+        if not re.fullmatch(self.fmt, value):
+            errs.append(_regex_error(self.message, self.fmt, *self.examples))
+        return errs
+
+
+_DNS1123_LABEL: Final = _Format(
+    _DNS1123_LABEL_FMT,
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
+    "and must start and end with an alphanumeric character",
+    ("my-name", "123-abc"),
+    DNS1123_LABEL_MAX_LENGTH,
+)
+_DNS1123_SUBDOMAIN: Final = _Format(
+    _DNS1123_SUBDOMAIN_FMT,
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' "
+    "or '.', and must start and end with an alphanumeric character",
+    ("example.com",),
+    DNS1123_SUBDOMAIN_MAX_LENGTH,
+)
+_LABEL_VALUE: Final = _Format(
+    _LABEL_VALUE_FMT,
+    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' "
+    "or '.', and must start and end with an alphanumeric character",
+    ("MyValue", "my_value", "12345"),
+    LABEL_VALUE_MAX_LENGTH,
+)
+_ENV_VAR_NAME: Final = _Format(
+    _ENV_VAR_NAME_FMT,
+    "a valid environment variable name must consist of alphabetic characters, digits, '_', "
+    "'-', or '.', and must not start with a digit",
+    ("my.env-name", "MY_ENV.NAME", "MyEnvName1"),
+)
+
+
 def is_dns1123_label(value: str) -> list[str]:
-    errs = []
-    if len(value) > DNS1123_LABEL_MAX_LENGTH:
-        errs.append(_max_len(DNS1123_LABEL_MAX_LENGTH))
-    if not _DNS1123_LABEL.fullmatch(value):
-        errs.append(
-            _regex_error(
-                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters "
-                "or '-', and must start and end with an alphanumeric character",
-                _DNS1123_LABEL_FMT,
-                "my-name",
-                "123-abc",
-            )
-        )
-    return errs
+    return _DNS1123_LABEL.errors(value)
 
 
 def is_dns1123_subdomain(value: str) -> list[str]:
-    errs = []
-    if len(value) > DNS1123_SUBDOMAIN_MAX_LENGTH:
-        errs.append(_max_len(DNS1123_SUBDOMAIN_MAX_LENGTH))
-    if not _DNS1123_SUBDOMAIN.fullmatch(value):
-        errs.append(
-            _regex_error(
-                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
-                "characters, '-' or '.', and must start and end with an alphanumeric character",
-                _DNS1123_SUBDOMAIN_FMT,
-                "example.com",
-            )
-        )
-    return errs
+    return _DNS1123_SUBDOMAIN.errors(value)
 
 
 def is_qualified_name(value: str) -> list[str]:
@@ -233,36 +251,11 @@ def is_qualified_name(value: str) -> list[str]:
 
 
 def is_label_value(value: str) -> list[str]:
-    errs = []
-    if len(value) > LABEL_VALUE_MAX_LENGTH:
-        errs.append(_max_len(LABEL_VALUE_MAX_LENGTH))
-    if not _LABEL_VALUE.fullmatch(value):
-        errs.append(
-            _regex_error(
-                "a valid label must be an empty string or consist of alphanumeric characters, "
-                "'-', '_' or '.', and must start and end with an alphanumeric character",
-                _LABEL_VALUE_FMT,
-                "MyValue",
-                "my_value",
-                "12345",
-            )
-        )
-    return errs
+    return _LABEL_VALUE.errors(value)
 
 
 def is_env_var_name(value: str) -> list[str]:
-    errs = []
-    if not _ENV_VAR_NAME.fullmatch(value):
-        errs.append(
-            _regex_error(
-                "a valid environment variable name must consist of alphabetic characters, "
-                "digits, '_', '-', or '.', and must not start with a digit",
-                _ENV_VAR_NAME_FMT,
-                "my.env-name",
-                "MY_ENV.NAME",
-                "MyEnvName1",
-            )
-        )
+    errs = _ENV_VAR_NAME.errors(value)
     if value == ".":
         errs.append("must not be '.'")
     elif value == "..":
