@@ -451,6 +451,23 @@ def test_validation_does_not_change_the_pod() -> None:
     assert data == before
 
 
+def test_pods_from_the_api_server_are_not_validated_again() -> None:
+    """The API server validated them; a debug container is added after create."""
+    data = edited("spec.ephemeralContainers", [{"name": "debug", "image": "busybox"}])
+    data["metadata"]["annotations"] = {"kubernetes.io/config.source": "api"}
+    assert Pod.from_dict(data).spec.ephemeral_containers
+    data["metadata"]["annotations"] = {"kubernetes.io/config.source": "file"}
+    assert "spec.ephemeralContainers: Forbidden" in rejection(data)
+
+
+def test_the_source_names_agree_with_the_pod_config() -> None:
+    from minikubelet.api import pod
+    from minikubelet.config import types
+
+    assert pod.CONFIG_SOURCE_ANNOTATION == types.CONFIG_SOURCE_ANNOTATION
+    assert pod.API_SOURCE == types.API_SOURCE
+
+
 def test_reading_without_validation_is_possible() -> None:
     pod = Pod.from_dict(edited(f"{C0}.name", "App"), validate=False)
     assert pod.spec.containers[0].name == "App"
