@@ -51,6 +51,7 @@ class KubeletNodeView:
         clock: Clock,
         source_errors: Callable[[], list[dict[str, Any]]] = list,
         trace: TraceRecorder | None = None,
+        api_server: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.node_name = info.node_name
         self._info = info
@@ -64,6 +65,8 @@ class KubeletNodeView:
         self._clock = clock
         self._source_errors = source_errors
         self._trace = trace
+        #: In API server mode: ``{"server", "nodeReady", "leaseRenewed"}`` for ``/status``.
+        self._api_server = api_server
 
     def _with_creation(self, pod: Pod) -> dict[str, Any]:
         """The pod as the API shows it: creationTimestamp is when this node first saw it."""
@@ -219,4 +222,5 @@ class KubeletNodeView:
             "containers": sum(len(p.containers) for p in self._pleg.pods.values()),
             "pleg": {"healthy": self._pleg.healthy(), "relists": self._pleg.relists},
             "time": self._clock.now(),
+            **({"apiServer": self._api_server()} if self._api_server is not None else {}),
         }

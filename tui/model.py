@@ -186,6 +186,16 @@ def node_facts(snapshot: NodeSnapshot) -> list[tuple[str, str]]:
     pleg = _obj(status.get("pleg"))
     if "healthy" in pleg:
         facts.append(("pleg", "healthy" if pleg.get("healthy") else "UNHEALTHY"))
+    api = _obj(status.get("apiServer"))
+    if api:
+        facts.append(("api", _text(api.get("server")) or "?"))
+        ready = _text(api.get("nodeReady")) or "Unknown"
+        facts.append(("ready", "Ready" if ready == "True" else f"NOT READY ({ready})"))
+        renewed, now = api.get("leaseRenewed"), status.get("time")
+        if isinstance(renewed, int | float) and isinstance(now, int | float):
+            facts.append(("lease", f"renewed {human_duration(max(0.0, now - renewed))} ago"))
+        else:
+            facts.append(("lease", "not renewed yet"))
     for label in ("cpu", "memory"):
         for source in ("allocatable", "capacity"):
             value = _obj(status.get(source)).get(label)

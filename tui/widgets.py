@@ -39,13 +39,19 @@ def header_text(snapshot: NodeSnapshot | None, connection: Connection) -> Text:
     else:
         facts = node_facts(snapshot)
         first = [f for f in facts if f[0] in ("node", "runtime", "pleg")]
-        second = [f for f in facts if f[0] not in ("node", "runtime", "pleg")]
-        for group in (first, second):
+        cluster = [f for f in facts if f[0] in ("api", "ready", "lease")]
+        second = [
+            f for f in facts if f[0] not in ("node", "runtime", "pleg", "api", "ready", "lease")
+        ]
+        for group in (first, cluster, second):
+            if not group:
+                continue
             for index, (label, value) in enumerate(group):
                 if index:
                     text.append("   ")
                 text.append(f"{label} ", style="dim")
-                style = "bold red" if value == "UNHEALTHY" else "bold"
+                bad = value == "UNHEALTHY" or value.startswith("NOT READY")
+                style = "bold red" if bad else "bold"
                 text.append(value, style=style)
             text.append("\n")
     if connection.reachable is False:
