@@ -22,6 +22,7 @@ import pytest
 from minikubelet.cri.client import CRIClient
 from minikubelet.cri.v1 import api_pb2 as pb
 from minikubelet.errors import CRIError, InvalidArgument, NotFound
+from minikubelet.util.mountinfo import read as read_mountinfo
 from tests.contract.pods import container_config, sandbox_config, wait_exited
 from tests.harness.fixtures import HarnessImages
 from tests.harness.native import BRIDGE, cleanup
@@ -105,14 +106,14 @@ async def cri(server: Server, test_images: HarnessImages) -> AsyncIterator[CRICl
 
 def _host_view(run_root: Path, root: Path) -> dict[str, object]:
     """What the runtime may leave on the host: mounts, network links, files."""
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        mounts = sorted(
-            line.split()[4]
-            for line in f
-            if str(run_root) in line
-            or str(root / "containers") in line
-            or str(root / "sandboxes") in line
+    mounts = sorted(
+        m.mount_point
+        for m in read_mountinfo()
+        if any(
+            str(where) in " ".join((m.root, m.mount_point, m.source, *m.super_options))
+            for where in (run_root, root / "containers", root / "sandboxes")
         )
+    )
     links = sorted(
         name
         for name in os.listdir("/sys/class/net")

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from minikubelet.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from minikubelet.util.mountinfo import read_mount_points
 from runtimes.base import model as m
 from runtimes.native.main import build
 from runtimes.native.server import NativeRuntime
@@ -111,8 +112,7 @@ def sandbox_spec(name: str, logs: Path, *, host_network: bool = False) -> m.PodS
 
 
 def _mounts_under(*dirs: Path) -> list[str]:
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        points = [line.split()[4] for line in f]
+    points = read_mount_points()
     return sorted((p for p in points if any(p.startswith(str(d)) for d in dirs)), reverse=True)
 
 

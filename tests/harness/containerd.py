@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from minikubelet.util.mountinfo import read_mount_points
 from tests.harness.process import GaveUp, stop_process, wait_ready
 from tests.harness.registry import log_tail
 from tests.harness.wait import WaitTimeout, wait_until_sync
@@ -79,27 +80,14 @@ def parse_plugins(output: str) -> dict[str, str]:
     return result
 
 
-def _unescape_mountinfo(path: str) -> str:
-    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-        path = path.replace(code, char)
-    return path
-
-
 def mounts_under(prefixes: list[Path]) -> list[str]:
     """Return mount points at or below any of ``prefixes``, deepest first."""
     roots = [str(p.resolve()) for p in prefixes]
-    found: list[str] = []
     try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+        points = read_mount_points()
     except OSError:
-        return found
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 5:
-            continue
-        point = _unescape_mountinfo(fields[4])
-        if any(point == r or point.startswith(r + "/") for r in roots):
-            found.append(point)
+        return []
+    found = [p for p in points if any(p == r or p.startswith(r + "/") for r in roots)]
     # Deepest first; later (stacked) mounts before earlier ones at the same depth.
     ordered = list(reversed(found))
     ordered.sort(key=lambda p: p.count("/"), reverse=True)

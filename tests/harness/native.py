@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from minikubelet.util.mountinfo import read_mount_points
 from tests.harness.process import stop_process
 from tests.harness.registry import LocalRegistry
 
@@ -40,8 +41,7 @@ class NativeRuntime:
 
 
 def _mounts_under(*dirs: Path) -> list[str]:
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        points = [line.split()[4] for line in f]
+    points = read_mount_points()
     return sorted((p for p in points if any(p.startswith(str(d)) for d in dirs)), reverse=True)
 
 
