@@ -1,4 +1,5 @@
-"""Session fixtures: a local registry, locally built images, a private containerd and dockerd."""
+"""Session fixtures: a local registry, locally built images, a private containerd and dockerd,
+a Kubernetes control plane."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.containerd import CNI_BIN_DIR, Containerd, ContainerdError
+from tests.harness.controlplane import ControlPlane, ControlPlaneError, find_binaries
 from tests.harness.dockerd import DOCKERD_PACKAGE, Dockerd, DockerdError, RuntimeServer
 from tests.harness.egress import EgressTrap
 from tests.harness.images import (
@@ -214,3 +216,31 @@ def docker_runtime(
         shutil.rmtree(server.socket_dir, ignore_errors=True)
     if "Traceback" in log:
         pytest.fail(f"the docker runtime logged a traceback:\n{log[-4000:]}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[ControlPlane]:
+    """etcd, kube-apiserver, kube-controller-manager and kube-scheduler on 127.0.0.1.
+
+    Started once per session (tests/harness/controlplane.py): ``control_plane.url``,
+    ``.ca_path``, ``.admin_kubeconfig``, ``.node_kubeconfig(NAME)``, ``.kubectl(...)``
+    (the real kubectl as the admin), ``.apiserver.stop()``/``.apiserver.start()``.
+    A missing binary skips the tests that use it, or fails them when ``CI=true``.
+    """
+    binaries = find_binaries()
+    if isinstance(binaries, str):
+        if os.environ.get("CI") == "true":
+            pytest.fail(binaries, pytrace=False)
+        pytest.skip(binaries)
+    plane = ControlPlane(binaries)
+    failure = None
+    try:
+        plane.start()
+    except ControlPlaneError as exc:
+        failure = str(exc)
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
+    try:
+        yield plane
+    finally:
+        plane.close()
