@@ -1,8 +1,14 @@
-"""Pulling images for containers with the kubelet's pull policies, events and back-off."""
+"""Pulling images for containers with the kubelet's pull policies, events and back-off.
+
+With :class:`PullCredentials` (the pod's ``imagePullSecrets`` in API server mode), a pull
+offers the credentials that match the image's registry, one set after the other until
+one works, as the kubelet's ``PullImage`` does; none match: the pull goes anonymous.
+"""
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Sequence
+from typing import Final, Protocol
 
 from minikubelet import reference
 from minikubelet.api.pod import Container, Pod, PullPolicy
@@ -36,13 +42,54 @@ def with_default_tag(image: str) -> str:
     return f"{image}:{ref.tag}"
 
 
+class PullCredentials(Protocol):
+    async def for_image(self, pod: Pod, image: str) -> Sequence[pb.AuthConfig]:
+        """The credentials to try for ``image``, in order (empty: pull anonymously);
+        ValueError when the pod's pull secrets cannot be read as credentials."""
+        ...
+
+
+def aggregate_message(messages: Sequence[str]) -> str:
+    """apimachinery's aggregate error text: one message as is, several ``[a, b]``."""
+    distinct = list(dict.fromkeys(messages))
+    if len(messages) == 1 or len(distinct) == 1:
+        return distinct[0]
+    return "[" + ", ".join(distinct) + "]"
+
+
 class ImageManager:
     """Pull policy, pull events and back-off; the pulls themselves go to the image service
     of the runtime that holds the pod, which the caller names."""
 
-    def __init__(self, events: EventRecorder, backoff: Backoff) -> None:
+    def __init__(
+        self,
+        events: EventRecorder,
+        backoff: Backoff,
+        *,
+        credentials: PullCredentials | None = None,
+    ) -> None:
         self._events = events
         self._backoff = backoff
+        self._credentials = credentials
+
+    async def _pull(
+        self, images: ImageService, pod: Pod, image: str, sandbox_config: pb.PodSandboxConfig
+    ) -> str:
+        """Pull with each matching credential in turn; CRIError/ValueError when none works."""
+        auths: Sequence[pb.AuthConfig] = ()
+        if self._credentials is not None:
+            auths = await self._credentials.for_image(pod, image)
+        if not auths:
+            return await images.pull_image(image, sandbox_config=sandbox_config)
+        failures: list[CRIError] = []
+        for auth in auths:
+            try:
+                return await images.pull_image(image, auth=auth, sandbox_config=sandbox_config)
+            except CRIError as exc:
+                failures.append(exc)
+        if len(failures) == 1:
+            raise failures[0]
+        raise CRIError(aggregate_message([f.message for f in failures]))
 
     async def ensure_image(
         self,
@@ -87,10 +134,11 @@ class ImageManager:
         )
         started = self._backoff.clock.monotonic()
         try:
-            image_ref = await images.pull_image(image, sandbox_config=sandbox_config)
-        except CRIError as exc:
+            image_ref = await self._pull(images, pod, image, sandbox_config)
+        except (CRIError, ValueError) as exc:
             self._backoff.next(key, self._backoff.clock.now())
-            message = f'Failed to pull image "{image}": {exc.message}'
+            why = exc.message if isinstance(exc, CRIError) else str(exc)
+            message = f'Failed to pull image "{image}": {why}'
             self._events.pod_event(pod, WARNING, "Failed", message, field_path=field_path)
             raise ImagePullError(ERR_IMAGE_PULL, message) from None
         self._backoff.reset(key)
