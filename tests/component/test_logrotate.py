@@ -6,6 +6,7 @@ import gzip
 from pathlib import Path
 
 from minikubelet.cri.client import CRIClient
+from minikubelet.cri.services import RuntimeHandlers
 from minikubelet.logs.rotate import ContainerLogManager
 from runtimes.fake.server import FakeRuntime
 from tests.component.test_fake_runtime import IMAGE, fake  # noqa: F401 - the fixture
@@ -31,7 +32,7 @@ async def test_a_big_log_is_rotated_and_the_runtime_writes_a_new_one(
         return True if path.stat().st_size > 0 else None
 
     await wait_until(written, message="the first line")
-    manager = ContainerLogManager(cri, max_size=10, max_files=3)
+    manager = ContainerLogManager(RuntimeHandlers(cri), max_size=10, max_files=3)
     await manager.rotate_all()
     assert manager.rotations == 1
     [rotated] = list(path.parent.glob("0.log.*"))
