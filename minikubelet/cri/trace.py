@@ -222,6 +222,27 @@ def _describe_request(rec: CallRecord, req: Any) -> None:
             rec.image = config.image.image
     if _has(req, "sandbox_config") and req.HasField("sandbox_config"):
         rec.pod = _pod_of(req.sandbox_config.metadata)
+    if _has(req, "auth") and req.HasField("auth"):  # PullImage with credentials
+        # who the pull authenticates as, never a password or token
+        auth = req.auth
+        offered = {
+            key: value
+            for key, value in (("username", auth.username), ("server", auth.server_address))
+            if value
+        }
+        tokens = [
+            name
+            for name, value in (
+                ("password", auth.password),
+                ("auth", auth.auth),
+                ("identity_token", auth.identity_token),
+                ("registry_token", auth.registry_token),
+            )
+            if value
+        ]
+        if tokens:
+            offered["with"] = ",".join(tokens)
+        rec.details["auth"] = offered
     if _has(req, "cmd"):
         rec.details["cmd"] = list(req.cmd)
     if _has(req, "port") and req.port:  # PortForward

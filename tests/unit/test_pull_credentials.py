@@ -12,6 +12,7 @@ import pytest
 from minikubelet.api.pod import Pod
 from minikubelet.backoff import Backoff
 from minikubelet.clock import ManualClock
+from minikubelet.cri.trace import TraceRecorder, format_text
 from minikubelet.cri.v1 import api_pb2 as pb
 from minikubelet.errors import PermissionDenied
 from minikubelet.events import EventRecorder
@@ -311,3 +312,32 @@ async def test_a_pull_secret_that_does_not_parse_fails_the_pull() -> None:
     )
     assert service.pulls == []
 
+
+
+def test_the_trace_shows_who_a_pull_authenticates_as_never_the_secret() -> None:
+    trace = TraceRecorder()
+    pulled = trace.record(
+        service="ImageService",
+        method="PullImage",
+        request=pb.PullImageRequest(
+            image=pb.ImageSpec(image="reg.example/app:1"),
+            auth=pb.AuthConfig(username="alice", password="s3cr3t", registry_token="t0k"),
+        ),
+        response=pb.PullImageResponse(image_ref="sha256:" + "1" * 64),
+        code="OK",
+        started=1.0,
+        duration_s=0.1,
+    )
+    assert pulled.details["auth"] == {"username": "alice", "with": "password,registry_token"}
+    line = format_text(pulled)
+    assert "alice" in line and "s3cr3t" not in line and "t0k" not in line
+    anonymous = trace.record(
+        service="ImageService",
+        method="PullImage",
+        request=pb.PullImageRequest(image=pb.ImageSpec(image="reg.example/app:1")),
+        response=pb.PullImageResponse(),
+        code="OK",
+        started=1.0,
+        duration_s=0.1,
+    )
+    assert "auth" not in anonymous.details
