@@ -19,6 +19,7 @@ name, for whoever keeps them in step with their static pods.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -110,10 +111,20 @@ class PodManager:
                     self._readded[pod.uid] = pod
                     continue
                 self._start(pod, restart=update.op is PodOperation.ADD)
+                if pod.is_deleting:
+                    # first seen while being deleted (a kubelet restarted meanwhile): its
+                    # worker goes straight to terminating, as the kubelet's does
+                    self._pods.pop(pod.uid, None)
+                    self._kill(pod, pod.metadata.deletion_grace_period_seconds)
         elif update.op in (PodOperation.REMOVE, PodOperation.DELETE):
             for raw in update.pods:
                 uid = PodUID(str(raw.get("metadata", {}).get("uid", "")))
                 if is_mirror_pod(raw):
+                    if update.op is PodOperation.DELETE:
+                        # being deleted, still in the API server until it is gone for good:
+                        # its keeper sees the deletion timestamp
+                        self._mirrors[_full_name(raw)] = raw
+                        continue
                     mirror = self._mirrors.get(_full_name(raw))
                     if mirror is not None and mirror.get("metadata", {}).get("uid") == uid:
                         del self._mirrors[_full_name(raw)]
@@ -126,10 +137,25 @@ class PodManager:
                     self._rejected.pop(str(raw.get("metadata", {}).get("name", "?")), None)
                     self._readded.pop(uid, None)
                     continue
-                self._removed[uid] = pod
-                self._deleted_at[uid] = self._clock.now()
-                log.info("pod=%s uid=%s removed from its source: terminating", pod, uid)
-                self._workers.update_pod(WorkerUpdate(pod, UpdateType.KILL))
+                grace: int | None = None
+                if update.op is PodOperation.DELETE:
+                    # gracefully deleted: the pod as it is now (deletion timestamp and grace
+                    # period) is the one terminated, within deletionGracePeriodSeconds
+                    with contextlib.suppress(ValueError):
+                        pod = Pod.from_dict(raw, validate=False)
+                    grace = pod.metadata.deletion_grace_period_seconds
+                self._kill(pod, grace)
+
+    def _kill(self, pod: Pod, grace_period: int | None) -> None:
+        self._removed[pod.uid] = pod
+        self._deleted_at[pod.uid] = self._clock.now()
+        log.info(
+            "pod=%s uid=%s %s: terminating",
+            pod,
+            pod.uid,
+            "deleted" if pod.is_deleting else "removed from its source",
+        )
+        self._workers.update_pod(WorkerUpdate(pod, UpdateType.KILL, grace_period=grace_period))
 
     def _start(self, pod: Pod, *, restart: bool) -> None:
         self._pods[pod.uid] = pod

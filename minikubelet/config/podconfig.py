@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 from minikubelet.config.types import (
     ALL_SOURCE,
     CONFIG_FIRST_SEEN_ANNOTATION,
+    CONFIG_MIRROR_ANNOTATION,
     CONFIG_SOURCE_ANNOTATION,
     LOCAL_ANNOTATIONS,
     Pod,
@@ -94,6 +95,10 @@ def pod_full_name(pod: Pod) -> str:
 def pod_source(pod: Pod) -> str | None:
     source = _annotations(pod).get(CONFIG_SOURCE_ANNOTATION)
     return str(source) if source is not None else None
+
+
+def _is_mirror(pod: Pod) -> bool:
+    return CONFIG_MIRROR_ANNOTATION in _annotations(pod)
 
 
 def _describe(pod: Pod) -> str:
@@ -164,7 +169,9 @@ def filter_duplicates(
     The first pod of a full name in ``pods`` wins; a pod whose full name or UID is already held
     by another source (``held_elsewhere``) is rejected.
     """
-    other_names = {pod_full_name(p): p for p in held_elsewhere.values()}
+    # a mirror pod (the API server's copy of a static pod) shares its static pod's full
+    # name by design: neither side is a duplicate of the other
+    other_names = {pod_full_name(p): p for p in held_elsewhere.values() if not _is_mirror(p)}
     names: set[str] = set()
     kept: list[Pod] = []
     rejected: list[Pod] = []
@@ -181,7 +188,9 @@ def filter_duplicates(
             rejected.append(pod)
             continue
         names.add(name)
-        holder = other_names.get(name) or held_elsewhere.get(pod_uid(pod))
+        holder = (None if _is_mirror(pod) else other_names.get(name)) or held_elsewhere.get(
+            pod_uid(pod)
+        )
         if holder is not None:
             log.warning(
                 "ignoring %s from source %s: %s already comes from source %s",
