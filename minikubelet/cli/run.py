@@ -31,23 +31,27 @@ from minikubelet.clock import Clock, RealClock
 from minikubelet.config.api import APISource
 from minikubelet.config.file import FileSource
 from minikubelet.config.http import URLSource
+from minikubelet.config.types import FILE_SOURCE, HTTP_SOURCE
 from minikubelet.cri.client import CRIClient
 from minikubelet.cri.services import RuntimeHandlers
 from minikubelet.cri.trace import JsonlTraceWriter, TraceRecorder
 from minikubelet.events import EventRecorder
 from minikubelet.images import ImageManager
 from minikubelet.kubeapi.client import KubeClient
+from minikubelet.kubeapi.objects.managers import KubeObjects
 from minikubelet.kubelet import Kubelet, KubeletConfig, PodSource, Server, host_ip
 from minikubelet.kuberuntime.gc import ContainerGC
 from minikubelet.kuberuntime.manager import KubeRuntimeManager
 from minikubelet.kuberuntime.podsetup import PodSetup
 from minikubelet.logs.rotate import ContainerLogManager
+from minikubelet.mirror import MirrorPods
 from minikubelet.nodeview import KubeletNodeView, NodeInfo
 from minikubelet.pleg import GenericPLEG
 from minikubelet.podmanager import PodManager
 from minikubelet.podworkers import PodWorkers
 from minikubelet.prober.manager import ProbeManager
 from minikubelet.server.api import LocalAPI
+from minikubelet.status.apisync import StatusSync
 from minikubelet.status.manager import StatusManager
 
 log = logging.getLogger(__name__)
@@ -146,7 +150,29 @@ def build_kubelet(
             trace=trace,
         )
         servers.append(("local-api", LocalAPI(view, config.api_socket)))
-    return Kubelet(
+    if kube is not None:
+        # ConfigMaps, Secrets and service account tokens for pods' volumes and env; the
+        # volume manager keeps the mounted files current
+        setup.use_objects(KubeObjects(kube, clock=clock), recorder)
+        servers.append(("api-volumes", setup.volumes))
+    status_sync: StatusSync | None = None
+    if kube is not None:
+        # the status manager's API side, and the static pods' mirror pods
+        status_sync = StatusSync(kube, statuses, pods, clock=clock)
+        static_sources = [
+            name
+            for name, wanted in ((FILE_SOURCE, file_source), (HTTP_SOURCE, config.manifest_url))
+            if wanted
+        ]
+        mirrors = MirrorPods(
+            kube,
+            pods,
+            config.node_name,
+            clock=clock,
+            sources_ready=lambda: kubelet.pod_config.seen_all_sources(static_sources),
+        )
+        servers += [("status-sync", status_sync), ("mirror-pods", mirrors)]
+    kubelet = Kubelet(
         config,
         clock=clock,
         recorder=recorder,
@@ -168,6 +194,9 @@ def build_kubelet(
         sources=sources,
         servers=servers,
     )
+    if status_sync is not None:
+        kubelet.terminated_hooks.append(status_sync.pod_terminated)
+    return kubelet
 
 
 async def run_node(
