@@ -13,10 +13,18 @@
 literal value expanded against the variables defined *before* it (so a reference to
 a later variable stays as written), and a later definition of a name replacing the
 earlier value. ``valueFrom.fieldRef`` and ``valueFrom.resourceFieldRef`` are resolved
-from the pod; ``configMapKeyRef``/``secretKeyRef`` and ``envFrom`` sources need an API
-server, so they raise :class:`ConfigError` (the kubelet's ``CreateContainerConfigError``)
-unless marked ``optional: true``, in which case they are skipped as the kubelet skips
-a missing optional source. Service link variables are not made (no API server).
+from the pod. ``configMapKeyRef``/``secretKeyRef`` and ``envFrom`` read ConfigMaps and
+Secrets: :func:`fetch_env_objects` gets those a container names from an
+:class:`~minikubelet.kubeapi.objects.ObjectSource` (the API server) and
+:func:`make_environment` uses them, with the kubelet's errors (a
+:class:`ConfigError`, the container's ``CreateContainerConfigError``): the object's
+own (``configmap "x" not found``) or ``couldn't find key k in ConfigMap ns/x``. A
+missing object or key marked ``optional: true`` is skipped (the variable is not set).
+``envFrom`` takes the ConfigMap's ``data`` (or the Secret's) with its ``prefix``; keys
+that are not valid variable names are skipped and reported in one
+``InvalidEnvironmentVariableNames`` warning per source, as the kubelet does. With no
+object source (static pods only) such references fail, unless optional.
+Service link variables are not made.
 
 The kubelet hands the runtime its env as a Go map walk, in no particular order; here
 the order is deterministic: first definition position, last definition value.
@@ -25,13 +33,17 @@ the order is deterministic: first definition position, last definition value.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Final
 
 from minikubelet import resources
 from minikubelet.api.pod import Container, Pod
+from minikubelet.api.validation import is_env_var_name
 from minikubelet.errors import MinikubeletError
+from minikubelet.kubeapi.objects import ConfigMapData, ObjectError, ObjectSource, SecretData
 
 CREATE_CONTAINER_CONFIG_ERROR: Final = "CreateContainerConfigError"
+INVALID_ENV_NAMES: Final = "InvalidEnvironmentVariableNames"
 
 _OPERATOR: Final = "$"
 _OPENER: Final = "("
@@ -323,6 +335,81 @@ def _as_mapping(value: object) -> Mapping[str, object] | None:
     return value if isinstance(value, Mapping) else None
 
 
+@dataclass(slots=True)
+class EnvObjects:
+    """The ConfigMaps and Secrets a container's env names, each the object or why not."""
+
+    config_maps: dict[str, ConfigMapData | ObjectError] = field(default_factory=dict)
+    secrets: dict[str, SecretData | ObjectError] = field(default_factory=dict)
+
+
+def _referenced(container: Container) -> tuple[list[str], list[str]]:
+    """The names of the ConfigMaps and Secrets the container's env reads, in order."""
+    config_maps: dict[str, None] = {}
+    secrets: dict[str, None] = {}
+    for env_from in container.env_from:
+        for kind, names in (("configMapRef", config_maps), ("secretRef", secrets)):
+            ref = _as_mapping(env_from.get(kind))
+            if ref is not None and isinstance(ref.get("name"), str):
+                names[str(ref["name"])] = None
+    for item in container.env:
+        value_from = _as_mapping(item.get("valueFrom"))
+        if value_from is None or item.get("value"):
+            continue
+        for kind, names in (("configMapKeyRef", config_maps), ("secretKeyRef", secrets)):
+            ref = _as_mapping(value_from.get(kind))
+            if ref is not None and isinstance(ref.get("name"), str):
+                names[str(ref["name"])] = None
+    return list(config_maps), list(secrets)
+
+
+async def fetch_env_objects(
+    pod: Pod, container: Container, objects: ObjectSource, *, max_age: float | None = None
+) -> EnvObjects:
+    """Get every ConfigMap and Secret ``container``'s env names (errors kept, not raised:
+    whether one matters is decided by :func:`make_environment`, reference by reference)."""
+    config_maps, secrets = _referenced(container)
+    found = EnvObjects()
+    for name in config_maps:
+        try:
+            found.config_maps[name] = await objects.config_map(pod.namespace, name, max_age=max_age)
+        except ObjectError as err:
+            found.config_maps[name] = err
+    for name in secrets:
+        try:
+            found.secrets[name] = await objects.secret(pod.namespace, name, max_age=max_age)
+        except ObjectError as err:
+            found.secrets[name] = err
+    return found
+
+
+def _no_objects(kind: str, pod: Pod, name: str) -> ConfigError:
+    return ConfigError(
+        f"couldn't get {kind} {pod.namespace}/{name}, no API server (static pods only)"
+    )
+
+
+_Found = Mapping[str, ConfigMapData | ObjectError] | Mapping[str, SecretData | ObjectError]
+
+
+def _object(
+    found: _Found | None, kind: str, pod: Pod, name: str, optional: bool
+) -> ConfigMapData | SecretData | None:
+    """The object, None when it is missing and optional (skip), else :class:`ConfigError`."""
+    if found is None:
+        if optional:
+            return None
+        raise _no_objects(kind, pod, name)
+    value = found.get(name)
+    if value is None:
+        raise _no_objects(kind, pod, name)
+    if isinstance(value, ObjectError):
+        if value.not_found and optional:
+            return None
+        raise ConfigError(value.message)
+    return value
+
+
 def make_environment(
     pod: Pod,
     container: Container,
@@ -332,24 +419,52 @@ def make_environment(
     node_name: str = "",
     pod_name: str | None = None,
     node_allocatable: Mapping[str, resources.QuantityText] | None = None,
+    objects: EnvObjects | None = None,
+    warn: Callable[[str, str], None] | None = None,
 ) -> list[tuple[str, str]]:
     """The container's environment as (name, value) pairs, in order; see the module docs.
 
     ``pod_name`` overrides ``metadata.name`` for ``fieldRef`` (default: the pod's name).
+    ``objects`` holds the ConfigMaps and Secrets (:func:`fetch_env_objects`; None: no
+    API server); ``warn(reason, message)`` is told of skipped invalid names.
     Raises :class:`ConfigError` for a source that cannot be resolved.
     """
+    config_maps = objects.config_maps if objects is not None else None
+    secrets = objects.secrets if objects is not None else None
     env: dict[str, str] = {}
-    for i, env_from in enumerate(container.env_from):
-        for kind in ("configMapRef", "secretRef"):
-            ref = _as_mapping(env_from.get(kind))
-            if ref is None:
+    for env_from in container.env_from:
+        prefix = env_from.get("prefix")
+        prefix = prefix if isinstance(prefix, str) else ""
+        cm_ref = _as_mapping(env_from.get("configMapRef"))
+        secret_ref = _as_mapping(env_from.get("secretRef"))
+        values: Mapping[str, str]
+        if cm_ref is not None:
+            what, source = "configMap", str(cm_ref.get("name", ""))
+            cm = _object(config_maps, what, pod, source, _optional(cm_ref))
+            if not isinstance(cm, ConfigMapData):
+                continue  # an optional source that is missing is skipped
+            values = cm.data
+        elif secret_ref is not None:
+            what, source = "secret", str(secret_ref.get("name", ""))
+            secret = _object(secrets, what, pod, source, _optional(secret_ref))
+            if not isinstance(secret, SecretData):
                 continue
-            if _optional(ref):
-                continue  # an optional source that cannot be read is skipped
-            raise ConfigError(
-                f"container {container.name}: envFrom[{i}].{kind} {ref.get('name', '')!r}: "
-                f"couldn't get {kind.removesuffix('Ref')} {pod.namespace}/{ref.get('name', '')}, "
-                "no API server"
+            values = {k: v.decode("utf-8", "surrogateescape") for k, v in secret.data.items()}
+        else:
+            continue
+        invalid: list[str] = []
+        for key, text in values.items():
+            full = prefix + key
+            if is_env_var_name(full):
+                invalid.append(full)
+                continue
+            env[full] = text
+        if invalid and warn is not None:
+            warn(
+                INVALID_ENV_NAMES,
+                f"Keys [{', '.join(sorted(invalid))}] from the EnvFrom {what} "
+                f"{pod.namespace}/{source} were skipped since they are considered invalid "
+                "environment variable names.",
             )
 
     lookup = mapping_lookup(env)  # reads `env` as it grows: earlier variables only
@@ -384,16 +499,32 @@ def make_environment(
                 pod, container, resource_ref, node_allocatable=node_allocatable
             )
             continue
-        for kind, what in (("configMapKeyRef", "configMap"), ("secretKeyRef", "secret")):
-            ref = _as_mapping(value_from.get(kind))
-            if ref is None:
+        cm_key_ref = _as_mapping(value_from.get("configMapKeyRef"))
+        secret_key_ref = _as_mapping(value_from.get("secretKeyRef"))
+        if cm_key_ref is not None:
+            ref_name, key = str(cm_key_ref.get("name", "")), str(cm_key_ref.get("key", ""))
+            optional = _optional(cm_key_ref)
+            cm = _object(config_maps, "configMap", pod, ref_name, optional)
+            if not isinstance(cm, ConfigMapData):
+                continue  # skipped: the variable is not set at all
+            if key not in cm.data:
+                if optional:
+                    continue
+                raise ConfigError(
+                    f"couldn't find key {key} in ConfigMap {pod.namespace}/{ref_name}"
+                )
+            env[name] = cm.data[key]
+        elif secret_key_ref is not None:
+            ref_name, key = str(secret_key_ref.get("name", "")), str(secret_key_ref.get("key", ""))
+            optional = _optional(secret_key_ref)
+            secret = _object(secrets, "secret", pod, ref_name, optional)
+            if not isinstance(secret, SecretData):
                 continue
-            if _optional(ref):
-                break  # skipped: the variable is not set at all
-            raise ConfigError(
-                f"container {container.name}: env {name}: couldn't get {what} "
-                f"{pod.namespace}/{ref.get('name', '')}, no API server"
-            )
+            if key not in secret.data:
+                if optional:
+                    continue
+                raise ConfigError(f"couldn't find key {key} in Secret {pod.namespace}/{ref_name}")
+            env[name] = secret.data[key].decode("utf-8", "surrogateescape")
         else:
             env[name] = ""
     return list(env.items())

@@ -12,10 +12,11 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from minikubelet.api.pod import Container, Pod
 from minikubelet.cri.v1 import api_pb2 as pb
+from minikubelet.kubeapi.objects import ObjectSource
 from minikubelet.kuberuntime import convert, envvars
 from minikubelet.kuberuntime.manager import ContainerConfigError
 from minikubelet.lifecycle.hooks import run_handler
@@ -44,7 +45,19 @@ def host_dns(node_ip: str) -> convert.DNSSettings:
     )
 
 
+class PodEvents(Protocol):
+    """Where warnings about a pod go (the kubelet's event recorder)."""
+
+    def pod_event(
+        self, pod: Any, type_: str, reason: str, message: str, *, field_path: str = ""
+    ) -> None: ...
+
+
 class PodSetup:
+    """``objects`` (API server mode) gives the ConfigMaps, Secrets and tokens that volumes
+    and env read, see :meth:`use_objects`; ``events`` takes the warnings about skipped
+    env names."""
+
     def __init__(
         self,
         *,
@@ -54,17 +67,29 @@ class PodSetup:
         host_ip: str,
         exec_runner: ExecRunner,
         cgroup_parent: str = "",
+        objects: ObjectSource | None = None,
+        events: PodEvents | None = None,
     ) -> None:
         self.root_dir = root_dir
         self.log_root = log_root
         self.node_name = node_name
         self.host_ip = host_ip
         self.cgroup_parent = cgroup_parent
-        self.volumes = VolumeManager(root_dir)
+        self.volumes = VolumeManager(root_dir, objects=objects)
+        self.objects = objects
+        self.events = events
         self._exec_runner = exec_runner
         self._dns: convert.DNSSettings | None = None
         self._volume_paths: dict[PodUID, dict[str, Path]] = {}
         self._termination_files: dict[tuple[PodUID, str], Path] = {}
+
+    def use_objects(self, objects: ObjectSource, events: PodEvents | None = None) -> None:
+        """Read ConfigMaps, Secrets and tokens from ``objects`` from now on (API server
+        mode); the volume manager's :meth:`~VolumeManager.run` keeps their files current."""
+        self.objects = objects
+        self.volumes.objects = objects
+        if events is not None:
+            self.events = events
 
     # -- ConfigSource ------------------------------------------------------------
 
@@ -90,6 +115,7 @@ class PodSetup:
             mode=0o755,
         )
         if pod.uid in self._volume_paths:
+            self.volumes.note_pod(pod)  # new labels reach its downward API files
             return
         try:
             self._volume_paths[pod.uid] = await self.volumes.setup(
@@ -111,12 +137,22 @@ class PodSetup:
         pod_ips: Sequence[str],
     ) -> pb.ContainerConfig:
         try:
+            found = None
+            if self.objects is not None:
+                found = await envvars.fetch_env_objects(pod, container, self.objects)
+
+            def warn(reason: str, message: str) -> None:
+                if self.events is not None:
+                    self.events.pod_event(pod, "Warning", reason, message)
+
             env = envvars.make_environment(
                 pod,
                 container,
                 pod_ips=pod_ips,
                 host_ips=(self.host_ip,),
                 node_name=self.node_name,
+                objects=found,
+                warn=warn,
             )
             mounts = await self.volumes.make_mounts(
                 pod, container, self._volume_paths.get(pod.uid, {}), env=env

@@ -38,15 +38,13 @@ run through :func:`minikubelet.util.proc.run`, in this module only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import posixpath
+import random
 import secrets
 import shutil
 import stat
-import tempfile
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,8 +53,10 @@ from typing import Any, Final
 from minikubelet import resources
 from minikubelet.api.pod import Container, Pod
 from minikubelet.api.validation import HOST_PATH_TYPES
+from minikubelet.clock import Clock, RealClock
 from minikubelet.cri.v1 import api_pb2 as pb
 from minikubelet.errors import MinikubeletError
+from minikubelet.kubeapi.objects import ObjectSource
 from minikubelet.kuberuntime.envvars import (
     ConfigError,
     container_resource_value,
@@ -65,11 +65,26 @@ from minikubelet.kuberuntime.envvars import (
 )
 from minikubelet.util import mountinfo, proc
 from minikubelet.util.mountinfo import mount_points as mount_points  # the volumes tests use it
+from minikubelet.volumes.atomic import (
+    Payload,
+    PayloadPathError,
+    atomic_write,
+    validate_payload_path,
+)
+from minikubelet.volumes.projection import (
+    ProjectionError,
+    config_map_payload,
+    projected_payload,
+    secret_payload,
+)
 
 log = logging.getLogger(__name__)
 
 EMPTY_DIR_PLUGIN: Final = "kubernetes.io~empty-dir"
 DOWNWARD_API_PLUGIN: Final = "kubernetes.io~downward-api"
+CONFIG_MAP_PLUGIN: Final = "kubernetes.io~configmap"
+SECRET_PLUGIN: Final = "kubernetes.io~secret"
+PROJECTED_PLUGIN: Final = "kubernetes.io~projected"
 FAILED_MOUNT: Final = "FailedMount"
 CREATE_CONTAINER_CONFIG_ERROR: Final = "CreateContainerConfigError"
 
@@ -84,10 +99,17 @@ TERMINATION_MESSAGE_MODE: Final = 0o666
 NEEDS_API_SERVER: Final = frozenset(
     {"configMap", "secret", "persistentVolumeClaim", "projected", "csi", "ephemeral"}
 )
-_DATA_DIR: Final = "..data"
-_DATA_DIR_TMP: Final = "..data_tmp"
-_MAX_PATH: Final = 4096
-_MAX_SEGMENT: Final = 255
+#: Those this node makes from API objects (with an object source), by their plugin directory.
+API_VOLUMES: Final = {
+    "configMap": CONFIG_MAP_PLUGIN,
+    "secret": SECRET_PLUGIN,
+    "projected": PROJECTED_PLUGIN,
+}
+#: The volumes whose files are written by the node, kept up to date, and mounted read-only.
+WRITTEN_VOLUMES: Final = frozenset({"downwardAPI", *API_VOLUMES})
+#: Kept in memory (a tmpfs when the manager may mount), as the kubelet keeps them.
+MEMORY_VOLUMES: Final = frozenset({"secret", "projected"})
+RESYNC_PERIOD: Final = 60.0
 
 
 class VolumeError(MinikubeletError):
@@ -196,78 +218,6 @@ def check_host_path(path: str, kind: str) -> None:
 # --- downward API --------------------------------------------------------------------------
 
 
-def _validate_payload_path(path: str) -> None:
-    """AtomicWriter's ``validatePath``: relative, no ``..`` anywhere, not hidden as ``..x``."""
-    if not path:
-        raise VolumeError("downwardAPI: an item has an empty path")
-    if len(path) > _MAX_PATH:
-        raise VolumeError(f"downwardAPI: path {path[:32]!r}... is longer than {_MAX_PATH}")
-    if path.startswith("/"):
-        raise VolumeError(f"downwardAPI: path {path!r} must be relative")
-    if _has_backsteps(path) or path.startswith(".."):
-        raise VolumeError(f"downwardAPI: path {path!r} must not contain or start with '..'")
-    if any(len(seg) > _MAX_SEGMENT for seg in path.split("/")):
-        raise VolumeError(f"downwardAPI: path {path!r} has a segment over {_MAX_SEGMENT} chars")
-
-
-def _payload_matches(ts_dir: Path, payload: Mapping[str, tuple[bytes, int]]) -> bool:
-    for rel, (data, mode) in payload.items():
-        try:
-            st = os.lstat(ts_dir / rel)
-            if not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) != mode:
-                return False
-            if (ts_dir / rel).read_bytes() != data:
-                return False
-        except OSError:
-            return False
-    wanted = {Path(rel) for rel in payload}
-    for dirpath, _dirs, files in os.walk(ts_dir):
-        for name in files:
-            if (Path(dirpath) / name).relative_to(ts_dir) not in wanted:
-                return False
-    return True
-
-
-def atomic_write(target: Path, payload: Mapping[str, tuple[bytes, int]]) -> bool:
-    """Write ``payload`` ({relative path: (content, mode)}) into ``target`` atomically.
-
-    Returns False when the files on disk already match the payload (nothing written).
-    """
-    for rel in payload:
-        _validate_payload_path(rel)
-    target.mkdir(parents=True, exist_ok=True)
-    data_link = target / _DATA_DIR
-    old = os.readlink(data_link) if data_link.is_symlink() else None
-    if old is not None and "/" not in old and _payload_matches(target / old, payload):
-        return False
-    stamp = time.strftime("..%Y_%m_%d_%H_%M_%S.", time.gmtime())
-    ts_dir = Path(tempfile.mkdtemp(prefix=stamp, dir=target))
-    os.chmod(ts_dir, 0o755)
-    for rel, (data, mode) in payload.items():
-        path = ts_dir / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        os.chmod(path, mode)
-    tmp_link = target / _DATA_DIR_TMP
-    with contextlib.suppress(FileNotFoundError):
-        tmp_link.unlink()
-    os.symlink(ts_dir.name, tmp_link)
-    os.rename(tmp_link, data_link)  # the atomic switch
-    tops = {rel.split("/", 1)[0] for rel in payload}
-    for top in tops:
-        link = target / top
-        if not link.is_symlink():
-            os.symlink(posixpath.join(_DATA_DIR, top), link)
-    for entry in os.listdir(target):
-        if entry.startswith("..") or entry in tops:
-            continue
-        if (target / entry).is_symlink():
-            (target / entry).unlink()
-    if old is not None and "/" not in old and old.startswith("..") and old != ts_dir.name:
-        shutil.rmtree(target / old, ignore_errors=True)
-    return True
-
-
 def downward_api_payload(
     pod: Pod,
     source: Mapping[str, Any],
@@ -285,7 +235,10 @@ def downward_api_payload(
         if not isinstance(item, Mapping):
             raise VolumeError("downwardAPI: an item is not a mapping")
         path = str(item.get("path", ""))
-        _validate_payload_path(path)
+        try:
+            validate_payload_path(path)
+        except PayloadPathError as err:
+            raise VolumeError(f"downwardAPI: {err.message}") from None
         mode = item.get("mode", default_mode)
         if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
             raise VolumeError(f"downwardAPI {path}: mode must be between 0 and 0777")
@@ -435,7 +388,7 @@ def mounts_for(
     ``terminationMessagePath``.
     """
     read_only_volumes = {
-        str(v.get("name")) for v in pod.spec.volumes if _volume_type(v) == "downwardAPI"
+        str(v.get("name")) for v in pod.spec.volumes if _volume_type(v) in WRITTEN_VOLUMES
     }
     env_pairs = env if isinstance(env, Mapping) else list(env)
     out: list[pb.Mount] = []
@@ -479,13 +432,39 @@ def mounts_for(
 class VolumeManager:
     """Sets up and tears down pods' volumes under ``<root_dir>/pods/<uid>``.
 
-    ``mount_tmpfs`` says whether ``medium: Memory`` may mount a tmpfs; by default it
-    may when running as root. Constructing the manager touches nothing.
+    ``mount_tmpfs`` says whether ``medium: Memory`` (and secret and projected volumes)
+    may mount a tmpfs; by default it may when running as root. ``objects`` gives the
+    ConfigMaps, Secrets and tokens of ``configMap``, ``secret`` and ``projected``
+    volumes (API server mode); without it those volumes are refused.
+
+    Mounted volumes whose files the node writes (those and ``downwardAPI``) are kept
+    current by :meth:`run`: every ``resync_period`` (with 10 % jitter) each is
+    recomputed and rewritten by the atomic writer when its content changed, so an
+    updated ConfigMap or Secret, a token near its refresh, or new labels reach the
+    files within about a minute. Constructing the manager touches nothing.
     """
 
-    def __init__(self, root_dir: Path, *, mount_tmpfs: bool | None = None) -> None:
+    def __init__(
+        self,
+        root_dir: Path,
+        *,
+        mount_tmpfs: bool | None = None,
+        objects: ObjectSource | None = None,
+        resync_period: float = RESYNC_PERIOD,
+        clock: Clock | None = None,
+    ) -> None:
         self.root_dir = Path(root_dir)
         self.mount_tmpfs = (os.geteuid() == 0) if mount_tmpfs is None else mount_tmpfs
+        self.objects = objects
+        self.resync_period = resync_period
+        self.clock: Clock = clock or RealClock()
+        #: Pods with volumes to keep current, by uid (their latest spec and node facts).
+        self._written: dict[str, tuple[Pod, Mapping[str, resources.QuantityText] | None]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.resyncs = 0  # completed resync rounds (tests wait on it)
+
+    def _lock(self, uid: str) -> asyncio.Lock:
+        return self._locks.setdefault(uid, asyncio.Lock())
 
     # paths
     def pod_dir(self, uid: str) -> Path:
@@ -515,33 +494,32 @@ class VolumeManager:
         Raises :class:`VolumeError` naming the volume that failed.
         """
         who = f"pod={pod} uid={pod.uid}"
-        pod_dir = self.pod_dir(str(pod.uid))
+        uid = str(pod.uid)
+        pod_dir = self.pod_dir(uid)
         await asyncio.to_thread(self._make_pod_dirs, pod_dir)
         paths: dict[str, Path] = {}
-        for volume in pod.spec.volumes:
-            name = _component("volume name", str(volume.get("name", "")))
-            kind = _volume_type(volume)
-            if kind in NEEDS_API_SERVER:
-                raise VolumeError(f"volume {name}: type {kind} needs an API server")
-            source = volume.get(kind) or {}
-            if not isinstance(source, Mapping):
-                raise VolumeError(f"volume {name}: {kind} must be a mapping")
-            if kind == "emptyDir":
-                paths[name] = await self._setup_empty_dir(pod, name, source)
-            elif kind == "hostPath":
-                paths[name] = await self._setup_host_path(name, source)
-            elif kind == "downwardAPI":
-                target = self.volumes_dir(str(pod.uid)) / DOWNWARD_API_PLUGIN / name
-                payload = downward_api_payload(pod, source, node_allocatable=node_allocatable)
-                try:
-                    wrote = await asyncio.to_thread(atomic_write, target, payload)
-                except OSError as err:
-                    raise VolumeError(f"volume {name}: writing downwardAPI files: {err}") from None
-                if wrote:
-                    log.info("volume %s: wrote %d downwardAPI file(s) %s", name, len(payload), who)
-                paths[name] = target
-            else:
-                raise VolumeError(f"volume {name}: type {kind} is not supported")
+        async with self._lock(uid):
+            for volume in pod.spec.volumes:
+                name = _component("volume name", str(volume.get("name", "")))
+                kind = _volume_type(volume)
+                if kind in NEEDS_API_SERVER and (kind not in API_VOLUMES or self.objects is None):
+                    raise VolumeError(f"volume {name}: type {kind} needs an API server")
+                source = volume.get(kind) or {}
+                if not isinstance(source, Mapping):
+                    raise VolumeError(f"volume {name}: {kind} must be a mapping")
+                if kind == "emptyDir":
+                    paths[name] = await self._setup_empty_dir(pod, name, source)
+                elif kind == "hostPath":
+                    paths[name] = await self._setup_host_path(name, source)
+                elif kind in WRITTEN_VOLUMES:
+                    # a new pod reads its objects afresh, as the kubelet does on registration
+                    paths[name] = await self._write_volume(
+                        pod, name, kind, source, node_allocatable=node_allocatable, max_age=0
+                    )
+                else:
+                    raise VolumeError(f"volume {name}: type {kind} is not supported")
+            if any(_volume_type(v) in WRITTEN_VOLUMES for v in pod.spec.volumes):
+                self._written[uid] = (pod, node_allocatable)
         log.debug(
             "volumes ready %s ip=%s host_ip=%s node=%s: %s",
             who,
@@ -551,6 +529,127 @@ class VolumeManager:
             ", ".join(paths),
         )
         return paths
+
+    def written_volume_dir(self, uid: str, name: str, kind: str) -> Path:
+        plugin = DOWNWARD_API_PLUGIN if kind == "downwardAPI" else API_VOLUMES[kind]
+        return self.volumes_dir(uid) / plugin / _component("volume name", name)
+
+    async def _payload(
+        self,
+        pod: Pod,
+        name: str,
+        kind: str,
+        source: Mapping[str, Any],
+        *,
+        node_allocatable: Mapping[str, resources.QuantityText] | None,
+        max_age: float | None,
+    ) -> Payload:
+        if kind == "downwardAPI":
+            return downward_api_payload(pod, source, node_allocatable=node_allocatable)
+        objects = self.objects
+        if objects is None:
+            raise VolumeError(f"volume {name}: type {kind} needs an API server")
+        try:
+            if kind == "configMap":
+                return await config_map_payload(pod, source, objects, max_age=max_age)
+            if kind == "secret":
+                return await secret_payload(pod, source, objects, max_age=max_age)
+            return await projected_payload(
+                pod,
+                source,
+                objects,
+                downward=lambda items: downward_api_payload(
+                    pod, items, node_allocatable=node_allocatable
+                ),
+                max_age=max_age,
+            )
+        except ProjectionError as err:
+            # the kubelet's operation executor words it so, and the FailedMount event says it
+            raise VolumeError(
+                f'MountVolume.SetUp failed for volume "{name}" : {err.message}'
+            ) from None
+
+    async def _write_volume(
+        self,
+        pod: Pod,
+        name: str,
+        kind: str,
+        source: Mapping[str, Any],
+        *,
+        node_allocatable: Mapping[str, resources.QuantityText] | None,
+        max_age: float | None,
+    ) -> Path:
+        """Compute the volume's files and write them if they changed (caller holds the lock)."""
+        target = self.written_volume_dir(str(pod.uid), name, kind)
+        payload = await self._payload(
+            pod, name, kind, source, node_allocatable=node_allocatable, max_age=max_age
+        )
+        if kind in MEMORY_VOLUMES:
+            await self._memory_dir(pod, name, target)
+        try:
+            wrote = await asyncio.to_thread(atomic_write, target, payload)
+        except PayloadPathError as err:
+            raise VolumeError(f"volume {name}: {err.message}") from None
+        except OSError as err:
+            raise VolumeError(f"volume {name}: writing {kind} files: {err}") from None
+        if wrote:
+            log.info(
+                "volume %s: wrote %d %s file(s) pod=%s uid=%s",
+                name,
+                len(payload),
+                kind,
+                pod,
+                pod.uid,
+            )
+        return target
+
+    async def _memory_dir(self, pod: Pod, name: str, path: Path) -> None:
+        """A tmpfs for a secret or projected volume (root only), so secrets stay off disk."""
+        await asyncio.to_thread(path.mkdir, mode=0o755, parents=True, exist_ok=True)
+        if not self.mount_tmpfs or await asyncio.to_thread(_is_mount_point, path):
+            return
+        await self._run("mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", str(path))
+        log.info("volume %s: mounted tmpfs at %s pod=%s uid=%s", name, path, pod, pod.uid)
+
+    def note_pod(self, pod: Pod) -> None:
+        """The pod's latest version (new labels, say) for the next resync of its volumes."""
+        uid = str(pod.uid)
+        if uid in self._written:
+            self._written[uid] = (pod, self._written[uid][1])
+
+    async def run(self) -> None:
+        """Keep the written volumes of mounted pods current (see the class documentation)."""
+        while True:
+            await self.clock.sleep(self.resync_period * random.uniform(0.9, 1.1))
+            await self.resync()
+
+    async def resync(self) -> None:
+        """One round: rewrite each mounted written volume whose content changed."""
+        for uid in list(self._written):
+            async with self._lock(uid):
+                entry = self._written.get(uid)
+                if entry is None:
+                    continue  # torn down meanwhile
+                pod, allocatable = entry
+                for volume in pod.spec.volumes:
+                    kind = _volume_type(volume)
+                    source = volume.get(kind)
+                    if kind not in WRITTEN_VOLUMES or not isinstance(source, Mapping):
+                        continue
+                    name = str(volume.get("name", ""))
+                    try:
+                        await self._write_volume(
+                            pod,
+                            name,
+                            kind,
+                            source,
+                            node_allocatable=allocatable,
+                            max_age=self.resync_period / 2,
+                        )
+                    except VolumeError as err:
+                        # the files stay as they were; the next round tries again
+                        log.warning("resync pod=%s uid=%s: %s", pod, uid, err.message)
+        self.resyncs += 1
 
     @staticmethod
     def _make_pod_dirs(pod_dir: Path) -> None:
@@ -658,6 +757,14 @@ class VolumeManager:
         make the removal reach outside. The removal does not follow symlinks.
         """
         pod_dir = self.pod_dir(uid)
+        async with self._lock(uid):
+            self._written.pop(uid, None)
+            if self.objects is not None:
+                self.objects.release_pod(uid)
+            await self._teardown(uid, pod_dir)
+        self._locks.pop(uid, None)
+
+    async def _teardown(self, uid: str, pod_dir: Path) -> None:
         if not await asyncio.to_thread(os.path.lexists, pod_dir):
             return
         for point in sorted(await asyncio.to_thread(_mounts_under, pod_dir), reverse=True):

@@ -13,7 +13,8 @@ import pytest
 from minikubelet.api.pod import Pod
 from minikubelet.cri.v1 import api_pb2 as pb
 from minikubelet.volumes import VolumeError, VolumeManager, mounts_for, resolve_sub_path
-from minikubelet.volumes.manager import atomic_write, mount_points
+from minikubelet.volumes.atomic import atomic_write
+from minikubelet.volumes.manager import mount_points
 
 UID = "uid-1"
 
