@@ -39,7 +39,6 @@ from minikubelet.events import EventRecorder
 from minikubelet.images import ImageManager
 from minikubelet.kubeapi.client import KubeClient
 from minikubelet.kubeapi.objects.managers import KubeObjects
-from minikubelet.kubeapi.objects.managers import KubeObjects
 from minikubelet.kubelet import Kubelet, KubeletConfig, PodSource, Server, host_ip
 from minikubelet.kuberuntime.gc import ContainerGC
 from minikubelet.kuberuntime.manager import KubeRuntimeManager
@@ -151,11 +150,6 @@ def build_kubelet(
             trace=trace,
         )
         servers.append(("local-api", LocalAPI(view, config.api_socket)))
-    if kube is not None:
-        # ConfigMaps, Secrets and service account tokens for pods' volumes and env; the
-        # volume manager keeps the mounted files current
-        setup.use_objects(KubeObjects(kube, clock=clock), recorder)
-        servers.append(("api-volumes", setup.volumes))
     if kube is not None:
         # ConfigMaps, Secrets and service account tokens for pods' volumes and env; the
         # volume manager keeps the mounted files current
