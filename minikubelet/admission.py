@@ -33,6 +33,8 @@ kubelet; the critical-pod preemption the kubelet does on a refusal is not done h
 from __future__ import annotations
 
 import logging
+import os
+import platform
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +84,30 @@ class FixedNodeResources:
 
     def labels(self) -> Mapping[str, str]:
         return self.node_labels
+
+
+def host_node_resources(
+    node_name: str, *, max_pods: int, node_labels: Mapping[str, str] | None = None
+) -> FixedNodeResources:
+    """The node as the host alone tells it (the kubelet's ``initialNode``, what
+    ``getNodeAnyWay`` falls back to before the Node is known): the CPUs this process may
+    use, the physical memory, ``max_pods``, and the labels the kubelet registers with."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        memory = 0
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    labels = {
+        "kubernetes.io/hostname": node_name,
+        "kubernetes.io/os": platform.system().lower() or "linux",
+        "kubernetes.io/arch": arch,
+        **(node_labels or {}),
+    }
+    return FixedNodeResources(cpus * 1000, memory, max_pods, labels)
 
 
 # -- a pod's requests ------------------------------------------------------------------------
@@ -371,6 +397,7 @@ __all__ = (
     "NodeResources",
     "PredicateAdmitHandler",
     "cpu_memory",
+    "host_node_resources",
     "matches_node",
     "matches_node_selector_terms",
     "pod_requests",
