@@ -17,6 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from minikubelet.admission import (
+    NodeResources,
+    PredicateAdmitHandler,
+    host_node_resources,
+    reject_into,
+)
 from minikubelet.api.pod import Pod
 from minikubelet.backoff import Backoff
 from minikubelet.cli.common import (
@@ -38,6 +44,8 @@ from minikubelet.cri.trace import JsonlTraceWriter, TraceRecorder
 from minikubelet.events import EventRecorder
 from minikubelet.images import ImageManager
 from minikubelet.kubeapi.client import KubeClient
+from minikubelet.kubeapi.credentials import APISecretGetter, PodPullCredentials
+from minikubelet.kubeapi.events import APIEventSink, EventWriter
 from minikubelet.kubeapi.objects.managers import KubeObjects
 from minikubelet.kubelet import Kubelet, KubeletConfig, PodSource, Server, host_ip
 from minikubelet.kuberuntime.gc import ContainerGC
@@ -47,7 +55,7 @@ from minikubelet.logs.rotate import ContainerLogManager
 from minikubelet.mirror import MirrorPods
 from minikubelet.nodeview import KubeletNodeView, NodeInfo
 from minikubelet.pleg import GenericPLEG
-from minikubelet.podmanager import PodManager
+from minikubelet.podmanager import AdmitHandler, PodManager
 from minikubelet.podworkers import PodWorkers
 from minikubelet.prober.manager import ProbeManager
 from minikubelet.server.api import LocalAPI
@@ -97,10 +105,30 @@ def build_kubelet(
         cgroup_parent=config.cgroup_parent,
         exec_runner=exec_in_container,
     )
+    admit_handlers: list[AdmitHandler] = []
+    pull_credentials: PodPullCredentials | None = None
+    if kube is not None:
+        # kubelet admission: a pod must fit the node's allocatable and match its labels
+        # (the host's figures and the registration labels until the Node is known)
+        node_resources: NodeResources = host_node_resources(
+            config.node_name, max_pods=config.max_pods, node_labels=config.node_labels
+        )
+        admit_handlers.append(
+            PredicateAdmitHandler(
+                node_resources,
+                node_name=config.node_name,
+                # pods that have finished take nothing (filterOutInactivePods)
+                active=lambda pod: (
+                    (statuses.get(pod.uid) or {}).get("phase") not in ("Succeeded", "Failed")
+                ),
+            )
+        )
+        # imagePullSecrets: the pod's registry credentials for CRI PullImage
+        pull_credentials = PodPullCredentials(APISecretGetter(kube), recorder)
     runtime = KubeRuntimeManager(
         runtimes,
         events=recorder,
-        images=ImageManager(recorder, image_backoff),
+        images=ImageManager(recorder, image_backoff, credentials=pull_credentials),
         backoff=crash_backoff,
         configs=setup,
         probes=setup.probe_results(prober),
@@ -109,7 +137,14 @@ def build_kubelet(
     )
     pleg = GenericPLEG(runtime.list_pods, period=config.relist_period, clock=clock)
     workers = PodWorkers(resync=config.resync, clock=clock)
-    pods = PodManager(workers=workers, probes=prober, recorder=recorder, clock=clock)
+    pods = PodManager(
+        workers=workers,
+        probes=prober,
+        recorder=recorder,
+        clock=clock,
+        admit_handlers=admit_handlers,
+        on_rejected=reject_into(statuses, clock) if admit_handlers else None,
+    )
 
     sources: list[tuple[str, PodSource]] = []
     file_source: FileSource | None = None
@@ -150,6 +185,11 @@ def build_kubelet(
             trace=trace,
         )
         servers.append(("local-api", LocalAPI(view, config.api_socket)))
+    if kube is not None:
+        # the recorder's events, written to the API server as core/v1 Events
+        event_writer = EventWriter(APIEventSink(kube), node_name=config.node_name, clock=clock)
+        event_writer.attach(recorder)
+        servers.append(("api-events", event_writer))
     if kube is not None:
         # ConfigMaps, Secrets and service account tokens for pods' volumes and env; the
         # volume manager keeps the mounted files current
