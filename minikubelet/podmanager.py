@@ -100,8 +100,17 @@ class PodManager:
                 if is_mirror_pod(raw):
                     self._mirrors[_full_name(raw)] = raw
                     continue
-                if PodUID(str(raw.get("metadata", {}).get("uid", ""))) in self._refused:
+                uid = PodUID(str(raw.get("metadata", {}).get("uid", "")))
+                if uid in self._refused:
                     continue  # refused once: stays Failed, as the kubelet leaves it
+                if (
+                    raw.get("metadata", {}).get("deletionTimestamp")
+                    and uid not in self._pods
+                    and (update.op is not PodOperation.ADD or uid in self._removed)
+                ):
+                    # being deleted and already terminating or terminated: a change of its
+                    # status (the kubelet's own write) brings nothing to run again
+                    continue
                 pod = self._admit(raw)
                 if pod is None:
                     continue

@@ -72,6 +72,18 @@ def test_a_graceful_deletion_kills_the_pod_as_deleted_within_its_grace_period() 
     assert kill.type is UpdateType.KILL and kill.grace_period == 7
     assert kill.pod.is_deleting and kill.pod.metadata.deletion_grace_period_seconds == 7
     assert pods.is_removed(kill.pod.uid) and pods.removed()[0].is_deleting
+    count = len(workers.updates)
+    # the kubelet's own status writes come back through the watch: nothing runs again,
+    # neither while it terminates nor once it is forgotten
+    for n, phase in enumerate(("Running", "Failed")):
+        if n:
+            pods.forget(kill.pod.uid)
+        feed(
+            pods,
+            config,
+            SourceUpdate(PodOperation.ADD, [{**deleting, "status": {"phase": phase}}], "api"),
+        )
+    assert len(workers.updates) == count and pods.active() == []
 
 
 def test_a_pod_first_seen_while_being_deleted_is_only_terminated() -> None:
