@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 from collections.abc import Awaitable, Mapping
@@ -66,7 +67,7 @@ KUBELET_CONDITIONS = frozenset(
 SCALAR_FIELDS = ("phase", "message", "reason", "hostIP", "podIP", "startTime", "qosClass")
 #: Lists without a merge key: a strategic merge patch replaces them whole.
 ATOMIC_LISTS = ("initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses")
-#: Lists merged by ``ip``: a change replaces them whole (``$patch: replace``).
+#: Lists merged by ``ip`` (conditions are merged by ``type``).
 IP_LISTS = ("hostIPs", "podIPs")
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 STATIC_SOURCES = frozenset({FILE_SOURCE, HTTP_SOURCE})
@@ -112,6 +113,28 @@ def merge_pod_status(api: Mapping[str, Any], new: Mapping[str, Any]) -> JSON:
     return merged
 
 
+def _entries(value: object) -> list[JSON]:
+    return [dict(v) for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
+
+
+def _merge_list_patch(body: JSON, key: str, merge_key: str, before: object, after: object) -> None:
+    """Into ``body``, the two-way strategic merge patch of a list merged by ``merge_key``:
+    the entries that changed, ``$patch: delete`` for those gone, the order in
+    ``$setElementOrder/KEY``; null when the list is gone as a whole."""
+    old = {entry.get(merge_key): entry for entry in _entries(before)}
+    new = _entries(after)
+    if [old.get(entry.get(merge_key)) for entry in new] == new and len(old) == len(new):
+        return
+    if not new:
+        body[key] = None
+        return
+    kept = {entry.get(merge_key) for entry in new}
+    body[f"$setElementOrder/{key}"] = [{merge_key: entry.get(merge_key)} for entry in new]
+    body[key] = [entry for entry in new if old.get(entry.get(merge_key)) != entry] + [
+        {merge_key: name, "$patch": "delete"} for name in old if name not in kept
+    ]
+
+
 def status_patch(uid: str, api: Mapping[str, Any], merged: Mapping[str, Any]) -> JSON | None:
     """The strategic merge patch of ``pods/status`` from ``api`` to ``merged``, or None when
     nothing the kubelet writes differs.
@@ -119,7 +142,7 @@ def status_patch(uid: str, api: Mapping[str, Any], merged: Mapping[str, Any]) ->
     As the kubelet's ``PatchPodStatus`` (a two-way merge patch of the status): only what
     changed; conditions by ``type`` (a changed one in full, a gone one as ``$patch:
     delete``, their order in ``$setElementOrder/conditions``); container statuses whole;
-    ``podIPs``/``hostIPs`` replaced whole; a field the kubelet no longer reports set to
+    ``podIPs``/``hostIPs`` by ``ip`` the same way; a field the kubelet no longer reports set to
     null. ``metadata.uid`` makes the UID a precondition: the API server refuses the patch
     for another pod of the same name.
     """
@@ -128,21 +151,23 @@ def status_patch(uid: str, api: Mapping[str, Any], merged: Mapping[str, Any]) ->
         before, after = api.get(key), merged.get(key)
         if (before or None) != (after or None):
             body[key] = after if after not in ("", [], None) else None
-    for key in IP_LISTS:
-        before, after = api.get(key) or [], merged.get(key) or []
-        if before != after:
-            body[key] = [*after, {"$patch": "replace"}] if after else None
-    old = {c.get("type"): c for c in _conditions(api)}
-    new = _conditions(merged)
-    if [old.get(c.get("type")) for c in new] != new or len(old) != len(new):
-        kept = {c.get("type") for c in new}
-        body["$setElementOrder/conditions"] = [{"type": c.get("type")} for c in new]
-        body["conditions"] = [c for c in new if old.get(c.get("type")) != c] + [
-            {"type": kind, "$patch": "delete"} for kind in old if kind not in kept
-        ]
+    for key, merge_key in (("conditions", "type"), *((k, "ip") for k in IP_LISTS)):
+        _merge_list_patch(body, key, merge_key, api.get(key), merged.get(key))
     if not body:
         return None
     return {"metadata": {"uid": uid}, "status": body}
+
+
+#: Status fields the kubelet writes, by the Kubernetes minor version that brought them.
+FIELDS_SINCE = {"hostIPs": 28}
+
+
+def unknown_status_fields(version: Mapping[str, Any]) -> frozenset[str]:
+    """The fields of :data:`FIELDS_SINCE` an API server of ``version`` (``/version``) lacks."""
+    digits = "".join(itertools.takewhile(str.isdigit, str(version.get("minor", ""))))
+    if str(version.get("major", "")) != "1" or not digits:
+        return frozenset()
+    return frozenset(key for key, since in FIELDS_SINCE.items() if int(digits) < since)
 
 
 # -- talking to the API server --------------------------------------------------------------------
@@ -238,6 +263,7 @@ class StatusSync:
         self._dirty: set[PodUID] = set()
         self._retry_at: dict[PodUID, float] = {}
         self._tg: asyncio.TaskGroup | None = None
+        self._unknown: frozenset[str] | None = None
         #: Counters: patches sent, patches found unneeded, pods deleted.
         self.patches = 0
         self.unchanged = 0
@@ -382,6 +408,18 @@ class StatusSync:
             self._gone.discard(target)
         self._retry_at.pop(uid, None)
 
+    async def _unknown_fields(self) -> frozenset[str]:
+        """Status fields this API server predates (read once from ``/version``): a strategic
+        merge patch naming one is refused (``hostIPs`` came with Kubernetes 1.28)."""
+        if self._unknown is None:
+            code, version = await call_json(
+                k8s.VersionApi(self._kube.api).get_code(_preload_content=False)
+            )
+            if code != 200:
+                raise ApiError(code, version)
+            self._unknown = unknown_status_fields(version)
+        return self._unknown
+
     async def _write(self, target: Target, status: Mapping[str, Any]) -> None:
         core = self._kube.core
         for _ in range(CONFLICT_ATTEMPTS):
@@ -404,7 +442,10 @@ class StatusSync:
                 self._gone.add(target.uid)
                 return
             api_status = api_pod.get("status") or {}
-            patch = status_patch(target.uid, api_status, merge_pod_status(api_status, status))
+            merged = merge_pod_status(api_status, status)
+            for key in await self._unknown_fields():
+                merged.pop(key, None)
+            patch = status_patch(target.uid, api_status, merged)
             if patch is None:
                 self.unchanged += 1
                 return

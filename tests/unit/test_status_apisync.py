@@ -13,6 +13,7 @@ from minikubelet.status.apisync import (
     StatusSync,
     merge_pod_status,
     status_patch,
+    unknown_status_fields,
 )
 from minikubelet.status.manager import StatusManager
 from minikubelet.types import PodUID
@@ -105,27 +106,29 @@ def test_merge_of_a_terminal_phase_is_never_ready() -> None:
 # -- the patch (PatchPodStatus) -----------------------------------------------------------------
 
 
+MERGE_KEYS = {"conditions": "type", "podIPs": "ip", "hostIPs": "ip"}
+
+
 def apply_patch(status: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     """A strategic merge patch of a PodStatus, as far as the kubelet's patches go."""
     out = copy.deepcopy(status)
     body = patch["status"]
-    order = body.get("$setElementOrder/conditions")
     for key, value in body.items():
         if key.startswith("$setElementOrder/"):
             continue
-        if key == "conditions":
-            by_type = {c["type"]: c for c in out.get("conditions", [])}
+        if value is None:
+            out.pop(key, None)
+        elif key in MERGE_KEYS:
+            merge_key = MERGE_KEYS[key]
+            by_key = {c[merge_key]: c for c in out.get(key, [])}
             for c in value:
                 if c.get("$patch") == "delete":
-                    by_type.pop(c["type"], None)
+                    by_key.pop(c[merge_key], None)
                 else:
-                    by_type[c["type"]] = c
-            types = [o["type"] for o in order] if order else list(by_type)
-            out["conditions"] = [by_type[t] for t in types if t in by_type]
-        elif value is None:
-            out.pop(key, None)
-        elif isinstance(value, list) and value and value[-1] == {"$patch": "replace"}:
-            out[key] = value[:-1]
+                    by_key[c[merge_key]] = c
+            order = body.get(f"$setElementOrder/{key}")
+            keys = [o[merge_key] for o in order] if order else list(by_key)
+            out[key] = [by_key[k] for k in keys if k in by_key]
         else:
             out[key] = value
     return out
@@ -171,8 +174,19 @@ def test_a_new_pod_ip_replaces_the_list() -> None:
     new = merge_pod_status(api, running_status(ip="10.88.0.9"))
     patch = status_patch("u", api, new)
     assert patch is not None
-    assert patch["status"]["podIPs"] == [{"ip": "10.88.0.9"}, {"$patch": "replace"}]
+    assert patch["status"]["podIPs"] == [
+        {"ip": "10.88.0.9"},
+        {"ip": "10.88.0.5", "$patch": "delete"},
+    ]
+    assert patch["status"]["$setElementOrder/podIPs"] == [{"ip": "10.88.0.9"}]
     assert apply_patch(api, patch) == new
+
+
+def test_fields_an_older_api_server_lacks_are_not_written() -> None:
+    assert unknown_status_fields({"major": "1", "minor": "24"}) == {"hostIPs"}
+    assert unknown_status_fields({"major": "1", "minor": "27+"}) == {"hostIPs"}
+    assert unknown_status_fields({"major": "1", "minor": "28"}) == frozenset()
+    assert unknown_status_fields({}) == frozenset()
 
 
 # -- the sink against a fake API server -----------------------------------------------------------
@@ -292,6 +306,7 @@ def api_pod(name: str, uid: str, *, deleting: bool = False, source: str = "api")
 def world() -> tuple[StatusSync, FakeCore, Pods, StatusManager]:
     kube, pods, statuses = FakeKube(), Pods(), StatusManager()
     sync = StatusSync(kube, statuses, pods, period=3600)  # type: ignore[arg-type]
+    sync._unknown = frozenset()  # what /version would have said: a current API server
     return sync, kube.core, pods, statuses
 
 
