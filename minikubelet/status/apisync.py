@@ -294,7 +294,7 @@ class StatusSync:
     def resync(self) -> None:
         """``syncBatch``: request a write of every pod whose status is newer than its API's."""
         now = self._clock.now()
-        pods = {pod.uid: pod for pod in self._pods.all()}
+        pods = {pod.uid: pod for pod in self._known_pods()}
         for uid, (version, _) in self._statuses.all().items():
             if self._retry_at.get(uid, 0.0) > now:
                 continue
@@ -370,11 +370,16 @@ class StatusSync:
             return None
         return Target(pod.namespace, pod.name, PodUID(str(metadata["uid"])))
 
+    def _known_pods(self) -> list[Pod]:
+        """The pods whose status is written: those the sources want, those terminating, and
+        those admission refused (Failed, as the kubelet's ``rejectPod`` leaves them)."""
+        return [*self._pods.all(), *self._pods.refused()]
+
     def _lookup(self, uid: PodUID) -> Pod | None:
         final = self._final.get(uid)
         if final is not None:
             return final.pod
-        return next((pod for pod in self._pods.all() if pod.uid == uid), None)
+        return next((pod for pod in self._known_pods() if pod.uid == uid), None)
 
     async def sync(self, uid: PodUID) -> None:
         """Write the pod's newest status if its API object needs it; delete a finished one."""

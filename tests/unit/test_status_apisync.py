@@ -277,6 +277,9 @@ class Pods:
     def all(self) -> list[Pod]:
         return list(self.pods.values())
 
+    def refused(self) -> list[Pod]:
+        return []
+
     def mirror_pods(self) -> dict[str, dict[str, Any]]:
         return dict(self.mirrors)
 
