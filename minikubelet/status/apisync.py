@@ -186,6 +186,22 @@ async def call_json(request: Awaitable[Any]) -> tuple[int, JSON]:
     return status, body if isinstance(body, dict) else {}
 
 
+def uid_refused(status: int, body: Mapping[str, Any]) -> bool:
+    """Whether the API server refused a write for its ``metadata.uid`` precondition: the
+    object of that name is another one (409 ``Precondition failed: UID in precondition``,
+    or 422 ``metadata.uid: field is immutable`` from API servers before 1.25's check)."""
+    if status == 409:
+        return "UID in precondition" in str(body.get("message", ""))
+    if status == 422:
+        details = body.get("details") if isinstance(body.get("details"), Mapping) else {}
+        causes = details.get("causes") if isinstance(details, Mapping) else None
+        return any(
+            isinstance(cause, Mapping) and cause.get("field") == "metadata.uid"
+            for cause in causes or ()
+        )
+    return False
+
+
 def api_error(status: int, body: Mapping[str, Any]) -> str:
     return f"HTTP {status}: {body.get('message') or body.get('reason') or 'no message'}"
 
@@ -463,7 +479,13 @@ class StatusSync:
                 self.patches += 1
                 log.debug("pod %s/%s status: %s", target.namespace, target.name, json.dumps(patch))
                 return
-            if code == 404:
+            if code == 404 or uid_refused(code, answer):
+                log.info(
+                    "pod %s/%s uid=%s is gone from the API server: its status is not written",
+                    target.namespace,
+                    target.name,
+                    target.uid,
+                )
                 self._gone.add(target.uid)
                 return
             if code != 409:

@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from minikubelet.kubeapi.client import KubeClient
+from minikubelet.status.apisync import call_json, status_patch, uid_refused
 from tests.e2e.node import Node
 from tests.e2e.support import trace, traced
 from tests.harness.controlplane import ControlPlane
@@ -194,6 +196,40 @@ async def test_a_pod_bound_to_the_node_shows_running_in_the_api(api_node: ApiNod
     patches = await wait_until(patches_in_trace, timeout=10, message="PATCH pods/status traced")
     assert all(c["code"] == "200" for c in patches)
     assert len(patches) <= 4, patches
+
+    # the UID is a precondition: a patch the node computed for another pod of this name
+    # (deleted and created again meanwhile) is refused by the API server
+    stale = status_patch("0f0f0f0f-0000-4000-8000-000000000000", {}, {"phase": "Failed"})
+    assert stale is not None
+    async with await KubeClient.from_kubeconfig(cp.node_kubeconfig(api_node.name)) as kube:
+        code, answer = await call_json(
+            kube.core.patch_namespaced_pod_status(name, "default", stale, _preload_content=False)
+        )
+    assert uid_refused(code, answer), (code, answer)
+    assert (get_pod(cp, name) or {})["status"]["phase"] == "Running"
+
+
+async def test_a_completed_pod_deleted_through_the_api_leaves_it(api_node: ApiNode) -> None:
+    cp, name = api_node.cp, f"job-{api_node.name}"
+    manifest = (
+        API_POD.format(name=name, node=api_node.name, grace=30, extra="").replace(
+            "trap '' TERM; sleep 3600", "echo done"
+        )
+        + "  restartPolicy: Never\n"
+    )
+    done = cp.kubectl("apply", "-f", "-", input=manifest)
+    assert done.returncode == 0, done.stderr
+
+    def succeeded(pod: dict[str, Any] | None) -> bool:
+        return pod is not None and pod["status"].get("phase") == "Succeeded"
+
+    pod = await api_node.wait_api_pod(name, succeeded, f"{name} Succeeded")
+    [cs] = pod["status"]["containerStatuses"]
+    assert cs["state"]["terminated"]["exitCode"] == 0
+    assert {c["type"]: c["status"] for c in pod["status"]["conditions"]}["Ready"] == "False"
+    done = cp.kubectl("delete", "pod", name, "--wait=false")
+    assert done.returncode == 0, done.stderr
+    await api_node.wait_api_pod(name, lambda pod: pod is None, f"{name} gone from the API")
 
 
 async def test_a_deleted_pod_runs_its_pre_stop_hook_then_leaves_the_api(api_node: ApiNode) -> None:

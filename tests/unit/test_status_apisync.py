@@ -13,6 +13,7 @@ from minikubelet.status.apisync import (
     StatusSync,
     merge_pod_status,
     status_patch,
+    uid_refused,
     unknown_status_fields,
 )
 from minikubelet.status.manager import StatusManager
@@ -234,7 +235,11 @@ class FakeCore:
         if self.gate is not None:
             await self.gate.wait()
         if self.patch_codes:
-            return Response(self.patch_codes.pop(0), {"message": "injected"})
+            code = self.patch_codes.pop(0)
+            if code == 422:  # the UID refused, as a 1.24 API server words it
+                causes = [{"field": "metadata.uid", "reason": "FieldValueInvalid"}]
+                return Response(422, {"details": {"causes": causes}})
+            return Response(code, {"message": "injected"})
         pod = self.pods.get((namespace, name))
         if pod is None:
             return Response(404, {"reason": "NotFound"})
@@ -467,3 +472,21 @@ async def test_a_burst_is_one_write_in_flight_and_the_newest_status_wins(
             await task
     assert core.verbs().count("PATCH") == 2
     assert core.pods[("default", "web")]["status"]["podIP"] == "10.0.0.29"
+
+
+async def test_a_pod_replaced_between_read_and_patch_is_not_written_again(
+    world: tuple[StatusSync, FakeCore, Pods, StatusManager],
+) -> None:
+    sync, core, pods, statuses = world
+    pods.add(api_pod("web", "u1"))
+    core.add("web", "u1")
+    # what a 1.24 API server answers when the patch's metadata.uid is not the pod's
+    refusal = {"details": {"causes": [{"field": "metadata.uid", "reason": "FieldValueInvalid"}]}}
+    assert uid_refused(422, refusal) and uid_refused(409, {"message": "UID in precondition"})
+    assert not uid_refused(409, {"message": "the object has been modified"})
+    core.patch_codes = [422]
+    statuses.set_pod_status("u1", running_status())
+    await sync.sync(PodUID("u1"))
+    statuses.set_pod_status("u1", running_status(ready="False"))
+    await sync.sync(PodUID("u1"))
+    assert core.verbs() == ["GET", "PATCH"]
