@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,8 @@ from minikubelet.kuberuntime.manager import KubeRuntimeManager
 from minikubelet.kuberuntime.podsetup import PodSetup
 from minikubelet.logs.rotate import ContainerLogManager
 from minikubelet.mirror import MirrorPods
+from minikubelet.nodelease import LeaseController
+from minikubelet.nodestatus import NodeStatusManager
 from minikubelet.nodeview import KubeletNodeView, NodeInfo
 from minikubelet.pleg import GenericPLEG
 from minikubelet.podmanager import AdmitHandler, PodManager
@@ -170,6 +172,37 @@ def build_kubelet(
         ]
 
     servers: list[tuple[str, Server]] = []
+    api_server_status: Callable[[], dict[str, Any]] | None = None
+    if kube is not None:
+        # the Node (registered, its status computed every 10 s) and its Lease (renewed every 10 s)
+        node_status = NodeStatusManager(
+            kube,
+            node_name=config.node_name,
+            runtime=runtime,
+            root_dir=config.root_dir,
+            node_ip=config.node_ip,
+            node_labels=config.node_labels,
+            register_with_taints=config.register_with_taints,
+            max_pods=config.max_pods,
+            kubelet_port=config.kubelet_port,
+            clock=clock,
+        )
+        node_lease = LeaseController(
+            kube, config.node_name, clock=clock, node_uid=node_status.node_uid
+        )
+        servers += [("node-status", node_status), ("node-lease", node_lease)]
+        api_server_url = kube.server
+
+        def node_api_status() -> dict[str, Any]:
+            return {
+                "server": api_server_url,
+                **node_status.summary(),
+                "leaseRenewed": node_lease.last_renewal,
+                "lease": node_lease.summary(),
+            }
+
+        api_server_status = node_api_status
+
     if config.serve_api:
         view = KubeletNodeView(
             NodeInfo(config.node_name, config.manifests),
@@ -183,6 +216,7 @@ def build_kubelet(
             clock=clock,
             source_errors=source_errors,
             trace=trace,
+            api_server=api_server_status,
         )
         servers.append(("local-api", LocalAPI(view, config.api_socket)))
     if kube is not None:
