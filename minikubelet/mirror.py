@@ -162,16 +162,21 @@ class MirrorPods:
             action = mirror_action(static, mirror)
             if action == "delete" and (name in terminating or not ready):
                 continue  # the static pod still stops, or its source is not read yet
-            if action in ("delete", "replace") and mirror is not None:
-                await self._delete(mirror)
-                if action == "delete":
-                    continue
-                action = "create"
-            if action == "create" and static is not None:
-                created = self._created.get(name)
-                if created is not None and created[0] == static_pod_hash(static):
-                    continue  # on its way through the watch
-                await self._create(static)
+            try:
+                if action in ("delete", "replace") and mirror is not None:
+                    await self._delete(mirror)
+                    if action == "delete":
+                        continue
+                    action = "create"
+                if action == "create" and static is not None:
+                    created = self._created.get(name)
+                    if created is not None and created[0] == static_pod_hash(static):
+                        continue  # on its way through the watch
+                    await self._create(static)
+            except ApiError as exc:
+                # refused for this pod alone (NodeRestriction: a mirror pod may not reference
+                # secrets, ...): the others' mirror pods go on, as the kubelet's do
+                log.warning("mirror pod of %s: %s", name, exc)
 
     async def _node_uid(self) -> str | None:
         code, node = await call_json(
