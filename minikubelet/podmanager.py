@@ -19,7 +19,6 @@ name, for whoever keeps them in step with their static pods.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -138,7 +137,12 @@ class PodManager:
                     if mirror is not None and mirror.get("metadata", {}).get("uid") == uid:
                         del self._mirrors[_full_name(raw)]
                     continue
-                if self._refused.pop(uid, None) is not None:
+                refused = self._refused.pop(uid, None)
+                if refused is not None:
+                    if update.op is PodOperation.DELETE:
+                        # never run, so its end is now: housekeeping cleans it up and the
+                        # terminated hooks see it (the API server's copy is deleted for good)
+                        self._kill(_as_deleted(raw, refused), 0)
                     continue
                 pod = self._pods.pop(uid, None)
                 if pod is None:
@@ -150,8 +154,7 @@ class PodManager:
                 if update.op is PodOperation.DELETE:
                     # gracefully deleted: the pod as it is now (deletion timestamp and grace
                     # period) is the one terminated, within deletionGracePeriodSeconds
-                    with contextlib.suppress(ValueError):
-                        pod = Pod.from_dict(raw, validate=False)
+                    pod = _as_deleted(raw, pod)
                     grace = pod.metadata.deletion_grace_period_seconds
                 self._kill(pod, grace)
 
@@ -267,6 +270,14 @@ class PodManager:
     def rejected(self) -> list[dict[str, Any]]:
         """Pods that failed admission: ``{"source", "line", "reason", "name"}``."""
         return list(self._rejected.values())
+
+
+def _as_deleted(raw: dict[str, Any], known: Pod) -> Pod:
+    """The pod a DELETE brings (with its deletion timestamp), else the one known."""
+    try:
+        return Pod.from_dict(raw, validate=False)
+    except ValueError:
+        return known
 
 
 def _full_name(raw: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ from minikubelet.clock import ManualClock
 from minikubelet.config.podconfig import PodConfig
 from minikubelet.config.types import PodOperation, SourceUpdate
 from minikubelet.events import EventRecorder
-from minikubelet.podmanager import PodManager
+from minikubelet.podmanager import AdmitResult, PodManager
 from minikubelet.podworkers import UpdateType, WorkerUpdate
 
 
@@ -119,3 +119,29 @@ def test_mirror_pods_share_their_static_pods_name_and_are_kept_apart() -> None:
     assert all(u.pod.uid == "h1" for u in workers.updates)  # a mirror pod is never run
     feed(pods, config, SourceUpdate(PodOperation.REMOVE, [deleting], "api"))
     assert pods.mirror_pods() == {}
+
+
+class RefuseAll:
+    def admit(self, pod: Any, admitted: Any) -> AdmitResult:
+        return AdmitResult("OutOfpods", "Node didn't have enough resource: pods")
+
+
+def test_a_refused_pod_deleted_through_the_api_ends_at_once() -> None:
+    clock = ManualClock()
+    workers = Workers()
+    pods = PodManager(
+        workers=workers,  # type: ignore[arg-type]
+        probes=Probes(),
+        recorder=EventRecorder(node_name="n1", clock=clock),
+        clock=clock,
+        admit_handlers=[RefuseAll()],
+    )
+    config = PodConfig()
+    feed(pods, config, SourceUpdate(PodOperation.SET, [raw_pod("big", "u1")], "api"))
+    assert [p.uid for p in pods.refused()] == ["u1"] and workers.updates == []
+    deleting = raw_pod("big", "u1", deletionTimestamp="2026-01-01T00:00:30Z")
+    feed(pods, config, SourceUpdate(PodOperation.ADD, [deleting], "api"))
+    # nothing ran: housekeeping finds it removed without a worker and ends it (the
+    # terminated hooks then delete it from the API server)
+    assert pods.refused() == [] and [p.uid for p in pods.removed()] == ["u1"]
+    assert pods.removed()[0].is_deleting
