@@ -33,8 +33,6 @@ kubelet; the critical-pod preemption the kubelet does on a refusal is not done h
 from __future__ import annotations
 
 import logging
-import os
-import platform
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -84,30 +82,6 @@ class FixedNodeResources:
 
     def labels(self) -> Mapping[str, str]:
         return self.node_labels
-
-
-def host_node_resources(
-    node_name: str, *, max_pods: int, node_labels: Mapping[str, str] | None = None
-) -> FixedNodeResources:
-    """The node as the host alone tells it (the kubelet's ``initialNode``, what
-    ``getNodeAnyWay`` falls back to before the Node is known): the CPUs this process may
-    use, the physical memory, ``max_pods``, and the labels the kubelet registers with."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    try:
-        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        memory = 0
-    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
-    labels = {
-        "kubernetes.io/hostname": node_name,
-        "kubernetes.io/os": platform.system().lower() or "linux",
-        "kubernetes.io/arch": arch,
-        **(node_labels or {}),
-    }
-    return FixedNodeResources(cpus * 1000, memory, max_pods, labels)
 
 
 # -- a pod's requests ------------------------------------------------------------------------
@@ -309,7 +283,8 @@ def predicate_failed(name: str) -> AdmitResult:
 
 
 class PredicateAdmitHandler:
-    """The kubelet's predicate admit handler over :class:`NodeResources`.
+    """The kubelet's predicate admit handler over :class:`NodeResources` (``node``, which
+    may be given after the handler is made: the node status manager is made later).
 
     ``active`` says whether an admitted pod still counts (the kubelet leaves pods in a
     terminal phase out: ``filterOutInactivePods``); by default every one does.
@@ -317,12 +292,14 @@ class PredicateAdmitHandler:
 
     def __init__(
         self,
-        node: NodeResources,
+        node: NodeResources | None,
         *,
         node_name: str,
         active: Callable[[Pod], bool] | None = None,
     ) -> None:
-        self._node = node
+        #: What the node offers; None until it is known (then every pod is refused with
+        #: the kubelet's ``InvalidNodeInfo``).
+        self.node = node
         self._node_name = node_name
         self._active = active
 
@@ -330,7 +307,9 @@ class PredicateAdmitHandler:
         others = [
             p for p in admitted if p.uid != pod.uid and (self._active is None or self._active(p))
         ]
-        alloc_cpu, alloc_memory, alloc_pods = self._node.allocatable()
+        if self.node is None:
+            return AdmitResult("InvalidNodeInfo", "Kubelet cannot get node info.")
+        alloc_cpu, alloc_memory, alloc_pods = self.node.allocatable()
         if len(others) + 1 > alloc_pods:
             return insufficient(PODS, 1, len(others), alloc_pods)
         want_cpu, want_memory = cpu_memory(pod_requests(pod))
@@ -344,7 +323,7 @@ class PredicateAdmitHandler:
                 return insufficient(CPU, want_cpu, used_cpu, alloc_cpu)
             if want_memory > alloc_memory - used_memory:
                 return insufficient(MEMORY, want_memory, used_memory, alloc_memory)
-        if not matches_node(pod, self._node.labels(), self._node_name):
+        if not matches_node(pod, self.node.labels(), self._node_name):
             return predicate_failed(NODE_AFFINITY)
         if pod.spec.node_name and pod.spec.node_name != self._node_name:
             return predicate_failed(NODE_NAME)
@@ -397,7 +376,6 @@ __all__ = (
     "NodeResources",
     "PredicateAdmitHandler",
     "cpu_memory",
-    "host_node_resources",
     "matches_node",
     "matches_node_selector_terms",
     "pod_requests",

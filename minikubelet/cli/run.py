@@ -17,12 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from minikubelet.admission import (
-    NodeResources,
-    PredicateAdmitHandler,
-    host_node_resources,
-    reject_into,
-)
+from minikubelet.admission import PredicateAdmitHandler, reject_into
 from minikubelet.api.pod import Pod
 from minikubelet.backoff import Backoff
 from minikubelet.cli.common import (
@@ -110,21 +105,17 @@ def build_kubelet(
     admit_handlers: list[AdmitHandler] = []
     pull_credentials: PodPullCredentials | None = None
     if kube is not None:
-        # kubelet admission: a pod must fit the node's allocatable and match its labels
-        # (the host's figures and the registration labels until the Node is known)
-        node_resources: NodeResources = host_node_resources(
-            config.node_name, max_pods=config.max_pods, node_labels=config.node_labels
+        # kubelet admission: a pod must fit the node's allocatable and match its labels, as
+        # the node status manager (made below) knows them
+        admission = PredicateAdmitHandler(
+            None,
+            node_name=config.node_name,
+            # pods that have finished take nothing (filterOutInactivePods)
+            active=lambda pod: (
+                (statuses.get(pod.uid) or {}).get("phase") not in ("Succeeded", "Failed")
+            ),
         )
-        admit_handlers.append(
-            PredicateAdmitHandler(
-                node_resources,
-                node_name=config.node_name,
-                # pods that have finished take nothing (filterOutInactivePods)
-                active=lambda pod: (
-                    (statuses.get(pod.uid) or {}).get("phase") not in ("Succeeded", "Failed")
-                ),
-            )
-        )
+        admit_handlers.append(admission)
         # imagePullSecrets: the pod's registry credentials for CRI PullImage
         pull_credentials = PodPullCredentials(APISecretGetter(kube), recorder)
     runtime = KubeRuntimeManager(
@@ -220,6 +211,7 @@ def build_kubelet(
         )
         servers.append(("local-api", LocalAPI(view, config.api_socket)))
     if kube is not None:
+        admission.node = node_status  # admission reads the Node as its manager has it
         # the recorder's events, written to the API server as core/v1 Events
         event_writer = EventWriter(APIEventSink(kube), node_name=config.node_name, clock=clock)
         event_writer.attach(recorder)

@@ -281,3 +281,10 @@ def test_a_refused_pod_is_failed_with_the_reason_and_message() -> None:
         "qosClass": "Burstable",
         "startTime": "2023-11-14T22:13:20Z",
     }
+
+
+def test_a_node_not_known_yet_refuses_with_invalid_node_info() -> None:
+    h = PredicateAdmitHandler(None, node_name=NODE)
+    assert h.admit(pod("p"), []) == AdmitResult("InvalidNodeInfo", "Kubelet cannot get node info.")
+    h.node = FixedNodeResources(1000, GI, 10)
+    assert h.admit(pod("p"), []) is None
