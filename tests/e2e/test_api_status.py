@@ -336,3 +336,21 @@ async def test_a_static_pods_mirror_pod_follows_its_manifest(api_node: ApiNode) 
     # the file goes: so does the mirror pod
     node.remove_manifest("static-web.yaml")
     await api_node.wait_api_pod(name, lambda pod: pod is None, "the mirror pod gone")
+
+
+async def test_a_refused_pod_deleted_through_the_api_leaves_it(api_node: ApiNode) -> None:
+    cp, name = api_node.cp, f"huge-{api_node.name}"
+    manifest = API_POD.format(name=name, node=api_node.name, grace=30, extra="") + (
+        "      resources: {requests: {cpu: '100000'}}\n"
+    )
+    done = cp.kubectl("apply", "-f", "-", input=manifest)
+    assert done.returncode == 0, done.stderr
+
+    def failed(pod: dict[str, Any] | None) -> bool:
+        return pod is not None and pod["status"].get("phase") == "Failed"
+
+    pod = await api_node.wait_api_pod(name, failed, f"{name} refused")
+    assert pod["status"]["reason"] == "OutOfcpu", pod["status"]
+    done = cp.kubectl("delete", "pod", name, "--wait=false")
+    assert done.returncode == 0, done.stderr
+    await api_node.wait_api_pod(name, lambda pod: pod is None, f"{name} gone from the API")
