@@ -156,11 +156,41 @@ async def test_a_pod_that_does_not_fit_is_failed_with_out_of_cpu_and_an_event(
     assert event["source"] == {"component": "kubelet", "host": node.node_name}
     assert event["involvedObject"]["uid"] == refused["metadata"]["uid"]
     assert event["message"].startswith("Node didn't have enough resource: cpu")
+    # the node's own events are there too, about the Node (its uid is its name)
+    starting = kubectl_json(
+        cp,
+        "get",
+        "events",
+        "-n",
+        "default",
+        "--field-selector",
+        f"involvedObject.kind=Node,involvedObject.name={node.node_name},reason=Starting",
+    )["items"]
+    assert starting and starting[0]["involvedObject"]["uid"] == node.node_name
     # no container of the refused pod was ever made
     assert not any(
         r.method == "CreateContainer" and r.pod == "default/too-big"
         for r in read_jsonl(node.workdir / "trace.jsonl")
     )
+
+
+async def test_a_repeated_event_is_one_event_whose_count_grows(
+    control_plane: ControlPlane, api_node: Node
+) -> None:
+    cp, node = control_plane, api_node
+    apply(
+        cp,
+        pod_yaml("crasher", node.node_name).replace('"exec sleep 3600"', '"exit 1"'),
+    )
+
+    async def counted() -> dict[str, Any] | None:
+        backoffs = [e for e in await api_events(cp, "crasher") if e["reason"] == "BackOff"]
+        return backoffs[0] if len(backoffs) == 1 and backoffs[0]["count"] >= 3 else None
+
+    event = await wait_until(counted, timeout=60, interval=0.5, message="BackOff counted")
+    assert event["type"] == "Warning"
+    assert event["firstTimestamp"] <= event["lastTimestamp"]
+    assert event["involvedObject"]["fieldPath"] == "spec.containers{main}"
 
 
 async def test_pull_secrets_reach_the_runtime_as_auth_config(
