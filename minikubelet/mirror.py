@@ -54,6 +54,8 @@ JSON = dict[str, Any]
 DEFAULT_PERIOD = 1.0
 #: A mirror pod just created is not created again for this long while the watch brings it.
 CREATE_PATIENCE = 5.0
+#: After the API server refused a static pod's mirror pod, the wait before asking again.
+ERROR_RETRY = 10.0
 #: Metadata a mirror pod takes from its static pod; the API server sets the rest.
 _KEPT_METADATA = ("name", "namespace", "labels", "annotations")
 
@@ -124,6 +126,8 @@ class MirrorPods:
         #: Mirror pods created here and not seen yet: full name -> (hash, when).
         self._created: dict[str, tuple[str, float]] = {}
         self._waiting_for_node = False
+        #: A mirror pod the API server refused is not asked for again before this time.
+        self._retry_at: dict[str, float] = {}
         self.creations = 0
         self.deletions = 0
 
@@ -162,6 +166,8 @@ class MirrorPods:
             action = mirror_action(static, mirror)
             if action == "delete" and (name in terminating or not ready):
                 continue  # the static pod still stops, or its source is not read yet
+            if not action or self._retry_at.get(name, 0.0) > now:
+                continue
             try:
                 if action in ("delete", "replace") and mirror is not None:
                     await self._delete(mirror)
@@ -176,7 +182,12 @@ class MirrorPods:
             except ApiError as exc:
                 # refused for this pod alone (NodeRestriction: a mirror pod may not reference
                 # secrets, ...): the others' mirror pods go on, as the kubelet's do
-                log.warning("mirror pod of %s: %s", name, exc)
+                log.warning("mirror pod of %s: %s (tried again in %.0fs)", name, exc, ERROR_RETRY)
+                self._retry_at[name] = now + ERROR_RETRY
+            else:
+                self._retry_at.pop(name, None)
+        for name in set(self._retry_at) - {*statics, *mirrors}:
+            del self._retry_at[name]
 
     async def _node_uid(self) -> str | None:
         code, node = await call_json(

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from minikubelet.api.pod import Pod
+from minikubelet.clock import ManualClock
 from minikubelet.mirror import MirrorPods, mirror_action, mirror_pod
 from tests.unit.test_status_apisync import Response
 
@@ -84,6 +85,7 @@ class Core:
     def __init__(self) -> None:
         self.node: dict[str, Any] | None = None
         self.calls: list[tuple[str, str, Any]] = []
+        self.forbidden: set[str] = set()  # mirror pods NodeRestriction refuses
 
     async def read_node(self, name: str, **_: Any) -> Response:
         self.calls.append(("GET node", name, None))
@@ -91,6 +93,8 @@ class Core:
 
     async def create_namespaced_pod(self, namespace: str, body: Any, **_: Any) -> Response:
         self.calls.append(("CREATE", body["metadata"]["name"], body))
+        if body["metadata"]["name"] in self.forbidden:
+            return Response(403, {"message": "node can not create pods that reference secrets"})
         return Response(201, {"metadata": {**body["metadata"], "uid": "new-mirror"}})
 
     async def delete_namespaced_pod(
@@ -204,3 +208,26 @@ async def test_api_pods_get_no_mirror_pod(world: tuple[MirrorPods, Core, Pods, l
     pods.active_pods = [static_pod("h1", source="api")]
     await mirrors.sync()
     assert core.verbs() == []
+
+
+async def test_a_refused_mirror_pod_is_asked_for_again_later_and_spares_the_others() -> None:
+    kube, pods, clock = Kube(), Pods(), ManualClock()
+    mirrors = MirrorPods(kube, pods, "n1", clock=clock)  # type: ignore[arg-type]
+    core = kube.core
+    core.node = {"metadata": {"name": "n1", "uid": "node-uid"}}
+    core.forbidden = {"bad-n1"}
+    pods.active_pods = [static_pod("h1", name="bad-n1"), static_pod("h2", name="good-n1")]
+    await mirrors.sync()
+    assert [(verb, name) for verb, name, _ in core.calls if verb == "CREATE"] == [
+        ("CREATE", "bad-n1"),
+        ("CREATE", "good-n1"),
+    ]
+    pods.mirrors["good-n1_default"] = mirror_of(pods.active_pods[1], "m2")  # the watch
+    await mirrors.sync()
+    await clock.advance(5)
+    await mirrors.sync()
+    assert core.verbs() == ["CREATE", "CREATE"]  # the refused one is not asked for yet
+    await clock.advance(6)
+    await mirrors.sync()
+    assert core.verbs() == ["CREATE", "CREATE", "CREATE"]
+    assert core.calls[-1][:2] == ("CREATE", "bad-n1")
