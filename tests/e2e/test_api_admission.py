@@ -133,6 +133,10 @@ async def test_a_pod_that_does_not_fit_is_failed_with_out_of_cpu_and_an_event(
     cp, node = control_plane, api_node
     apply(cp, pod_yaml("fits", node.node_name))
     apply(cp, pod_yaml("too-big", node.node_name, requests='{cpu: "1000"}'))
+    apply(
+        cp,
+        pod_yaml("elsewhere", node.node_name, extra_spec="  nodeSelector: {disk: ssd}\n"),
+    )
     refused = await wait_api_pod(
         cp,
         node,
@@ -147,6 +151,11 @@ async def test_a_pod_that_does_not_fit_is_failed_with_out_of_cpu_and_an_event(
         "capacity: "
     ), status
     await wait_api_pod(cp, node, "fits", lambda p: phase(p) == "Running", "the other pod Running")
+    mismatched = await wait_api_pod(
+        cp, node, "elsewhere", lambda p: phase(p) == "Failed", "elsewhere Failed"
+    )
+    assert mismatched["status"]["reason"] == "NodeAffinity"
+    assert mismatched["status"]["message"] == "Pod was rejected: Predicate NodeAffinity failed"
 
     async def refusal_event() -> dict[str, Any] | None:
         return next((e for e in await api_events(cp, "too-big") if e["reason"] == "OutOfcpu"), None)
