@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import datetime
 import json
 import logging
 import random
@@ -251,8 +252,11 @@ class TokenManager:
         if not isinstance(token, str) or not token:
             raise ObjectError("failed to fetch token: the API server returned no token")
         life = float((data.get("spec") or {}).get("expirationSeconds") or spec.expiration_seconds)
-        expires = response.status.expiration_timestamp
-        expires_at = expires.timestamp() if expires is not None else self._clock.now() + life
+        try:
+            stamp = str(status.get("expirationTimestamp") or "")
+            expires_at = datetime.datetime.fromisoformat(stamp).timestamp()
+        except ValueError:
+            expires_at = self._clock.now() + life  # no expiry given: count from now
         return _Token(token, expires=expires_at, life=life)
 
     def release_pod(self, uid: str) -> None:
