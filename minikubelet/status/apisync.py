@@ -310,12 +310,11 @@ class StatusSync:
     def resync(self) -> None:
         """``syncBatch``: request a write of every pod whose status is newer than its API's."""
         now = self._clock.now()
-        pods = {pod.uid: pod for pod in self._known_pods()}
-        for uid, (version, _) in self._statuses.all().items():
-            if self._retry_at.get(uid, 0.0) > now:
+        for pod in self._known_pods():
+            uid, version = pod.uid, self._statuses.get_version(pod.uid)
+            if version is None or self._retry_at.get(uid, 0.0) > now:
                 continue
-            pod = pods.get(uid)
-            target = self.target(pod) if pod is not None else None
+            target = self.target(pod)
             if (
                 target is not None
                 and target.uid not in self._gone

@@ -490,3 +490,32 @@ async def test_a_pod_replaced_between_read_and_patch_is_not_written_again(
     statuses.set_pod_status("u1", running_status(ready="False"))
     await sync.sync(PodUID("u1"))
     assert core.verbs() == ["GET", "PATCH"]
+
+
+async def test_the_periodic_pass_writes_to_a_mirror_pod_that_appeared_later() -> None:
+    kube, pods, statuses = FakeKube(), Pods(), StatusManager()
+    sync = StatusSync(kube, statuses, pods, period=0.01)  # type: ignore[arg-type]
+    sync._unknown = frozenset()
+    pods.add(api_pod("kube-web-n1", "hash1", source="file"))
+    statuses.set_pod_status("hash1", running_status())
+    task = asyncio.create_task(sync.run())
+    try:
+        await wait_until(lambda: sync._tg is not None, timeout=5, message="the sink running")
+        sync.resync()  # a pass while there is no mirror pod: nothing to write
+        await sync.idle()
+        assert kube.core.verbs() == []
+        meta = {"name": "kube-web-n1", "namespace": "default", "uid": "mirror-uid"}
+        pods.mirrors["kube-web-n1_default"] = {
+            "metadata": {**meta, "annotations": {"kubernetes.io/config.mirror": "hash1"}}
+        }
+        kube.core.add("kube-web-n1", "mirror-uid")
+        await wait_until(
+            lambda: sync.written_version(PodUID("mirror-uid")) == statuses.get_version("hash1"),
+            timeout=5,
+            message="the static pod's status on its mirror pod",
+        )
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert kube.core.pods[("default", "kube-web-n1")]["status"]["phase"] == "Running"
