@@ -1,9 +1,13 @@
-"""Pod volumes on the host, the kubelet's way (``pkg/volume/{emptydir,hostpath,downwardapi}``).
+"""Pod volumes on the host, the kubelet's way (``pkg/volume/{emptydir,hostpath,downwardapi,
+configmap,secret,projected}``).
 
 Layout under the kubelet root directory, as the kubelet lays it out::
 
     <root>/pods/<uid>/volumes/kubernetes.io~empty-dir/<name>      emptyDir
     <root>/pods/<uid>/volumes/kubernetes.io~downward-api/<name>   downwardAPI
+    <root>/pods/<uid>/volumes/kubernetes.io~configmap/<name>      configMap
+    <root>/pods/<uid>/volumes/kubernetes.io~secret/<name>         secret
+    <root>/pods/<uid>/volumes/kubernetes.io~projected/<name>      projected
     <root>/pods/<uid>/containers/<container>/<8 hex digits>       termination message files
 
 * ``emptyDir``: a directory with mode 0777, kept across setups of the same pod.
@@ -16,11 +20,20 @@ Layout under the kubelet root directory, as the kubelet lays it out::
 * ``downwardAPI``: files written atomically as the kubelet's AtomicWriter does: the
   payload goes into a fresh ``..<timestamp>`` directory, the ``..data`` symlink is
   swapped to it with a rename, and each top-level name is a symlink into ``..data``;
-  so a reader sees the old set of files or the new one, never a mix.
-* A volume with no source is an ``emptyDir`` (the API server's default). ``configMap``,
-  ``secret``, ``persistentVolumeClaim``, ``projected``, ``csi`` and ``ephemeral``
-  volumes need an API server (or a driver) and are refused with a :class:`VolumeError`,
-  as is any other type.
+  so a reader sees the old set of files or the new one, never a mix (:mod:`.atomic`).
+* ``configMap``, ``secret`` and ``projected`` (configMap, secret, downwardAPI and
+  serviceAccountToken sources, as in the ``kube-api-access-*`` volume every API pod
+  has): files made by :mod:`.projection` from the manager's ``objects`` and written the
+  same way; secret and projected volumes sit on a tmpfs when the manager may mount. A
+  failure is worded as the kubelet's FailedMount event words it:
+  ``MountVolume.SetUp failed for volume "cfg" : configmap "missing" not found``.
+  Without ``objects`` (static pods only) they are refused.
+* Every volume whose files the node writes is mounted read-only, and kept current by
+  :meth:`VolumeManager.run`: about every minute each is recomputed and rewritten only
+  when its content changed.
+* A volume with no source is an ``emptyDir`` (the API server's default).
+  ``persistentVolumeClaim``, ``csi`` and ``ephemeral`` volumes need a driver and are
+  refused with a :class:`VolumeError`, as is any other type.
 
 :func:`mounts_for` turns a container's ``volumeMounts`` into CRI mounts
 (``makeMounts``): ``readOnly`` (downwardAPI volumes are always read-only),
@@ -618,10 +631,16 @@ class VolumeManager:
             self._written[uid] = (pod, self._written[uid][1])
 
     async def run(self) -> None:
-        """Keep the written volumes of mounted pods current (see the class documentation)."""
+        """Keep the written volumes of mounted pods current (see the class documentation).
+
+        A round that fails unexpectedly is logged and the next one comes as usual: the
+        pods' files stay as they were, and the kubelet keeps running."""
         while True:
             await self.clock.sleep(self.resync_period * random.uniform(0.9, 1.1))
-            await self.resync()
+            try:
+                await self.resync()
+            except Exception:
+                log.exception("resync of pods' volumes failed")
 
     async def resync(self) -> None:
         """One round: rewrite each mounted written volume whose content changed."""

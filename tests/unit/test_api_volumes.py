@@ -3,6 +3,7 @@ object source: their payloads, the volume manager's setup, resync and teardown."
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from minikubelet.api.pod import Pod
+from minikubelet.clock import ManualClock
 from minikubelet.kubeapi.objects import ConfigMapData, SecretData, TokenSpec
 from minikubelet.volumes import VolumeError, VolumeManager, mounts_for
 from minikubelet.volumes.manager import downward_api_payload
@@ -20,6 +22,7 @@ from minikubelet.volumes.projection import (
     projected_payload,
     secret_payload,
 )
+from tests.harness.wait import wait_until
 from tests.unit.fake_objects import FakeObjects
 
 UID = "0b0c7a52-5c43-4f9e-9c2b-2f6c0a1d2e3f"
@@ -280,3 +283,34 @@ async def test_without_an_object_source_api_volumes_are_refused(tmp_path: Path) 
     bare = VolumeManager(tmp_path / "kubelet", mount_tmpfs=False)
     with pytest.raises(VolumeError, match="volume cfg: type configMap needs an API server"):
         await bare.setup(make_pod([{"name": "cfg", "configMap": {"name": "cfg"}}]))
+
+
+async def test_run_resyncs_about_every_minute_and_survives_a_bad_round(
+    tmp_path: Path, objects: FakeObjects
+) -> None:
+    clock = ManualClock()
+    manager = VolumeManager(tmp_path / "kubelet", mount_tmpfs=False, objects=objects, clock=clock)
+    paths = await manager.setup(make_pod([{"name": "cfg", "configMap": {"name": "cfg"}}]))
+    task = asyncio.create_task(manager.run())
+    try:
+        objects.config_maps["shop", "cfg"] = ConfigMapData(data={"level": "warn"})
+        await clock.advance(53)  # less than the shortest period (60 s less 10 %)
+        assert manager.resyncs == 0
+        await clock.advance(14)  # more than the longest (60 s and 10 %)
+        await wait_until(lambda: manager.resyncs == 1, timeout=5, message="one resync")
+        assert (paths["cfg"] / "level").read_text() == "warn"
+
+        calls: list[int] = []
+
+        async def broken() -> None:
+            calls.append(1)
+            raise RuntimeError("a bug")
+
+        manager.resync = broken  # type: ignore[method-assign]
+        await clock.advance(67)
+        await wait_until(lambda: calls, timeout=5, message="the broken round")
+        await clock.advance(67)
+        await wait_until(lambda: len(calls) == 2, timeout=5, message="the next round")
+        assert not task.done()  # logged; the loop goes on
+    finally:
+        task.cancel()
