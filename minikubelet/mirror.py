@@ -39,6 +39,7 @@ from minikubelet.config.types import CONFIG_MIRROR_ANNOTATION
 from minikubelet.kubeapi.client import KubeClient
 from minikubelet.podmanager import PodManager
 from minikubelet.status.apisync import (
+    API_ERRORS,
     STATIC_SOURCES,
     ApiError,
     call_json,
@@ -136,7 +137,7 @@ class MirrorPods:
         while True:
             try:
                 await self.sync()
-            except (ApiError, OSError, TimeoutError, ValueError) as exc:
+            except API_ERRORS as exc:
                 log.warning("mirror pods: %s", exc)
             await self._clock.sleep(self._period)
 

@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client as k8s
 
 from minikubelet.api.pod import Pod
@@ -184,6 +185,25 @@ async def call_json(request: Awaitable[Any]) -> tuple[int, JSON]:
         except ValueError:
             body = None
     return status, body if isinstance(body, dict) else {}
+
+
+class ApiError(Exception):
+    """An answer of the API server the sink does not expect."""
+
+    def __init__(self, status: int, body: Mapping[str, Any]) -> None:
+        super().__init__(api_error(status, body))
+        self.status = status
+
+
+#: What a request may end with when the API server cannot be reached or answers badly:
+#: the write is tried again later, and nothing else stops.
+API_ERRORS: tuple[type[Exception], ...] = (
+    ApiError,
+    aiohttp.ClientError,
+    OSError,
+    TimeoutError,
+    ValueError,
+)
 
 
 def uid_refused(status: int, body: Mapping[str, Any]) -> bool:
@@ -341,7 +361,7 @@ class StatusSync:
                 try:
                     await self.sync(uid)
                     self._retry_at.pop(uid, None)
-                except (ApiError, OSError, TimeoutError, ValueError) as exc:
+                except API_ERRORS as exc:
                     log.warning("status of pod uid=%s not written: %s", uid, exc)
                     self._retry_at[uid] = self._clock.now() + ERROR_RETRY
                 except Exception:  # a bug in one write must not stop the others
@@ -528,11 +548,3 @@ class StatusSync:
         while self._tasks:
             with contextlib.suppress(Exception):
                 await asyncio.gather(*self._tasks.values())
-
-
-class ApiError(Exception):
-    """An answer of the API server the sink does not expect."""
-
-    def __init__(self, status: int, body: Mapping[str, Any]) -> None:
-        super().__init__(api_error(status, body))
-        self.status = status

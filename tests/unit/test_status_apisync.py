@@ -6,6 +6,7 @@ import asyncio
 import copy
 from typing import Any
 
+import aiohttp
 import pytest
 
 from minikubelet.api.pod import Pod
@@ -519,3 +520,19 @@ async def test_the_periodic_pass_writes_to_a_mirror_pod_that_appeared_later() ->
         with pytest.raises(asyncio.CancelledError):
             await task
     assert kube.core.pods[("default", "kube-web-n1")]["status"]["phase"] == "Running"
+
+
+async def test_an_api_server_that_drops_the_connection_is_tried_again_later(
+    world: tuple[StatusSync, FakeCore, Pods, StatusManager],
+) -> None:
+    sync, core, pods, statuses = world
+    pods.add(api_pod("web", "u1"))
+    statuses.set_pod_status("u1", running_status())
+
+    async def dropped(*_: Any, **__: Any) -> Response:
+        raise aiohttp.ServerDisconnectedError()
+
+    core.read_namespaced_pod = dropped  # type: ignore[method-assign]
+    await sync._work(PodUID("u1"))  # logged, not raised: the other pods' writes go on
+    assert sync.written_version(PodUID("u1")) is None
+    assert sync._retry_at[PodUID("u1")] > 0
