@@ -10,7 +10,6 @@ the composition root in API server mode.
 
 from minikubelet.kubeapi.objects.source import (
     ConfigMapData,
-    NoObjectSource,
     ObjectError,
     ObjectSource,
     SecretData,
@@ -19,7 +18,6 @@ from minikubelet.kubeapi.objects.source import (
 
 __all__ = [
     "ConfigMapData",
-    "NoObjectSource",
     "ObjectError",
     "ObjectSource",
     "SecretData",

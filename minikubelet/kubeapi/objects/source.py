@@ -2,9 +2,10 @@
 
 Errors carry the kubelet's wording: a missing object is ``configmap "NAME" not found``
 (``secret "NAME" not found``), the message of upstream's watch-based managers, whose
-group resource is the singular ``configmap``/``secret``. With no API server (static pods
-only) every reference fails with ``couldn't get configMap NS/NAME, no kubeClient
-defined``, as the kubelet says when it has no client.
+group resource is the singular ``configmap``/``secret``. A node without an API server
+(static pods only) has no source at all: the volume manager then refuses configMap,
+secret and projected volumes, and the env builder references to ConfigMaps and Secrets,
+each with a message saying there is no API server.
 """
 
 from __future__ import annotations
@@ -78,26 +79,3 @@ class ObjectSource(Protocol):
 
     def release_pod(self, uid: str) -> None:
         """The pod is gone: forget what was kept for it (its tokens)."""
-
-
-class NoObjectSource:
-    """No API server: a node of static pods. Every reference fails with a clear message."""
-
-    async def config_map(
-        self, namespace: str, name: str, *, max_age: float | None = None
-    ) -> ConfigMapData:
-        raise ObjectError(f"couldn't get configMap {namespace}/{name}, no kubeClient defined")
-
-    async def secret(
-        self, namespace: str, name: str, *, max_age: float | None = None
-    ) -> SecretData:
-        raise ObjectError(f"couldn't get secret {namespace}/{name}, no kubeClient defined")
-
-    async def service_account_token(self, pod: Pod, spec: TokenSpec) -> str:
-        raise ObjectError(
-            f"couldn't get a token for service account {pod.namespace}/{spec.service_account}, "
-            "no kubeClient defined"
-        )
-
-    def release_pod(self, uid: str) -> None:
-        return None
