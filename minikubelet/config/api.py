@@ -19,6 +19,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from minikubelet.config.types import API_SOURCE, PodOperation, SourceUpdate
@@ -70,7 +71,9 @@ class APISource:
                     "api source: resourceVersion %s is gone, listing again", self.resource_version
                 )
                 need_list = True
-            except (TimeoutError, ApiException, OSError, ValueError) as exc:
+            # aiohttp.ClientError: a watch cut short by an API server that went away
+            # (ClientPayloadError, ServerDisconnectedError are not OSErrors)
+            except (TimeoutError, ApiException, OSError, ValueError, aiohttp.ClientError) as exc:
                 status = getattr(exc, "status", None)
                 log.warning(
                     "api source: %s (retrying in %.1fs)",
