@@ -9,11 +9,12 @@ As upstream's controller: the Lease last written is updated with its
 resourceVersion (up to 5 tries); on a conflict it is read again; when updating does
 not work it is ensured (read, or created when missing) with a back-off of 200 ms
 doubling to 7 s. Once the Node's uid is known the Lease is owned by the Node, so
-that deleting the Node takes its Lease with it.
+that deleting the Node takes its Lease with it; a Node registered again owns it anew.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -35,6 +36,27 @@ MAX_BACKOFF = 7.0
 def micro_time(seconds: float) -> str:
     """metav1.MicroTime: RFC 3339 with microseconds, in UTC."""
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def describe_error(exc: Exception) -> str:
+    """A failed request as the log and ``last_error`` say it: the API server's code,
+    reason and own message (its Status), or the error's type and text."""
+    if not isinstance(exc, ApiException):
+        return f"{type(exc).__name__}: {exc}"
+    text = f"{exc.status} {exc.reason}"
+    body: Any = exc.body
+    if isinstance(body, bytes):
+        body = body.decode(errors="replace")
+    if isinstance(body, str) and body:
+        try:
+            status = json.loads(body)
+        except ValueError:
+            status = None
+        if isinstance(status, dict) and isinstance(status.get("message"), str):
+            text += f": {status['message']}"
+        else:
+            text += f": {body[:300]}"
+    return text
 
 
 class LeaseController:
@@ -94,10 +116,7 @@ class LeaseController:
     # -- the requests ------------------------------------------------------------------------
 
     def _failed(self, what: str, exc: Exception) -> None:
-        if isinstance(exc, ApiException):
-            self.last_error = f"{what}: {exc.status} {exc.reason}"
-        else:
-            self.last_error = f"{what}: {type(exc).__name__}: {exc}"
+        self.last_error = f"{what}: {describe_error(exc)}"
         log.warning("node %s: %s", self.node_name, self.last_error)
 
     def _renewed(self, lease: Any) -> dict[str, Any]:
@@ -108,20 +127,27 @@ class LeaseController:
         return self._latest
 
     def new_lease(self, base: dict[str, Any] | None) -> dict[str, Any]:
-        """The Lease to write: ``base``'s identity (resourceVersion, owners) with the
-        holder, the duration and a renew time of now; owned by the Node once known."""
+        """The Lease to write: ``base``'s identity (resourceVersion, labels, owners) with
+        the holder, the duration and a renew time of now; owned by the Node once known."""
         meta: dict[str, Any] = {"name": self.node_name, "namespace": self.namespace}
         if base is not None:
             old = base.get("metadata") or {}
-            for key in ("resourceVersion", "uid", "labels", "annotations", "ownerReferences"):
+            for key in ("resourceVersion", "labels", "annotations", "ownerReferences"):
                 if old.get(key):
                     meta[key] = old[key]
-        if not meta.get("ownerReferences"):
-            uid = self.node_uid()
-            if uid:
-                meta["ownerReferences"] = [
-                    {"apiVersion": "v1", "kind": "Node", "name": self.node_name, "uid": uid}
-                ]
+        uid = self.node_uid()
+        if uid:
+            # Owned by the Node as it is now: a Node deleted and registered again has a
+            # new uid, and a Lease left owned by the old one would be collected.
+            others = [
+                ref
+                for ref in meta.get("ownerReferences") or ()
+                if not (ref.get("kind") == "Node" and ref.get("apiVersion") == "v1")
+            ]
+            meta["ownerReferences"] = [
+                *others,
+                {"apiVersion": "v1", "kind": "Node", "name": self.node_name, "uid": uid},
+            ]
         return {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",

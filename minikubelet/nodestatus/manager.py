@@ -8,9 +8,11 @@ changed, else when ``report_frequency`` (5 min, ``nodeStatusReportFrequency``) h
 passed since the last report. A Node deleted under it (404) is registered again.
 
 The host is read in a worker thread at start and every ``facts_refresh`` after; the
-runtime's readiness comes from each CRI ``Status`` at every tick. The Node it last
-wrote (:meth:`node`), its readiness and what it may hold (:meth:`allocatable`, for
-admission) are there for the rest of the kubelet.
+runtime's readiness comes from each CRI ``Status`` at every tick, when the Node is
+read back too (so a Node deleted under the kubelet is noticed within a tick). The
+Node as last read or written (:meth:`node`), its readiness and what it may hold
+(:meth:`allocatable`, :meth:`labels`, for admission) are there for the rest of the
+kubelet.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any, Protocol
 
 from minikubelet.clock import Clock, RealClock, rfc3339
 from minikubelet.kubeapi.client import ApiException, KubeClient
+from minikubelet.nodelease import describe_error
 from minikubelet.nodestatus import setters
 from minikubelet.nodestatus.facts import (
     HostFacts,
@@ -273,14 +276,7 @@ class NodeStatusManager:
             await self.clock.sleep(self.update_frequency)
 
     def _failed(self, what: str, exc: Exception) -> None:
-        if isinstance(exc, ApiException):
-            text = f"{exc.status} {exc.reason}"
-            body = exc.body
-            if isinstance(body, bytes | str) and body:
-                text += f": {body[:300]!s}"
-        else:
-            text = f"{type(exc).__name__}: {exc}"
-        self.last_error = f"{what}: {text}"
+        self.last_error = f"{what}: {describe_error(exc)}"
         log.warning("node %s: %s", self.node_name, self.last_error)
 
     # -- registration ------------------------------------------------------------------------
@@ -382,8 +378,10 @@ class NodeStatusManager:
         return status
 
     async def sync_status(self) -> bool:
-        """One tick: compute the status and write it if it changed or is due; whether it
-        was written. An :class:`ApiException` (404: the Node is gone) goes to the caller."""
+        """One tick: read the Node (as the kubelet does, to notice it is gone), compute the
+        status and write it if it changed or is due; whether it was written. An
+        :class:`ApiException` (404: the Node is gone) goes to the caller."""
+        self._node = self.kube.to_dict(await self.kube.core.read_node(self.node_name))
         status = await self._compute_status(self._sent.get("conditions") or [])
         changed = setters.without_heartbeats(status) != setters.without_heartbeats(self._sent)
         due = (

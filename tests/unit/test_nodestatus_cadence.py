@@ -217,7 +217,8 @@ async def test_registers_with_full_status(manager: NodeStatusManager, api: FakeA
     assert manager.ready and manager.node_uid() == "uid-1"
     assert manager.allocatable() == (2000, 4 * 1024**3, 20)
     assert manager.labels()["disk"] == "ssd"
-    assert api.calls == ["create_node"]  # the status went with the create: nothing to patch
+    # the status went with the create: the first tick reads the Node and has nothing to patch
+    assert api.calls == ["create_node", "read_node"]
 
 
 @pytest.mark.usefixtures("running")
@@ -270,7 +271,7 @@ async def test_a_deleted_node_is_registered_again(
     manager: NodeStatusManager, api: FakeAPI, clock: ManualClock
 ) -> None:
     del api.nodes["node-1"]
-    await clock.advance(300)  # the next report finds it gone
+    await clock.advance(10)  # the next tick finds it gone
     assert "node-1" in api.nodes
     assert manager.registrations == 2
     assert manager.node_uid() == "uid-2"
@@ -387,3 +388,15 @@ async def test_lease_deleted_is_created_again_and_errors_back_off(
     await clock.advance(0.02)
     await asyncio.wait_for(task, 5)
     assert lease.last_error is None and lease.renewals == 3
+
+
+async def test_lease_follows_a_node_registered_again(api: FakeAPI, clock: ManualClock) -> None:
+    uid = ["uid-1"]
+    lease = LeaseController(
+        cast(KubeClient, FakeKube(api)), "node-1", clock=clock, node_uid=lambda: uid[0]
+    )
+    await lease.sync()
+    uid[0] = "uid-2"  # the Node was deleted and registered again
+    await lease.sync()
+    owners = api.leases["node-1"]["metadata"]["ownerReferences"]
+    assert owners == [{"apiVersion": "v1", "kind": "Node", "name": "node-1", "uid": "uid-2"}]
