@@ -241,7 +241,7 @@ class Kubelet:
 
     # -- the pod syncer (called by the pod workers) ------------------------------
 
-    def _generate(self, pod: Pod, status: PodStatus) -> dict[str, Any]:
+    def _generate(self, pod: Pod, status: PodStatus, *, terminal: bool = False) -> dict[str, Any]:
         previous = self.status_manager.get(pod.uid)
         ids = [c.id for c in status.container_statuses]
         return generate_pod_status(
@@ -254,6 +254,7 @@ class Kubelet:
             host_ip=self.config.node_ip,
             runtime_name=self.runtime.runtime_name,
             now=datetime.fromtimestamp(self.clock.now(), UTC),
+            terminal=terminal,
         )
 
     def _observe(self, pod: Pod, status: PodStatus) -> None:
@@ -295,7 +296,9 @@ class Kubelet:
         await self.runtime.kill_pod(pod, status, grace_period)
         self.prober.remove_pod(pod.uid)
         status = await self.runtime.get_pod_status(pod.uid, pod.name, pod.namespace, pod=pod)
-        self.status_manager.set_pod_status(pod.uid, self._generate(pod, status))
+        # its containers are stopped for good: the phase is final (Succeeded or Failed), as
+        # the kubelet reports a pod whose worker finished it
+        self.status_manager.set_pod_status(pod.uid, self._generate(pod, status, terminal=True))
 
     async def sync_terminated_pod(self, pod: Pod) -> None:
         await self.setup.cleanup_pod(pod.uid)
