@@ -277,3 +277,32 @@ async def test_node_restriction_refuses_another_nodes_name(
         assert await kubectl_json(control_plane, "lease", "-n", "kube-node-lease", other) is None
         # ... while its own Node keeps being written.
         assert node.status.registered.is_set()
+
+
+async def test_existing_node_is_taken_over(control_plane: ControlPlane, tmp_path: Path) -> None:
+    """A Node already there (a kubelet restarted, or made by an admin) is not created
+    again: the kubelet's own labels are put right through nodes/status, the rest kept."""
+    name = f"status-{uuid.uuid4().hex[:8]}"
+    manifest = (
+        f"apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  labels:\n"
+        f"    kubernetes.io/arch: s390x\n    example.com/by-admin: kept\n"
+        f"spec:\n  taints:\n  - key: {TAINT.split('=')[0]}\n    value: 'true'\n"
+        f"    effect: NoSchedule\n"
+    )
+    created = await asyncio.to_thread(control_plane.kubectl, "create", "-f", "-", input=manifest)
+    assert created.returncode == 0, created.stderr
+    before = await kubectl_json(control_plane, "node", name)
+    async with node_running(control_plane, tmp_path, name=name) as node:
+
+        async def ready() -> dict[str, Any] | None:
+            got = await kubectl_json(control_plane, "node", name)
+            return got if got and condition(got, "Ready").get("status") == "True" else None
+
+        got = await wait_until(ready, timeout=30, interval=0.2, message="the Node Ready")
+        assert got["metadata"]["uid"] == before["metadata"]["uid"]  # the same Node
+        labels = got["metadata"]["labels"]
+        assert labels["kubernetes.io/arch"] == labels["beta.kubernetes.io/arch"] != "s390x"
+        assert labels["kubernetes.io/hostname"] == name
+        assert labels["example.com/by-admin"] == "kept"
+        assert "example.com/pool" not in labels  # --node-labels only go with a create
+        assert node.status.registrations == 1 and node.status.last_error is None
