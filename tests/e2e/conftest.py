@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from minikubelet.util.mountinfo import read_mount_points
 from tests.e2e.node import Node
 
 
-def _unmount_under(path: Path) -> None:
-    """Whatever a failed test left mounted below ``path`` (tmpfs emptyDirs)."""
-    mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+def unmount_under(path: Path) -> None:
+    """Whatever a failed test left mounted below ``path`` (tmpfs emptyDirs, secret volumes)."""
+    mounts = read_mount_points()
     for point in sorted((m for m in mounts if m.startswith(str(path))), reverse=True):
         subprocess.run(["umount", "-l", point], check=False)
 
@@ -21,7 +22,7 @@ def _unmount_under(path: Path) -> None:
 @pytest.fixture
 def workdir(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path
-    _unmount_under(tmp_path)
+    unmount_under(tmp_path)
 
 
 @pytest.fixture
