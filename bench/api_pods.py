@@ -238,7 +238,6 @@ async def main_async(args: argparse.Namespace) -> None:
     (work / "no-manifests").mkdir()
     runtimes = ["fake", "native"] if args.runtime == "both" else [args.runtime]
     with ControlPlane(binaries, work / "cp") as cp:
-        cp.start()
         registry: LocalRegistry | None = None
         try:
             for runtime in runtimes:
