@@ -139,10 +139,11 @@ class PodManager:
                     continue
                 refused = self._refused.pop(uid, None)
                 if refused is not None:
-                    if update.op is PodOperation.DELETE:
-                        # never run, so its end is now: housekeeping cleans it up and the
-                        # terminated hooks see it (the API server's copy is deleted for good)
-                        self._kill(_as_deleted(raw, refused), 0)
+                    # never run, so its end is now: housekeeping cleans it up (its Failed
+                    # status goes) and the terminated hooks see it (a deleted API pod's
+                    # copy is deleted for good)
+                    deleted = update.op is PodOperation.DELETE
+                    self._kill(_as_deleted(raw, refused) if deleted else refused, 0)
                     continue
                 pod = self._pods.pop(uid, None)
                 if pod is None:

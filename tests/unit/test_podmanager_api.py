@@ -145,3 +145,20 @@ def test_a_refused_pod_deleted_through_the_api_ends_at_once() -> None:
     # terminated hooks then delete it from the API server)
     assert pods.refused() == [] and [p.uid for p in pods.removed()] == ["u1"]
     assert pods.removed()[0].is_deleting
+
+
+def test_a_refused_static_pod_whose_file_goes_is_ended_too() -> None:
+    """Its Failed status is not kept for ever: housekeeping ends it like any removed pod."""
+    clock = ManualClock()
+    pods = PodManager(
+        workers=Workers(),  # type: ignore[arg-type]
+        probes=Probes(),
+        recorder=EventRecorder(node_name="n1", clock=clock),
+        clock=clock,
+        admit_handlers=[RefuseAll()],
+    )
+    config = PodConfig()
+    feed(pods, config, SourceUpdate(PodOperation.SET, [raw_pod("big", "u1")], "file"))
+    assert [p.uid for p in pods.refused()] == ["u1"]
+    feed(pods, config, SourceUpdate(PodOperation.SET, [], "file"))
+    assert pods.refused() == [] and [p.uid for p in pods.removed()] == ["u1"]
