@@ -68,6 +68,10 @@ from runtimes.native.oci.runtime import (
 
 log = logging.getLogger(__name__)
 
+#: How long a resize waits for runc to start the command, polling its pid file.
+PID_FILE_WAIT = 5.0
+PID_FILE_POLL = 0.01
+
 HIGH_WATER: Final = 256 * 1024  # output bytes buffered before the source is paused
 LOW_WATER: Final = 64 * 1024  # ... and resumed
 READ_SIZE: Final = 64 * 1024
@@ -498,6 +502,43 @@ class ExecStream:
         if self._transport.get_returncode() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._transport.get_pid(), signal.SIGWINCH)
+        # runc passes the size on in a goroutine of its own, some time after the signal (and
+        # at its start, only after it began copying input): input sent right after a resize
+        # could reach the command first, and ``stty size`` would see none. So the command's
+        # terminal gets the size here, once the command runs; the server holds the input
+        # back meanwhile.
+        pid = await self._command_pid()
+        if pid is not None:
+            await asyncio.to_thread(self._resize_command_terminal, pid, size)
+
+    async def _command_pid(self) -> int | None:
+        """The command's pid, from runc's pid file, once runc has started it (None if it
+        never does: runc failed or was too slow)."""
+        deadline = asyncio.get_running_loop().time() + PID_FILE_WAIT
+        while True:
+            try:
+                return int(await asyncio.to_thread(self._pidfile.read_text))
+            except (OSError, ValueError):
+                pass
+            if (
+                self._transport.get_returncode() is not None
+                or asyncio.get_running_loop().time() > deadline
+            ):
+                return None
+            await asyncio.sleep(PID_FILE_POLL)  # runc gives no other sign that it started
+
+    def _resize_command_terminal(self, pid: int, size: bytes) -> None:
+        try:
+            fd = os.open(f"/proc/{pid}/fd/0", os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        except OSError:
+            return  # gone, or its stdin is no longer a file we may open
+        try:
+            if os.isatty(fd):
+                fcntl.ioctl(fd, termios.TIOCSWINSZ, size)
+        except OSError as exc:
+            log.debug("resizing the terminal of exec pid %d: %s", pid, exc)
+        finally:
+            os.close(fd)
 
     # -- end -------------------------------------------------------------------------------
 

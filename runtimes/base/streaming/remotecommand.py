@@ -5,6 +5,11 @@ its own frames (:class:`Channels`); :func:`run_remote_command` starts the
 backend's process and pumps between the two. The exit code travels as the v4
 ``metav1.Status`` on the error channel. When the client goes away the process
 is closed, which kills an exec that still runs.
+
+Stdin and resizes reach the process in the order the client sent them: the two
+pumps are woken in arrival order and hand their work to the backend one at a
+time, so a shell that reads ``stty size`` right after the client's first resize
+sees that size (the backend's resize may itself wait, on a signal or a FIFO).
 """
 
 from __future__ import annotations
@@ -69,10 +74,13 @@ async def run_remote_command(
     try:
         output = asyncio.create_task(_pump_output(io, channels, request))
         pumps.append(output)
-        if request.stdin:
-            pumps.append(asyncio.create_task(_pump_stdin(io, channels)))
+        order = asyncio.Lock()  # FIFO: stdin and resizes in the order they arrived
+        # the resize pump first: a size the client sent before its input (kubectl sends its
+        # terminal's at once) is set before any input, even when both are already there
         if request.tty:
-            pumps.append(asyncio.create_task(_pump_resize(io, channels)))
+            pumps.append(asyncio.create_task(_pump_resize(io, channels, order)))
+        if request.stdin:
+            pumps.append(asyncio.create_task(_pump_stdin(io, channels, order)))
         await asyncio.wait({output, gone}, return_when="FIRST_COMPLETED")
         if output.done() and not channels.gone.is_set():
             output.result()
@@ -105,12 +113,15 @@ async def _pump_output(io: m.StreamIO, channels: Channels, request: StreamReques
             await channels.write(ch.STREAM_STDERR, data)
 
 
-async def _pump_stdin(io: m.StreamIO, channels: Channels) -> None:
+async def _pump_stdin(io: m.StreamIO, channels: Channels, order: asyncio.Lock) -> None:
     while data := await channels.stdin():
-        await io.write_stdin(data)
-    await io.close_stdin()
+        async with order:
+            await io.write_stdin(data)
+    async with order:
+        await io.close_stdin()
 
 
-async def _pump_resize(io: m.StreamIO, channels: Channels) -> None:
+async def _pump_resize(io: m.StreamIO, channels: Channels, order: asyncio.Lock) -> None:
     while (size := await channels.resize()) is not None:
-        await io.resize(size.width, size.height)
+        async with order:
+            await io.resize(size.width, size.height)

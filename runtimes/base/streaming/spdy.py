@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 
 from minikubelet.streaming import channels as ch
 from minikubelet.streaming import http1, spdy
@@ -119,24 +120,27 @@ class SpdyChannels(Channels):
         self._session = session
         self._streams = streams
         self.gone = session.closed
+        self._resizes = _JsonStream()
+        self._pending_sizes: deque[bytes] = deque()
 
     async def stdin(self) -> bytes:
         return await self._streams[ch.STREAM_TYPE_STDIN].read()
 
     async def resize(self) -> ch.TerminalSize | None:
-        # A JSON object per message, as Go's json.Decoder reads a stream of them.
+        # A JSON object per message, as Go's json.Decoder reads a stream of them; a chunk
+        # may carry several, and each one counts.
         stream = self._streams[ch.STREAM_TYPE_RESIZE]
-        decoder = _JsonStream()
         while True:
-            for obj in decoder.take():
+            while self._pending_sizes:
                 try:
-                    return ch.TerminalSize.decode(obj)
+                    return ch.TerminalSize.decode(self._pending_sizes.popleft())
                 except ch.ChannelError as exc:
                     log.info("ignoring resize: %s", exc)
             chunk = await stream.read()
             if not chunk:
                 return None
-            decoder.feed(chunk)
+            self._resizes.feed(chunk)
+            self._pending_sizes.extend(self._resizes.take())
 
     async def write(self, channel: int, data: bytes) -> None:
         name = ch.STREAM_TYPE_STDOUT if channel == ch.STREAM_STDOUT else ch.STREAM_TYPE_STDERR
