@@ -19,20 +19,10 @@ from typing import Any
 import pytest
 
 from minikubelet.cri.trace import read_jsonl
+from tests.e2e.cluster import apply, kubectl_json
 from tests.e2e.node import FAST, Node, phase
 from tests.harness.controlplane import ControlPlane
 from tests.harness.wait import wait_until
-
-
-def kubectl_json(cp: ControlPlane, *args: str) -> Any:
-    done = cp.kubectl(*args, "-o", "json")
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
-
-def apply(cp: ControlPlane, text: str) -> None:
-    done = cp.kubectl("apply", "-f", "-", input=text)
-    assert done.returncode == 0, done.stderr
 
 
 def pod_yaml(

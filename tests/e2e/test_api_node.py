@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from minikubelet.cri.client import CRIClient
+from tests.e2e.cluster import api_node, apply, kubectl_json
 from tests.e2e.conftest import unmount_under
-from tests.e2e.node import FAST, Node
+from tests.e2e.node import Node
 from tests.harness.controlplane import ControlPlane
 from tests.harness.fixtures import HarnessImages
 from tests.harness.native import NativeRuntime
@@ -49,32 +49,6 @@ spec:
 """
 
 
-def kubectl_json(cp: ControlPlane, *args: str) -> Any:
-    done = cp.kubectl(*args, "-o", "json")
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
-
-def apply(cp: ControlPlane, text: str) -> None:
-    done = cp.kubectl("apply", "-f", "-", input=text)
-    assert done.returncode == 0, done.stderr
-
-
-def api_node(workdir: Path, cp: ControlPlane, runtime: str, name: str) -> Node:
-    return Node(
-        workdir,
-        runtime=runtime,
-        node_name=name,
-        extra_args=(
-            *FAST,
-            "--kubeconfig",
-            str(cp.node_kubeconfig(name)),
-            "--node-labels",
-            f"{LABEL}={name}",
-        ),
-    )
-
-
 async def node_ready(cp: ControlPlane, name: str) -> dict[str, Any] | None:
     done = cp.kubectl("get", "node", name, "-o", "json")
     if done.returncode != 0:
@@ -89,7 +63,9 @@ async def fake_api_node(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Node]:
     workdir = tmp_path_factory.mktemp("api-fake")
-    node = api_node(workdir, control_plane, "fake", "api-fake")
+    node = api_node(
+        workdir, control_plane, "fake", "api-fake", "--node-labels", f"{LABEL}=api-fake"
+    )
     node.start()
     try:
         await node.wait_ready()
@@ -112,7 +88,14 @@ async def native_api_node(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Node]:
     workdir = tmp_path_factory.mktemp("api-native")
-    node = api_node(workdir, control_plane, native_runtime.endpoint, "api-native")
+    node = api_node(
+        workdir,
+        control_plane,
+        native_runtime.endpoint,
+        "api-native",
+        "--node-labels",
+        f"{LABEL}=api-native",
+    )
     node.start()
     try:
         await node.wait_ready()

@@ -21,6 +21,7 @@ import pytest
 
 from minikubelet.kubeapi.client import KubeClient
 from minikubelet.status.apisync import call_json, status_patch, uid_refused
+from tests.e2e.cluster import kubectl_json
 from tests.e2e.node import Node
 from tests.e2e.support import trace, traced
 from tests.harness.controlplane import ControlPlane
@@ -65,12 +66,6 @@ spec:
       image: busybox:1.36
       command: ["sh", "-c", "sleep 3600"]
 """
-
-
-def kubectl_json(cp: ControlPlane, *args: str) -> Any:
-    done = cp.kubectl(*args, "-o", "json")
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
 
 
 def get_pod(cp: ControlPlane, name: str) -> dict[str, Any] | None:

@@ -28,7 +28,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.node import FAST, Node, container_status, running
+from tests.e2e.cluster import api_node, apply, kubectl_json
+from tests.e2e.node import Node, container_status, running
 from tests.harness.controlplane import ControlPlane
 from tests.harness.fixtures import HarnessImages
 from tests.harness.native import NativeRuntime
@@ -86,26 +87,6 @@ spec:
         sources:
           - serviceAccountToken: {{audience: {audience}, expirationSeconds: 3600, path: token}}
 """
-
-
-def kubectl_json(cp: ControlPlane, *args: str) -> Any:
-    done = cp.kubectl(*args, "-o", "json")
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
-
-def create(cp: ControlPlane, text: str) -> None:
-    done = cp.kubectl("apply", "-f", "-", input=text)
-    assert done.returncode == 0, done.stderr
-
-
-def api_node(workdir: Path, cp: ControlPlane, runtime: str, name: str) -> Node:
-    return Node(
-        workdir,
-        runtime=runtime,
-        node_name=name,
-        extra_args=(*FAST, "--kubeconfig", str(cp.node_kubeconfig(name))),
-    )
 
 
 async def started(node: Node) -> AsyncIterator[Node]:
@@ -216,8 +197,8 @@ async def read_in_container(node: Node, name: str, path: str) -> str:
 
 
 async def check_pod_reads_the_api(cp: ControlPlane, node: Node, name: str) -> None:
-    create(cp, OBJECTS.format(name=name))
-    create(cp, POD.format(name=name, node=node.node_name, audience=AUDIENCE))
+    apply(cp, OBJECTS.format(name=name))
+    apply(cp, POD.format(name=name, node=node.node_name, audience=AUDIENCE))
     try:
         await running_on_node(node, name)
         api_pod = kubectl_json(cp, "get", "pod", name)
@@ -281,8 +262,8 @@ async def test_an_updated_configmap_reaches_the_mounted_file(
     control_plane: ControlPlane, fake_node: Node
 ) -> None:
     cp, name = control_plane, "follows-config"
-    create(cp, OBJECTS.format(name=name))
-    create(cp, POD.format(name=name, node=fake_node.node_name, audience=AUDIENCE))
+    apply(cp, OBJECTS.format(name=name))
+    apply(cp, POD.format(name=name, node=fake_node.node_name, audience=AUDIENCE))
     try:
         await running_on_node(fake_node, name)
         uid = kubectl_json(cp, "get", "pod", name)["metadata"]["uid"]
@@ -351,7 +332,7 @@ spec:
   containers: [{{name: app, image: busybox:1.36, command: [sleep, "3600"]}}]
 """
     for text in (volume_pod, env_pod, fine_pod):
-        create(cp, text)
+        apply(cp, text)
     try:
         await running_on_node(fake_node, "unaffected")
 
@@ -383,7 +364,7 @@ spec:
         await wait_until(config_error, timeout=60, message="CreateContainerConfigError")
         assert running((await fake_node.pods())["unaffected"], "app")
 
-        create(
+        apply(
             cp, f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {missing}}}\ndata: {{k: v}}\n"
         )
         await running_on_node(fake_node, "mounts-missing")
