@@ -36,6 +36,7 @@ from kubernetes_asyncio import client as k8s
 from minikubelet.api.pod import Pod
 from minikubelet.clock import Clock, RealClock
 from minikubelet.config.types import CONFIG_MIRROR_ANNOTATION
+from minikubelet.events import WARNING, EventRecorder
 from minikubelet.kubeapi.client import KubeClient
 from minikubelet.podmanager import PodManager
 from minikubelet.status.apisync import (
@@ -115,8 +116,10 @@ class MirrorPods:
         clock: Clock | None = None,
         period: float = DEFAULT_PERIOD,
         sources_ready: Callable[[], bool] = lambda: True,
+        recorder: EventRecorder | None = None,
     ) -> None:
         self._kube = kube
+        self._recorder = recorder
         self._pods = pods
         self.node_name = node_name
         self._clock: Clock = clock or RealClock()
@@ -185,6 +188,10 @@ class MirrorPods:
                 # secrets, ...): the others' mirror pods go on, as the kubelet's do
                 log.warning("mirror pod of %s: %s (tried again in %.0fs)", name, exc, ERROR_RETRY)
                 self._retry_at[name] = now + ERROR_RETRY
+                if static is not None and self._recorder is not None:
+                    self._recorder.pod_event(
+                        static, WARNING, "FailedMirrorPod", f"the API server refused: {exc}"
+                    )
             else:
                 self._retry_at.pop(name, None)
         for name in set(self._retry_at) - {*statics, *mirrors}:

@@ -236,6 +236,7 @@ def build_kubelet(
             config.node_name,
             clock=clock,
             sources_ready=lambda: kubelet.pod_config.seen_all_sources(static_sources),
+            recorder=recorder,
         )
         servers += [("status-sync", status_sync), ("mirror-pods", mirrors)]
     kubelet = Kubelet(

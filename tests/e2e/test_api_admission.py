@@ -291,5 +291,12 @@ spec:
 
     await wait_until(refused_in_log, timeout=30, message="the NodeRestriction refusal logged")
     assert await api_pod(cp, node.pod_name("a-secretive")) is None
+    refusals = [
+        e
+        for e in await node.events()
+        if e["reason"] == "FailedMirrorPod"
+        and e["involvedObject"]["name"] == node.pod_name("a-secretive")
+    ]
+    assert refusals and "may not reference secrets" in refusals[0]["message"], refusals
     node.remove_manifest("a-secretive.yaml")
     node.remove_manifest("plain.yaml")
