@@ -58,9 +58,6 @@ ANONYMOUS_USER: Final = "system:anonymous"
 UNAUTHENTICATED_GROUP: Final = "system:unauthenticated"
 AUTHENTICATED_GROUP: Final = "system:authenticated"
 
-#: Where the authenticated user of a request is kept (``request[USER_KEY]``).
-USER_KEY: Final = "kubeletapi.user"
-
 _VERBS: Final = {
     "GET": "get",
     "POST": "create",
@@ -89,6 +86,9 @@ class UserInfo:
 
 
 ANONYMOUS: Final = UserInfo(ANONYMOUS_USER, (UNAUTHENTICATED_GROUP,))
+
+#: Where the authenticated user of a request is kept (``request[USER_KEY]``).
+USER_KEY: Final = web.RequestKey("kubeletapi.user", UserInfo)
 
 
 @dataclass(frozen=True)
