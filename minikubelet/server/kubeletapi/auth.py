@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -403,7 +404,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def auth_middleware(
     authenticator: Authenticator, authorizer: Authorizer, node_name: str
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+) -> Middleware:
     """An aiohttp middleware that authenticates, then authorizes, every request, and
     leaves the user in ``request[USER_KEY]`` for the handler."""
 
@@ -438,7 +439,7 @@ def build_auth(
     anonymous: bool = False,
     authorization_mode: str = "Webhook",
     clock: Clock | None = None,
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+) -> Middleware:
     """The middleware as the kubelet's flags describe it (``--anonymous-auth``,
     ``--authentication-token-webhook``, ``--authorization-mode``); ``api`` is the node's
     API connection, needed by the token webhook and the Webhook mode."""
