@@ -286,7 +286,7 @@ class SummaryProvider:
             cpu_ns=host.cpu_usage_ns(self.proc),
             boot_s=host.boot_time_s(self.proc),
             memory=host.memory(self.proc),
-            interfaces=host.interfaces(self.proc),
+            interfaces=_or_empty(host.interfaces, self.proc),
             default_interface=host.default_interface(self.proc),
             root_fs=host.fs_info(self.root_dir),
             image_fs=host.fs_info(self.image_fs_dir),
@@ -355,6 +355,13 @@ class SummaryProvider:
         seen: set[str],
     ) -> list[JSON]:
         by_id = {c.id: c for c in containers}
+        # A container the runtime reported in a sandbox's stats belongs to that sandbox
+        # even when ListContainers (a moment earlier) did not have it yet.
+        sandbox_of = {
+            cs.attributes.id: s.attributes.id
+            for s in sandbox_stats or ()
+            for cs in s.linux.containers
+        }
         # The newest running container of each name in each sandbox; the kubelet drops
         # terminated ones (removeTerminatedContainers) so usage is not counted twice.
         newest: dict[tuple[str, str], pb.ContainerStats] = {}
@@ -362,7 +369,7 @@ class SummaryProvider:
             c = by_id.get(cs.attributes.id)
             if c is not None and c.state != pb.CONTAINER_RUNNING:
                 continue
-            sandbox_id = c.pod_sandbox_id if c is not None else ""
+            sandbox_id = c.pod_sandbox_id if c is not None else sandbox_of.get(cs.attributes.id, "")
             key = (sandbox_id, cs.attributes.metadata.name)
             prev = newest.get(key)
             created = c.created_at if c is not None else 0
@@ -470,6 +477,14 @@ class SummaryProvider:
             if count is not None:
                 out["process_stats"] = {"process_count": count}
         return out
+
+
+def _or_empty(read: Callable[[str], list[host.Interface]], proc: str) -> list[host.Interface]:
+    """The node's interfaces, or none when ``/proc/net/dev`` cannot be read (no netns)."""
+    try:
+        return read(proc)
+    except OSError:
+        return []
 
 
 def _sum(containers: list[JSON], section: str, fields: Sequence[str], now: int) -> JSON:

@@ -363,3 +363,20 @@ def test_process_count_without_loadavg(tmp_path: Path, loadavg: str) -> None:
     for pid in ("1", "42"):
         (proc / pid).mkdir()
     assert host.process_count(str(proc)) == 2
+
+
+async def test_container_only_in_sandbox_stats_still_counts(tmp_path: Path) -> None:
+    rt = SandboxStatsRuntime()
+    rt.sandboxes = [sandbox("sb1", "web")]
+    rt.containers = []  # ListContainers ran before the container was created
+    rt.pod_stats = [
+        pb.PodSandboxStats(
+            attributes=pb.PodSandboxAttributes(id="sb1"),
+            linux=pb.LinuxPodSandboxStats(containers=[cstats("new", "app", T0, S, 1)]),
+        )
+    ]
+    p, _ = provider(rt, tmp_path, Clock())
+    [pod] = (await p.summary())["pods"]
+    [c] = pod["containers"]
+    assert c["name"] == "app" and "startTime" not in c
+    assert pod["cpu"]["usageCoreNanoSeconds"] == S  # summed: no pod-level cpu given
