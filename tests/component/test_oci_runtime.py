@@ -214,7 +214,12 @@ async def test_exit_code_and_cri_log(env: Env) -> None:
     status = await env.runtime.wait_exit(handle, 10)
     assert status.exit_code == 3 and status.reason == "Error" and not status.oom_killed
     assert abs(status.finished_at - time.time_ns()) < 60 * 10**9
-    assert _read(env.runtime.exit_dir / handle.id) == "3"  # conmon's exit file
+    # conmon's exit file in the exit dir: written just after the bundle's copy that
+    # wait_exit reads, so it may still be on its way
+    exit_file = env.runtime.exit_dir / handle.id
+    await wait_until(
+        lambda: exit_file.exists() and _read(exit_file) == "3", message="the exit dir's file"
+    )
     lines = _log_lines(handle)
     assert [(ln.stream, ln.partial, ln.message) for ln in lines] == [
         ("stdout", False, "hello"),
