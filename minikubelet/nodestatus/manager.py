@@ -267,8 +267,9 @@ class NodeStatusManager:
             except ApiException as exc:
                 self._failed("updating node status", exc)
                 if exc.status == 404:
-                    log.warning("node %s is gone from the API server: registering again",
-                                self.node_name)
+                    log.warning(
+                        "node %s is gone from the API server: registering again", self.node_name
+                    )
                     self.registered.clear()
                     continue
             except Exception as exc:
@@ -382,8 +383,19 @@ class NodeStatusManager:
         status and write it if it changed or is due; whether it was written. An
         :class:`ApiException` (404: the Node is gone) goes to the caller."""
         self._node = self.kube.to_dict(await self.kube.core.read_node(self.node_name))
-        status = await self._compute_status(self._sent.get("conditions") or [])
-        changed = setters.without_heartbeats(status) != setters.without_heartbeats(self._sent)
+        in_api = _conditions_of(self._node)
+        ours = {c.get("type"): c.get("status") for c in self._sent.get("conditions") or ()}
+        # someone else wrote a condition (the node lifecycle controller sets Ready Unknown
+        # when the Lease went stale, say while the API server was away): the API's
+        # conditions are the previous ones then, as the kubelet compares with the Node it read
+        drifted = any(
+            c.get("status") != ours.get(c.get("type")) for c in in_api if c.get("type") in ours
+        )
+        previous = in_api if drifted else self._sent.get("conditions") or []
+        status = await self._compute_status(previous)
+        changed = drifted or (
+            setters.without_heartbeats(status) != setters.without_heartbeats(self._sent)
+        )
         due = (
             self._last_report is None
             or self.clock.monotonic() - self._last_report >= self.report_frequency

@@ -267,6 +267,24 @@ async def test_a_change_is_patched_at_once(
 
 
 @pytest.mark.usefixtures("running")
+async def test_a_condition_someone_else_wrote_is_put_right_at_once(
+    manager: NodeStatusManager, api: FakeAPI, clock: ManualClock
+) -> None:
+    """The node lifecycle controller marks Ready Unknown when the Lease went stale (say, the
+    API server was away): the kubelet compares with the Node it reads, not with what it
+    sent last, so it writes Ready again at the next tick instead of 5 minutes later."""
+    await clock.advance(30)
+    before = _patches(api)
+    [stored] = [c for c in api.nodes["node-1"]["status"]["conditions"] if c["type"] == "Ready"]
+    assert stored["status"] == "True"
+    stored.update(status="Unknown", reason="NodeStatusUnknown")  # as the controller writes it
+    await clock.advance(10)
+    assert _patches(api) == before + 1
+    ready = setters.condition(api.nodes["node-1"], "Ready")
+    assert ready is not None and (ready["status"], ready["reason"]) == ("True", "KubeletReady")
+
+
+@pytest.mark.usefixtures("running")
 async def test_a_deleted_node_is_registered_again(
     manager: NodeStatusManager, api: FakeAPI, clock: ManualClock
 ) -> None:
@@ -368,8 +386,13 @@ async def test_lease_conflict_rereads_and_retries(
     # Someone else wrote it: our resourceVersion is stale.
     api.leases["node-1"]["metadata"]["resourceVersion"] = "999"
     await lease.sync()
-    assert api.calls == ["read_lease", "create_lease", "replace_lease", "read_lease",
-                         "replace_lease"]
+    assert api.calls == [
+        "read_lease",
+        "create_lease",
+        "replace_lease",
+        "read_lease",
+        "replace_lease",
+    ]
     assert lease.renewals == 2
 
 
