@@ -23,7 +23,7 @@ Paths are checked as the atomic writer checks them: relative, no ``..`` componen
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 from minikubelet.api.pod import Pod
@@ -108,27 +108,19 @@ async def config_map_payload(
 ) -> Payload:
     """The files of a ``configMap`` volume (or a projected volume's configMap source)."""
     name = _name(source, "configMap")
-    optional = source.get("optional") is True
-    mode = _mode(
-        source.get("defaultMode") if default_mode is None else default_mode,
-        DEFAULT_MODE,
-        f"configMap {name}",
-    )
-    try:
+
+    async def fetch() -> dict[str, bytes]:
         found = await objects.config_map(pod.namespace, name, max_age=max_age)
         values: dict[str, bytes] = {k: v.encode() for k, v in found.data.items()}
         values.update(found.binary_data)
-    except ObjectError as err:
-        if not (err.not_found and optional):
-            raise ProjectionError(err.message) from None
-        values = {}
-    return items_payload(
-        values,
-        source.get("items"),
-        mode,
-        optional=optional,
-        missing_key="configmap references non-existent config key",
+        return values
+
+    return await _object_payload(
+        source,
+        fetch,
+        default_mode,
         what=f"configMap {name}",
+        missing_key="configmap references non-existent config key",
     )
 
 
@@ -144,25 +136,41 @@ async def secret_payload(
     name = source.get("secretName", source.get("name"))
     if not isinstance(name, str) or not name:
         raise ProjectionError("secret: a secretName is required")
+
+    async def fetch() -> dict[str, bytes]:
+        return dict((await objects.secret(pod.namespace, name, max_age=max_age)).data)
+
+    return await _object_payload(
+        source,
+        fetch,
+        default_mode,
+        what=f"secret {name}",
+        missing_key="references non-existent secret key",
+    )
+
+
+async def _object_payload(
+    source: Mapping[str, Any],
+    fetch: Callable[[], Awaitable[dict[str, bytes]]],
+    default_mode: int | None,
+    *,
+    what: str,
+    missing_key: str,
+) -> Payload:
+    """A ConfigMap's or Secret's files: its mode, its values (none when it is missing and
+    optional), its items."""
     optional = source.get("optional") is True
     mode = _mode(
-        source.get("defaultMode") if default_mode is None else default_mode,
-        DEFAULT_MODE,
-        f"secret {name}",
+        source.get("defaultMode") if default_mode is None else default_mode, DEFAULT_MODE, what
     )
     try:
-        values = dict((await objects.secret(pod.namespace, name, max_age=max_age)).data)
+        values = await fetch()
     except ObjectError as err:
         if not (err.not_found and optional):
             raise ProjectionError(err.message) from None
         values = {}
     return items_payload(
-        values,
-        source.get("items"),
-        mode,
-        optional=optional,
-        missing_key="references non-existent secret key",
-        what=f"secret {name}",
+        values, source.get("items"), mode, optional=optional, missing_key=missing_key, what=what
     )
 
 
