@@ -193,6 +193,8 @@ async def node_process(
             name,
             "--kubeconfig",
             str(cp.node_kubeconfig(name)),
+            "--port",
+            "0",
             "--manifests",
             str(work / "no-manifests"),
         ],

@@ -106,6 +106,33 @@ class KubeletNodeView:
             out.append(item)
         return out
 
+    def running_pods(self) -> list[dict[str, Any]]:
+        """The pods the runtime holds, as the last relist saw them: v1 Pods with their
+        identity and their containers' names (the kubelet's ``/runningpods/``)."""
+        out = []
+        for uid, pod in self._pleg.pods.items():
+            live = [c for c in pod.containers if c.state is ContainerState.RUNNING]
+            if not live and not any(s.state is ContainerState.RUNNING for s in pod.sandboxes):
+                continue
+            out.append(
+                {
+                    "metadata": {
+                        "name": pod.name,
+                        "namespace": pod.namespace,
+                        "uid": str(uid),
+                        "creationTimestamp": None,
+                    },
+                    "spec": {"containers": [{"name": c.name, "resources": {}} for c in live]},
+                    "status": {},
+                }
+            )
+        return out
+
+    def health(self) -> list[tuple[str, str | None]]:
+        """``/healthz``'s checks: the PLEG relists in time."""
+        pleg = None if self._pleg.healthy() else "PLEG is not healthy: the last relist is too old"
+        return [("ping", None), ("pleg", pleg)]
+
     def rejected(self) -> list[dict[str, Any]]:
         return [*self._pods.rejected(), *self._source_errors()]
 

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,7 @@ from minikubelet.podmanager import AdmitHandler, PodManager
 from minikubelet.podworkers import PodWorkers
 from minikubelet.prober.manager import ProbeManager
 from minikubelet.server.api import LocalAPI
+from minikubelet.server.kubeletapi.server import ServingOptions, make_server
 from minikubelet.status.apisync import StatusSync
 from minikubelet.status.manager import StatusManager
 
@@ -69,11 +71,13 @@ def build_kubelet(
     clock: Clock | None = None,
     trace: TraceRecorder | None = None,
     kube: KubeClient | None = None,
+    serving: ServingOptions | None = None,
 ) -> Kubelet:
     """Make and wire every part of the kubelet; nothing runs until :meth:`Kubelet.run`.
 
     With ``kube`` (API server mode) the node also takes its pods from the API server and
-    keeps its Node, Lease, pod statuses, mirror pods and events there.
+    keeps its Node, Lease, pod statuses, mirror pods and events there. With ``serving``
+    it serves the kubelet's HTTPS API (port 10250) as well.
     """
     clock = clock or RealClock()
     recorder = EventRecorder(node_name=config.node_name, clock=clock)
@@ -194,22 +198,36 @@ def build_kubelet(
 
         api_server_status = node_api_status
 
+    view = KubeletNodeView(
+        NodeInfo(config.node_name, config.manifests),
+        pods=pods,
+        statuses=statuses,
+        recorder=recorder,
+        runtime=runtime,
+        pleg=pleg,
+        logs=setup,
+        workers=workers,
+        clock=clock,
+        source_errors=source_errors,
+        trace=trace,
+        api_server=api_server_status,
+    )
     if config.serve_api:
-        view = KubeletNodeView(
-            NodeInfo(config.node_name, config.manifests),
-            pods=pods,
-            statuses=statuses,
-            recorder=recorder,
-            runtime=runtime,
-            pleg=pleg,
-            logs=setup,
-            workers=workers,
-            clock=clock,
-            source_errors=source_errors,
-            trace=trace,
-            api_server=api_server_status,
-        )
         servers.append(("local-api", LocalAPI(view, config.api_socket)))
+    if serving is not None:
+        why_not = serving.serves(kube is not None)
+        if why_not is None:
+            kubelet_server = make_server(
+                view,
+                serving,
+                root_dir=config.root_dir,
+                node_ips=[config.node_ip] if config.node_ip else [],
+                api=kube.api if kube is not None else None,
+                configz=partial(configz, config, serving, kube is not None),
+            )
+            servers.append(("kubelet-api", kubelet_server))
+        else:
+            log.info("the kubelet API (port %d) is not served: %s", serving.port, why_not)
     if kube is not None:
         admission.node = node_status  # admission reads the Node as its manager has it
         # the recorder's events, written to the API server as core/v1 Events
@@ -266,6 +284,39 @@ def build_kubelet(
     return kubelet
 
 
+def configz(config: KubeletConfig, serving: ServingOptions, has_api: bool) -> dict[str, Any]:
+    """``/configz``: the node's settings in the KubeletConfiguration's names."""
+    return {
+        "kind": "KubeletConfiguration",
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "staticPodPath": str(config.manifests) if config.manifests else "",
+        "staticPodURL": config.manifest_url or "",
+        "rootDirectory": str(config.root_dir),
+        "address": serving.address,
+        "port": serving.port,
+        "tlsCertFile": str(serving.tls_cert_file or ""),
+        "authentication": {
+            "x509": {"clientCAFile": str(serving.client_ca_file or "")},
+            "webhook": {"enabled": serving.token_webhook(has_api), "cacheTTL": "2m0s"},
+            "anonymous": {"enabled": serving.anonymous_auth},
+        },
+        "authorization": {
+            "mode": serving.authorizer(has_api),
+            "webhook": {"cacheAuthorizedTTL": "5m0s", "cacheUnauthorizedTTL": "30s"},
+        },
+        "syncFrequency": f"{config.resync:g}s",
+        "fileCheckFrequency": f"{config.file_check_period:g}s",
+        "streamingConnectionIdleTimeout": f"{serving.streaming_idle_timeout:g}s",
+        "maxPods": config.max_pods,
+        "podLogsDir": str(config.pod_log_root),
+        "containerLogMaxSize": str(config.container_log_max_size),
+        "containerLogMaxFiles": config.container_log_max_files,
+        "shutdownGracePeriod": f"{config.shutdown_grace_period:g}s",
+        "nodeLabels": dict(config.node_labels or {}),
+        "registerWithTaints": list(config.register_with_taints or []),
+    }
+
+
 async def run_node(
     *,
     runtime: str,
@@ -278,6 +329,7 @@ async def run_node(
     tuning: dict[str, float],
     runtime_args: Sequence[str] = (),
     api: dict[str, Any] | None = None,
+    serving: ServingOptions | None = None,
 ) -> int:
     root = root_dir or default_root_dir()
     await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True, mode=0o700)
@@ -290,6 +342,8 @@ async def run_node(
     )
     for key, value in {**tuning, **(api or {})}.items():
         setattr(config, key, value)
+    if serving is not None:
+        config.kubelet_port = serving.port  # the Node's daemonEndpoints say where it listens
     recorder = TraceRecorder()
     async with contextlib.AsyncExitStack() as stack:
         started = await stack.enter_async_context(
@@ -302,13 +356,17 @@ async def run_node(
         if config.kubeconfig is not None:
             kube = await KubeClient.from_kubeconfig(config.kubeconfig, trace=recorder)
             stack.push_async_callback(kube.close)
-        kubelet = build_kubelet(config, RuntimeHandlers(cri), trace=recorder, kube=kube)
+        kubelet = build_kubelet(
+            config, RuntimeHandlers(cri), trace=recorder, kube=kube, serving=serving
+        )
+        served = serving is not None and serving.serves(kube is not None) is None
         runtime_name = cri.version_info.runtime_name if cri.version_info else "?"
         print(
             f"minikubelet: node {config.node_name} on {runtime_name} ({started.endpoint}); "
             f"manifests {manifests or '-'}; "
             + (f"API server {kube.server}; " if kube is not None else "")
-            + f"API unix://{config.api_socket}",
+            + f"API unix://{config.api_socket}"
+            + (f", https://{serving.address}:{serving.port}" if served and serving else ""),
             flush=True,
         )
         try:
@@ -359,6 +417,7 @@ def command(args: argparse.Namespace) -> int:
     }
     try:
         api = api_settings(args)
+        serving = serving_options(args)
     except ValueError as exc:
         print(f"minikubelet run: {exc}", file=sys.stderr)
         return 2
@@ -375,6 +434,7 @@ def command(args: argparse.Namespace) -> int:
             tuning=tuning,
             runtime_args=args.runtime_arg or (),
             api=api,
+            serving=serving,
         ),
         (OSError, RuntimeError, ValueError),
     )
@@ -415,6 +475,88 @@ def api_settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.register_with_taints:
         settings["register_with_taints"] = parse_taints(args.register_with_taints)
     return settings
+
+
+def _bool_flag(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
+def serving_options(args: argparse.Namespace) -> ServingOptions:
+    """The kubelet API's settings from the flags."""
+    if not 0 <= args.port < 65536:
+        raise ValueError(f"--port {args.port} is not a port (0 turns the kubelet API off)")
+    if args.authorization_mode not in (None, "Webhook", "AlwaysAllow"):
+        raise ValueError(
+            f"--authorization-mode {args.authorization_mode!r}: Webhook or AlwaysAllow"
+        )
+    if args.authorization_mode == "Webhook" and not args.kubeconfig:
+        raise ValueError("--authorization-mode Webhook needs --kubeconfig (the API server)")
+    if args.authentication_token_webhook and not args.kubeconfig:
+        raise ValueError("--authentication-token-webhook needs --kubeconfig (the API server)")
+    if bool(args.tls_cert_file) != bool(args.tls_private_key_file):
+        raise ValueError("--tls-cert-file and --tls-private-key-file go together")
+    return ServingOptions(
+        address=args.address,
+        port=args.port,
+        tls_cert_file=Path(args.tls_cert_file) if args.tls_cert_file else None,
+        tls_private_key_file=Path(args.tls_private_key_file) if args.tls_private_key_file else None,
+        client_ca_file=Path(args.client_ca_file) if args.client_ca_file else None,
+        anonymous_auth=args.anonymous_auth,
+        authentication_token_webhook=args.authentication_token_webhook,
+        authorization_mode=args.authorization_mode,
+        streaming_idle_timeout=args.streaming_connection_idle_timeout,
+    )
+
+
+def add_serving_flags(run: argparse.ArgumentParser) -> None:
+    """The kubelet API's flags, as the kubelet names them."""
+    group = run.add_argument_group("kubelet API (HTTPS, what the API server calls)")
+    group.add_argument("--address", default="0.0.0.0", help="address to serve on (0.0.0.0)")
+    group.add_argument(
+        "--port", type=int, default=10250, help="port to serve on (10250; 0 turns it off)"
+    )
+    group.add_argument("--tls-cert-file", metavar="FILE", help="serving certificate (PEM)")
+    group.add_argument(
+        "--tls-private-key-file",
+        metavar="FILE",
+        help="its key; without both, a self-signed pair is made under the root dir",
+    )
+    group.add_argument(
+        "--client-ca-file",
+        metavar="FILE",
+        help="client certificates signed by this CA are users (CN) in groups (O)",
+    )
+    group.add_argument(
+        "--anonymous-auth",
+        type=_bool_flag,
+        default=False,
+        metavar="BOOL",
+        help="let unauthenticated requests in as system:anonymous (default false)",
+    )
+    group.add_argument(
+        "--authentication-token-webhook",
+        type=_bool_flag,
+        default=None,
+        metavar="BOOL",
+        help="check bearer tokens with TokenReview (default: true with --kubeconfig)",
+    )
+    group.add_argument(
+        "--authorization-mode",
+        metavar="MODE",
+        help="Webhook (SubjectAccessReview; the default with --kubeconfig) or AlwaysAllow",
+    )
+    group.add_argument(
+        "--streaming-connection-idle-timeout",
+        type=float,
+        default=4 * 3600.0,
+        metavar="S",
+        help="close an exec/attach/port-forward stream idle this long (default 4h)",
+    )
 
 
 def add_parser(sub: Subcommands) -> None:
@@ -506,4 +648,5 @@ def add_parser(sub: Subcommands) -> None:
         metavar="S",
         help="how often log sizes are checked (default 10)",
     )
+    add_serving_flags(run)
     run.set_defaults(func=command)

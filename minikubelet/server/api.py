@@ -100,7 +100,7 @@ def _redirect(url: str) -> web.Response:
     return web.json_response({"url": url}, status=302, headers={"Location": url}, dumps=_dumps)
 
 
-def _bool(request: web.Request, name: str) -> bool:
+def query_bool(request: web.Request, name: str) -> bool:
     value = request.query.get(name, "false").lower()
     if value in ("", "true", "1", "yes"):
         return True
@@ -109,7 +109,7 @@ def _bool(request: web.Request, name: str) -> bool:
     raise errors.InvalidArgument(f"{name} must be true or false, not {value!r}")
 
 
-def _int(request: web.Request, name: str) -> int | None:
+def query_int(request: web.Request, name: str) -> int | None:
     value = request.query.get(name)
     if value is None or value == "":
         return None
@@ -119,7 +119,7 @@ def _int(request: web.Request, name: str) -> int | None:
         raise errors.InvalidArgument(f"{name} must be an integer, not {value!r}") from None
 
 
-def _log_options(request: web.Request) -> LogOptions:
+def log_options(request: web.Request) -> LogOptions:
     since_time: datetime | None = None
     if raw := request.query.get("sinceTime"):
         try:
@@ -132,12 +132,12 @@ def _log_options(request: web.Request) -> LogOptions:
     if stream not in _STREAMS:
         raise errors.InvalidArgument(f"stream must be All, Stdout or Stderr, not {stream!r}")
     return LogOptions(
-        follow=_bool(request, "follow"),
-        tail_lines=_int(request, "tailLines"),
-        timestamps=_bool(request, "timestamps"),
-        since_seconds=_int(request, "sinceSeconds"),
+        follow=query_bool(request, "follow"),
+        tail_lines=query_int(request, "tailLines"),
+        timestamps=query_bool(request, "timestamps"),
+        since_seconds=query_int(request, "sinceSeconds"),
         since_time=since_time,
-        limit_bytes=_int(request, "limitBytes"),
+        limit_bytes=query_int(request, "limitBytes"),
         streams=_STREAMS[stream],
     )
 
@@ -255,7 +255,7 @@ class LocalAPI:
         if recorder is None:
             raise errors.NotFound("this kubelet records no CRI trace")
         pod = request.query.get("pod") or None
-        follow = _bool(request, "follow")
+        follow = query_bool(request, "follow")
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         response.enable_chunked_encoding()
         await response.prepare(request)
@@ -281,64 +281,7 @@ class LocalAPI:
         return web.json_response(self.view.status(), dumps=_dumps)
 
     async def _container_logs(self, request: web.Request) -> web.StreamResponse:
-        namespace = request.match_info["namespace"]
-        pod = request.match_info["pod"]
-        container = request.match_info["container"]
-        options = _log_options(request)
-        previous = _bool(request, "previous")
-        path = self.view.container_log_path(namespace, pod, container, previous)
-        if not await asyncio.to_thread(path.is_file):
-            which = "previous " if previous else ""
-            raise errors.NotFound(
-                f'the {which}log of container "{container}" in pod "{namespace}/{pod}" '
-                f"does not exist (yet)"
-            )
-        still_running = (
-            _never_running if previous else self._running_check(namespace, pod, container)
-        )
-        response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
-        response.enable_chunked_encoding()
-        await response.prepare(request)
-        chunks = read_logs(path, options, still_running)
-        try:
-            async with contextlib.aclosing(chunks):
-                async for chunk in chunks:
-                    await response.write(chunk)
-        except ConnectionResetError:
-            log.debug("log reader of %s/%s/%s went away", namespace, pod, container)
-            return response
-        except (OSError, errors.MinikubeletError) as exc:
-            # The status line is sent already: end the stream and say why in the log.
-            log.warning("reading the log of %s/%s/%s failed: %s", namespace, pod, container, exc)
-        except Exception:
-            log.exception("reading the log of %s/%s/%s failed", namespace, pod, container)
-        with contextlib.suppress(ConnectionResetError):  # the reader may be gone meanwhile
-            await response.write_eof()
-        return response
-
-    def _running_check(
-        self, namespace: str, pod: str, container: str
-    ) -> Callable[[], Awaitable[bool]]:
-        """Whether the container instance running now (if any) still runs, and we serve."""
-        first = self._find_status(namespace, pod, container)
-        container_id = (first or {}).get("containerID")
-
-        async def still_running() -> bool:
-            if self._closing.is_set():
-                return False
-            status = self._find_status(namespace, pod, container)
-            if status is None or status.get("containerID") != container_id:
-                return False
-            return "running" in (status.get("state") or {})
-
-        return still_running
-
-    def _find_status(self, namespace: str, pod: str, container: str) -> dict[str, Any] | None:
-        for item in self.view.pods():
-            meta = item.get("metadata") or {}
-            if meta.get("namespace", "default") == namespace and meta.get("name") == pod:
-                return _container_status(item, container)
-        return None
+        return await stream_container_logs(request, self.view, self._closing.is_set)
 
     async def _exec(self, request: web.Request) -> web.Response:
         namespace = request.match_info["namespace"]
@@ -373,10 +316,10 @@ class LocalAPI:
             request.match_info["pod"],
             request.match_info["container"],
             list(command),
-            tty=_bool(request, "tty"),
-            stdin=_bool(request, "stdin"),
-            stdout=_bool(request, "stdout"),
-            stderr=_bool(request, "stderr"),
+            tty=query_bool(request, "tty"),
+            stdin=query_bool(request, "stdin"),
+            stdout=query_bool(request, "stdout"),
+            stderr=query_bool(request, "stderr"),
         )
         return _redirect(url)
 
@@ -401,7 +344,7 @@ class LocalAPI:
     async def _delete_pod(self, request: web.Request) -> web.Response:
         namespace = request.match_info["namespace"]
         pod = request.match_info["pod"]
-        grace = _int(request, "gracePeriodSeconds")
+        grace = query_int(request, "gracePeriodSeconds")
         if grace is not None and grace < 0:
             raise errors.InvalidArgument(f"gracePeriodSeconds must be 0 or more, not {grace}")
         await self.view.delete_pod(namespace, pod, grace)
@@ -432,3 +375,76 @@ async def _answers(path: Path) -> bool:
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return True
+
+
+async def stream_container_logs(
+    request: web.Request, view: NodeView, closing: Callable[[], bool]
+) -> web.StreamResponse:
+    """``/containerLogs/{namespace}/{pod}/{container}``: the container's log with the
+    kubelet's query parameters; a followed log ends when the container does, when the
+    server closes (``closing``) or when the reader goes away."""
+    namespace = request.match_info["namespace"]
+    pod = request.match_info["pod"]
+    container = request.match_info["container"]
+    options = log_options(request)
+    previous = query_bool(request, "previous")
+    path = view.container_log_path(namespace, pod, container, previous)
+    if not await asyncio.to_thread(path.is_file):
+        which = "previous " if previous else ""
+        raise errors.NotFound(
+            f'the {which}log of container "{container}" in pod "{namespace}/{pod}" '
+            f"does not exist (yet)"
+        )
+    transport = request.transport
+
+    def stop() -> bool:
+        return closing() or transport is None or transport.is_closing()
+
+    still_running = (
+        _never_running if previous else _running_check(view, namespace, pod, container, stop)
+    )
+    response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    chunks = read_logs(path, options, still_running)
+    try:
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                await response.write(chunk)
+    except ConnectionResetError:
+        log.debug("log reader of %s/%s/%s went away", namespace, pod, container)
+        return response
+    except (OSError, errors.MinikubeletError) as exc:
+        # The status line is sent already: end the stream and say why in the log.
+        log.warning("reading the log of %s/%s/%s failed: %s", namespace, pod, container, exc)
+    except Exception:
+        log.exception("reading the log of %s/%s/%s failed", namespace, pod, container)
+    with contextlib.suppress(ConnectionResetError):  # the reader may be gone meanwhile
+        await response.write_eof()
+    return response
+
+
+def _running_check(
+    view: NodeView, namespace: str, pod: str, container: str, stop: Callable[[], bool]
+) -> Callable[[], Awaitable[bool]]:
+    """Whether the container instance running now (if any) still runs, and we serve."""
+    first = _find_status(view, namespace, pod, container)
+    container_id = (first or {}).get("containerID")
+
+    async def still_running() -> bool:
+        if stop():
+            return False
+        status = _find_status(view, namespace, pod, container)
+        if status is None or status.get("containerID") != container_id:
+            return False
+        return "running" in (status.get("state") or {})
+
+    return still_running
+
+
+def _find_status(view: NodeView, namespace: str, pod: str, container: str) -> dict[str, Any] | None:
+    for item in view.pods():
+        meta = item.get("metadata") or {}
+        if meta.get("namespace", "default") == namespace and meta.get("name") == pod:
+            return _container_status(item, container)
+    return None

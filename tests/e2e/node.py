@@ -76,6 +76,8 @@ class Node:
                 self.runtime,
                 "--node-name",
                 self.node_name,
+                # the kubelet API's port only where a test asks for one
+                *(() if "--port" in self.extra_args else ("--port", "0")),
                 *self.extra_args,
             ],
             stdout=log,
