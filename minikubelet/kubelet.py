@@ -113,6 +113,12 @@ class Server(Protocol):
     async def run(self) -> None: ...
 
 
+class PodStartMetrics(Protocol):
+    def observe_pod_start(self, seconds: float) -> None:
+        """A pod is Running, ``seconds`` after the kubelet first saw it."""
+        ...
+
+
 class Kubelet:
     """The node agent. Constructing it has no side effects; :meth:`run` starts everything."""
 
@@ -135,6 +141,7 @@ class Kubelet:
         pod_config: PodConfig | None = None,
         sources: Sequence[tuple[str, PodSource]] = (),
         servers: Sequence[tuple[str, Server]] = (),
+        metrics: PodStartMetrics | None = None,
     ) -> None:
         self.config = config
         self.node_name = config.node_name
@@ -153,6 +160,7 @@ class Kubelet:
         self.pod_config = pod_config or PodConfig()
         self.sources = tuple(sources)
         self.servers = tuple(servers)
+        self.metrics = metrics
         self._waiting: dict[PodUID, dict[str, tuple[str, str]]] = {}
         #: Called with each pod whose run is over and cleaned up (its containers are gone).
         self.terminated_hooks: list[Callable[[Pod], None]] = []
@@ -282,12 +290,25 @@ class Kubelet:
             status = await self.runtime.get_pod_status(pod.uid, pod.name, pod.namespace, pod=pod)
             self._observe(pod, status)
             api_status = self._generate(pod, status)
+        if self.metrics is not None:
+            self._observe_start(self.metrics, pod, api_status)
         self.status_manager.set_pod_status(pod.uid, api_status)
         retry_at = result.retry_at
         if retry_at is None and (result.errors or result.waiting):
             # as the kubelet's pod workers: a sync that failed is tried again after ~10 s
             retry_at = self.clock.now() + SYNC_ERROR_RETRY
         return False, retry_at
+
+    def _observe_start(
+        self, metrics: PodStartMetrics, pod: Pod, api_status: dict[str, Any]
+    ) -> None:
+        """Pending (or no status yet) -> Running: the pod's start duration, as the kubelet's
+        SyncPod observes it (from the time the pod was first seen)."""
+        if api_status.get("phase") != "Running":
+            return
+        previous = self.status_manager.get(pod.uid)
+        if previous is None or previous.get("phase") in (None, "", "Pending"):
+            metrics.observe_pod_start(self.clock.now() - self.pods.first_seen(pod.uid))
 
     async def sync_terminating_pod(self, pod: Pod, grace_period: int | None) -> None:
         """Stop the pod's containers and sandboxes; raises when something could not be

@@ -5,14 +5,21 @@ and containers (one ListPodSandbox, one ListContainers), compares each
 container's state with the previous relist and emits ContainerStarted,
 ContainerDied, ContainerRemoved or ContainerChanged for the pod it belongs to.
 Sandboxes count as containers, as they do in the kubelet.
+
+An optional :class:`PLEGMetrics` (``GenericPLEG(..., metrics=...)``) is told each
+relist's duration and the interval since the previous one, and the pods the relist
+found (for the running pod and container gauges), as the kubelet's PLEG feeds its
+``kubelet_pleg_relist_*`` and ``kubelet_running_*`` metrics. Without one nothing is
+measured.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 from minikubelet.clock import Clock, RealClock
 from minikubelet.container.status import ContainerState
@@ -84,6 +91,22 @@ def diff(old: dict[PodUID, RuntimePod], new: dict[PodUID, RuntimePod]) -> list[P
     return events
 
 
+class PLEGMetrics(Protocol):
+    """What the PLEG reports of each relist (seconds by the PLEG's monotonic clock)."""
+
+    def observe_pleg_relist_interval(self, seconds: float) -> None:
+        """Since the start of the previous successful relist, at the start of a relist."""
+        ...
+
+    def observe_pleg_relist_duration(self, seconds: float) -> None:
+        """How long a relist took, failed ones included."""
+        ...
+
+    def observe_runtime_pods(self, pods: Mapping[PodUID, RuntimePod]) -> None:
+        """The pods a successful relist found."""
+        ...
+
+
 class GenericPLEG:
     def __init__(
         self,
@@ -91,9 +114,12 @@ class GenericPLEG:
         *,
         period: float = DEFAULT_RELIST_PERIOD,
         clock: Clock | None = None,
+        metrics: PLEGMetrics | None = None,
     ) -> None:
         self._list_pods = list_pods
         self._clock: Clock = clock or RealClock()
+        self.metrics = metrics
+        self._relist_started: float | None = None  # of the last successful relist
         self.period = period
         self.pods: dict[PodUID, RuntimePod] = {}
         self.last_relist: float | None = None
@@ -105,12 +131,28 @@ class GenericPLEG:
         return self._clock.monotonic() - self.last_relist < RELIST_THRESHOLD
 
     async def relist(self) -> list[PodLifecycleEvent]:
-        current = await self._list_pods()
+        metrics = self.metrics
+        if metrics is None:
+            current = await self._list_pods()
+        else:
+            current = await self._measured_list(metrics)
         events = diff(self.pods, current)
         self.pods = current
         self.last_relist = self._clock.monotonic()
         self.relists += 1
         return events
+
+    async def _measured_list(self, metrics: PLEGMetrics) -> dict[PodUID, RuntimePod]:
+        started = self._clock.monotonic()
+        if self._relist_started is not None:
+            metrics.observe_pleg_relist_interval(started - self._relist_started)
+        try:
+            current = await self._list_pods()
+        finally:
+            metrics.observe_pleg_relist_duration(self._clock.monotonic() - started)
+        self._relist_started = started
+        metrics.observe_runtime_pods(current)
+        return current
 
     async def run(self, emit: Callable[[PodLifecycleEvent], None]) -> None:
         """Relist every ``period`` seconds until cancelled, handing each event to ``emit``."""

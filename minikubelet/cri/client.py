@@ -287,6 +287,15 @@ class CRIClient:
         resp = await self._runtime_call("PodSandboxStats", req, pb.PodSandboxStatsResponse)
         return resp.stats
 
+    async def list_pod_sandbox_stats(
+        self, filter: pb.PodSandboxStatsFilter | None = None
+    ) -> Sequence[pb.PodSandboxStats]:
+        """Stats of the ready sandboxes (``filter`` by id or labels), each with its
+        containers' stats (CRI ListPodSandboxStats)."""
+        req = pb.ListPodSandboxStatsRequest(filter=filter)
+        resp = await self._runtime_call("ListPodSandboxStats", req, pb.ListPodSandboxStatsResponse)
+        return resp.stats
+
     async def update_runtime_config(self, pod_cidr: str) -> None:
         req = pb.UpdateRuntimeConfigRequest(
             runtime_config=pb.RuntimeConfig(network_config=pb.NetworkConfig(pod_cidr=pod_cidr))

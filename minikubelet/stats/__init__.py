@@ -5,5 +5,6 @@ for ``/metrics/resource`` and ``/metrics``.
 ``stats.k8s.io/v1alpha1`` ``Summary`` from CRI stats and the host's ``/proc``;
 :mod:`minikubelet.stats.metrics` writes Prometheus text: the resource series
 metrics-server scrapes, and a registry of the kubelet's own families fed from the
-CRI trace.
+CRI trace and the core; :class:`~minikubelet.stats.service.NodeStats` answers the
+kubelet API's three stats endpoints with them.
 """

@@ -6,7 +6,10 @@
 - :class:`Registry` holds the kubelet's own families (:class:`Counter`,
   :class:`Gauge`, :class:`Histogram`); :class:`KubeletMetrics` makes one with the
   kubelet's names, and :class:`TraceMetrics` keeps its runtime-operation and
-  API-client families up to date from the CRI trace's records.
+  API-client families up to date from the CRI trace's records. The core feeds the
+  rest through :class:`KubeletMetrics`' ``observe_*`` methods: it is the PLEG's
+  ``metrics`` (:class:`minikubelet.pleg.PLEGMetrics`: relist duration and interval,
+  running pods and containers) and the kubelet's (pod start duration).
 """
 
 from __future__ import annotations
@@ -16,9 +19,14 @@ import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from minikubelet.container.status import ContainerState
 from minikubelet.cri.trace import API_SERVICE, CallRecord
+
+if TYPE_CHECKING:
+    from minikubelet.kuberuntime.manager import RuntimePod
+    from minikubelet.types import PodUID
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -341,6 +349,32 @@ class KubeletMetrics:
 
     def render(self) -> str:
         return self.registry.render()
+
+    # -- what the core observes (PLEGMetrics, the kubelet's PodStartMetrics) -------------
+
+    def observe_pleg_relist_interval(self, seconds: float) -> None:
+        self.pleg_relist_interval.observe(seconds)
+
+    def observe_pleg_relist_duration(self, seconds: float) -> None:
+        self.pleg_relist_duration.observe(seconds)
+
+    def observe_runtime_pods(self, pods: Mapping[PodUID, RuntimePod]) -> None:
+        """The running-pod and running-container gauges from one relist, as the kubelet's
+        PLEG sets them: a pod runs when one of its sandboxes is ready; containers (not
+        sandboxes) count by state. A state no container is in any more reads 0."""
+        counts = {state: 0 for state in ContainerState}
+        running_pods = 0
+        for pod in pods.values():
+            for container in pod.containers:
+                counts[container.state] += 1
+            if any(s.state is ContainerState.RUNNING for s in pod.sandboxes):
+                running_pods += 1
+        for state, count in counts.items():
+            self.running_containers.set(count, container_state=state.value.lower())
+        self.running_pods.set(running_pods)
+
+    def observe_pod_start(self, seconds: float) -> None:
+        self.pod_start_duration.observe(seconds)
 
 
 def operation_type(method: str) -> str:

@@ -1,21 +1,23 @@
 """The Summary and /metrics/resource over the simulated runtime, through the real CRI client.
 
 The fake runtime reports cumulative cpu time and a working set for running
-containers (ListContainerStats); the client has no ListPodSandboxStats, so this is
-the ListContainerStats path the kubelet takes without pod-level CRI stats.
+containers (ListContainerStats). The provider here sees the client without its
+ListPodSandboxStats, so this is the ListContainerStats path the kubelet takes with a
+runtime that has no pod-level CRI stats (the other path: tests/component/test_stats_service.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from minikubelet.cri.client import CRIClient
 from minikubelet.cri.trace import TraceRecorder
+from minikubelet.cri.v1 import api_pb2 as pb
 from minikubelet.stats.metrics import KubeletMetrics, TraceMetrics, resource_metrics
 from minikubelet.stats.summary import SummaryProvider
 from runtimes.base.listener import serving
@@ -24,6 +26,28 @@ from runtimes.fake.server import FakeRuntime
 from tests.contract.pods import container_config, sandbox_config
 
 IMAGE = "registry.test/app:1"
+
+
+class WithoutSandboxStats:
+    """The client's listings, without ListPodSandboxStats."""
+
+    def __init__(self, cri: CRIClient) -> None:
+        self.cri = cri
+
+    async def list_pod_sandbox(
+        self, filter: pb.PodSandboxFilter | None = None
+    ) -> Sequence[pb.PodSandbox]:
+        return await self.cri.list_pod_sandbox(filter)
+
+    async def list_containers(
+        self, filter: pb.ContainerFilter | None = None
+    ) -> Sequence[pb.Container]:
+        return await self.cri.list_containers(filter)
+
+    async def list_container_stats(
+        self, filter: pb.ContainerStatsFilter | None = None
+    ) -> Sequence[pb.ContainerStats]:
+        return await self.cri.list_container_stats(filter)
 
 
 @pytest.fixture
@@ -58,7 +82,11 @@ async def test_summary_and_resource_metrics_over_the_fake_runtime(
     await cri.start_container(cid)
 
     provider = SummaryProvider(
-        cri, node_name="node1", root_dir=str(tmp_path), log_root=str(tmp_path), images=cri
+        WithoutSandboxStats(cri),
+        node_name="node1",
+        root_dir=str(tmp_path),
+        log_root=str(tmp_path),
+        images=cri,
     )
     first = await provider.summary()
     await asyncio.sleep(0.2)
