@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from minikubelet.admission import PredicateAdmitHandler, reject_into
 from minikubelet.api.pod import Pod
@@ -58,6 +59,8 @@ from minikubelet.podworkers import PodWorkers
 from minikubelet.prober.manager import ProbeManager
 from minikubelet.server.api import LocalAPI
 from minikubelet.server.kubeletapi.server import ServingOptions, make_server
+from minikubelet.stats.metrics import KubeletMetrics
+from minikubelet.stats.service import build_node_stats
 from minikubelet.status.apisync import StatusSync
 from minikubelet.status.manager import StatusManager
 
@@ -132,7 +135,8 @@ def build_kubelet(
         hooks=setup,
         clock=clock,
     )
-    pleg = GenericPLEG(runtime.list_pods, period=config.relist_period, clock=clock)
+    metrics = KubeletMetrics()  # /metrics: the PLEG, pod starts and every traced call feed it
+    pleg = GenericPLEG(runtime.list_pods, period=config.relist_period, clock=clock, metrics=metrics)
     workers = PodWorkers(resync=config.resync, clock=clock)
     pods = PodManager(
         workers=workers,
@@ -217,12 +221,22 @@ def build_kubelet(
     if serving is not None:
         why_not = serving.serves(kube is not None)
         if why_not is None:
+            node_stats = build_node_stats(
+                runtime=runtimes.default,
+                node_name=config.node_name,
+                root_dir=config.root_dir,
+                log_root=config.pod_log_root,
+                trace=trace,
+                metrics=metrics,
+                api_host=urlsplit(kube.server).netloc if kube is not None else "",
+            )
             kubelet_server = make_server(
                 view,
                 serving,
                 root_dir=config.root_dir,
                 node_ips=[config.node_ip] if config.node_ip else [],
                 api=kube.api if kube is not None else None,
+                stats=node_stats,
                 configz=partial(configz, config, serving, kube is not None),
             )
             servers.append(("kubelet-api", kubelet_server))
@@ -278,6 +292,7 @@ def build_kubelet(
         backoffs=(crash_backoff, image_backoff),
         sources=sources,
         servers=servers,
+        metrics=metrics,
     )
     if status_sync is not None:
         kubelet.terminated_hooks.append(status_sync.pod_terminated)

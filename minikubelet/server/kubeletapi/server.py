@@ -53,6 +53,7 @@ from minikubelet.server.kubeletapi.auth import USER_KEY, build_auth
 from minikubelet.server.kubeletapi.proxy import DEFAULT_IDLE_TIMEOUT, BackendError, proxy_stream
 from minikubelet.server.kubeletapi.tls import ensure_serving_certificate, server_ssl_context
 from minikubelet.server.view import NodeView
+from minikubelet.stats.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -400,16 +401,10 @@ class KubeletServer:
         return web.json_response(summary, dumps=_dumps)
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(
-            text=self._stats().metrics_text(),
-            content_type="text/plain",
-            headers={"X-Content-Type-Options": "nosniff"},
-        )
+        return _prometheus(self._stats().metrics_text())
 
     async def _resource_metrics(self, request: web.Request) -> web.Response:
-        return web.Response(
-            text=await self._stats().resource_metrics_text(), content_type="text/plain"
-        )
+        return _prometheus(await self._stats().resource_metrics_text())
 
     async def _configz(self, request: web.Request) -> web.Response:
         if self.configz is None:
@@ -432,6 +427,13 @@ class KubeletServer:
         if not stat.S_ISREG(info.st_mode):
             raise errors.NotFound(f"no such log: /logs/{relative}")
         return web.FileResponse(target, headers={"Content-Type": "text/plain"})
+
+
+def _prometheus(text: str) -> web.Response:
+    return web.Response(
+        body=text.encode(),
+        headers={"Content-Type": METRICS_CONTENT_TYPE, "X-Content-Type-Options": "nosniff"},
+    )
 
 
 def _inside(root: Path, relative: str) -> Path | None:
