@@ -1,0 +1,1 @@
+"""Joining a cluster: discovery, TLS bootstrap and the node identity it leaves behind."""
