@@ -4,13 +4,21 @@ its own), on the native runtime."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime
+import hashlib
 import json
+import re
+import urllib.request
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.e2e.cluster import api_node, apply, kubectl_json
+from tests.e2e.cluster import api_node, apply, free_port, kubectl_json
 from tests.e2e.conftest import unmount_under
+from tests.e2e.kubectl_bg import Kubectl, Terminal
 from tests.e2e.node import Node
 from tests.harness.controlplane import ControlPlane
 from tests.harness.fixtures import HarnessImages
@@ -28,14 +36,65 @@ metadata:
 spec:
   nodeSelector: {{"{label}": "{node}"}}
   terminationGracePeriodSeconds: 1
+  volumes:
+    - name: state
+      emptyDir: {{}}
   containers:
     - name: logger
       image: busybox:1.36
       command: ["sh", "-c", "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.2; done"]
     - name: web
       image: busybox:1.36
-      command: ["sh", "-c", "mkdir -p /www && echo hello-web > /www/index.html && exec httpd -f -p 8080 -h /www"]
+      command:
+        - sh
+        - -c
+        - >-
+          mkdir -p /www && echo hello-web > /www/index.html
+          && exec httpd -f -p 8080 -h /www
+    - name: reader
+      image: busybox:1.36
+      stdin: true
+      command: ["sh", "-c", "while read l; do echo got $l; done"]
+    - name: crasher
+      image: busybox:1.36
+      volumeMounts: [{{name: state, mountPath: /state}}]
+      command:
+        - sh
+        - -c
+        - >-
+          n=$(($(cat /state/n 2>/dev/null || echo 0) + 1)); echo $n > /state/n;
+          echo run $n; sleep 3; exit 1
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: kapi-once
+  namespace: default
+spec:
+  nodeSelector: {{"{label}": "{node}"}}
+  terminationGracePeriodSeconds: 1
+  restartPolicy: Never
+  containers:
+    - name: once
+      image: busybox:1.36
+      command: ["sh", "-c", "echo begin; while [ ! -e /tmp/stop ]; do sleep 0.1; done; echo end"]
 """
+
+#: A line of ``kubectl logs --timestamps``: RFC3339Nano, a space, the line.
+STAMPED = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d{1,9})?(Z|[+-]\d\d:\d\d) (.*)$")
+
+
+def _stamped(line: str) -> tuple[datetime.datetime, str]:
+    """The time and the text of a ``--timestamps`` line (failing on any other line)."""
+    m = STAMPED.match(line)
+    assert m is not None, f"not an RFC3339Nano timestamp and a line: {line!r}"
+    seconds, fraction, zone, text = m.groups()
+    zone = "+00:00" if zone == "Z" else zone
+    return datetime.datetime.fromisoformat(seconds + (fraction or "")[:7] + zone), text
+
+
+def _statuses(pod: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in pod.get("status", {}).get("containerStatuses", [])}
 
 
 @pytest.fixture(scope="module")
@@ -55,19 +114,29 @@ async def node(
         apply(control_plane, POD.format(label=LABEL, node=NODE))
 
         def running() -> bool:
-            pod = kubectl_json(control_plane, "get", "pod", "kapi")
-            return pod.get("status", {}).get("phase") == "Running" and all(
-                c.get("ready") for c in pod["status"].get("containerStatuses", [])
-            )
+            kapi = _statuses(kubectl_json(control_plane, "get", "pod", "kapi"))
+            once = _statuses(kubectl_json(control_plane, "get", "pod", "kapi-once"))
+            return all(
+                kapi.get(name, {}).get("ready") for name in ("logger", "web", "reader")
+            ) and "running" in once.get("once", {}).get("state", {})
 
-        await wait_until(running, timeout=90, message="pod kapi Running")
+        await wait_until(running, timeout=90, message="pods kapi and kapi-once running")
         yield node
     finally:
-        control_plane.kubectl("delete", "pod", "kapi", "--wait=false")
+        control_plane.kubectl("delete", "pod", "kapi", "kapi-once", "--wait=false")
         assert node.stop() == 0
         control_plane.kubectl("delete", "node", NODE, "--wait=false")
         unmount_under(workdir)
         assert "Traceback" not in node.log(), node.log()[-6000:]
+
+
+def _lines(cp: ControlPlane, *args: str) -> list[str]:
+    done = cp.kubectl("logs", "kapi", *args, timeout=20)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+# -- logs ---------------------------------------------------------------------------------
 
 
 async def test_logs_tail(control_plane: ControlPlane, node: Node) -> None:
@@ -77,6 +146,82 @@ async def test_logs_tail(control_plane: ControlPlane, node: Node) -> None:
     assert len(lines) == 2 and all(line.startswith("line ") for line in lines), lines
 
 
+async def test_logs_follow(control_plane: ControlPlane, node: Node) -> None:
+    follow = await Kubectl.start(control_plane, "logs", "-f", "kapi", "-c", "logger", "--tail=1")
+    try:
+        first = int((await follow.wait_for(r"^line (\d+)$")).group(1))
+        # new lines keep coming on the same stream, in order, none lost
+        await follow.wait_for(rf"^line {first + 3}$")
+        numbers = [int(n) for n in re.findall(r"^line (\d+)$", follow.text, re.MULTILINE)]
+        assert numbers[: first + 4 - first] == list(range(first, first + 4)), follow.text
+        assert follow.proc.returncode is None
+    finally:
+        await follow.stop()
+
+
+async def test_logs_follow_ends_with_the_container(control_plane: ControlPlane, node: Node) -> None:
+    follow = await Kubectl.start(control_plane, "logs", "-f", "kapi-once")
+    try:
+        await follow.wait_for(r"^begin$")
+        done = control_plane.kubectl("exec", "kapi-once", "--", "touch", "/tmp/stop", timeout=20)
+        assert done.returncode == 0, done.stderr
+        assert await follow.finish(timeout=20) == 0, follow.err
+        assert follow.text == "begin\nend\n"
+    finally:
+        await follow.stop()
+
+
+async def test_logs_previous(control_plane: ControlPlane, node: Node) -> None:
+    def restarted_and_running() -> bool:
+        crasher = _statuses(kubectl_json(control_plane, "get", "pod", "kapi")).get("crasher", {})
+        return crasher.get("restartCount", 0) >= 1 and "running" in crasher.get("state", {})
+
+    await wait_until(restarted_and_running, timeout=60, message="crasher running again")
+    # each run counts itself on the pod's emptyDir and lives 3 s: the previous log is
+    # the run before the one running now
+    current = _lines(control_plane, "-c", "crasher")
+    previous = _lines(control_plane, "-c", "crasher", "--previous")
+    assert len(current) == 1 and re.fullmatch(r"run \d+", current[0]), current
+    assert previous == [f"run {int(current[0].split()[1]) - 1}"], (previous, current)
+    # a container that never restarted has no previous log, and kubectl says so
+    done = control_plane.kubectl("logs", "kapi", "-c", "logger", "--previous", timeout=20)
+    assert done.returncode != 0 and done.stdout == ""
+    assert "previous terminated container" in done.stderr and "not found" in done.stderr, (
+        done.stderr
+    )
+
+
+async def test_logs_timestamps_and_since(control_plane: ControlPlane, node: Node) -> None:
+    # enough log for --since to leave some of it out
+    await wait_until(
+        lambda: len(_lines(control_plane, "-c", "logger")) > 20,
+        timeout=20,
+        message="more than 20 lines logged",
+    )
+    stamped = [
+        _stamped(line) for line in _lines(control_plane, "-c", "logger", "--timestamps", "--tail=5")
+    ]
+    assert len(stamped) == 5
+    assert all(text.startswith("line ") for _, text in stamped), stamped
+    assert [when for when, _ in stamped] == sorted(when for when, _ in stamped)
+
+    everything = _lines(control_plane, "-c", "logger")
+    asked = datetime.datetime.now(datetime.UTC)
+    recent = [
+        _stamped(line)
+        for line in _lines(control_plane, "-c", "logger", "--timestamps", "--since=2s")
+    ]
+    assert 0 < len(recent) < len(everything), (len(recent), len(everything))
+    # every line was logged at most 2 s before the request (with a little clock slack)
+    assert all(when >= asked - datetime.timedelta(seconds=2.5) for when, _ in recent), (
+        asked,
+        recent,
+    )
+
+
+# -- exec -------------------------------------------------------------------------------------
+
+
 async def test_exec_exit_code(control_plane: ControlPlane, node: Node) -> None:
     done = control_plane.kubectl(
         "exec", "kapi", "-c", "web", "--", "sh", "-c", "echo out; echo err >&2; exit 3"
@@ -84,6 +229,106 @@ async def test_exec_exit_code(control_plane: ControlPlane, node: Node) -> None:
     assert done.returncode == 3, (done.stdout, done.stderr)
     assert done.stdout == "out\n"
     assert "err" in done.stderr
+
+
+async def test_exec_stdin(control_plane: ControlPlane, node: Node) -> None:
+    done = control_plane.kubectl(
+        "exec", "-i", "kapi", "-c", "web", "--", "cat", input="piped\nstdin\n", timeout=20
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "piped\nstdin\n"
+    # more than a frame's worth arrives whole, and the end of stdin ends the command
+    data = "".join(f"{i:06d} {'x' * 57}\n" for i in range(8000))
+    done = control_plane.kubectl(
+        "exec", "-i", "kapi", "-c", "web", "--", "md5sum", input=data, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[0] == hashlib.md5(data.encode()).hexdigest()
+
+
+async def test_exec_tty(control_plane: ControlPlane, node: Node) -> None:
+    term = await Terminal.start(
+        control_plane, ["exec", "-it", "kapi", "-c", "web", "--", "sh"], rows=33, cols=97
+    )
+    try:
+        term.type("stty size\r")
+        await term.wait_for(r"^33 97\r?$")
+
+        term.resize(41, 123)
+
+        def resized() -> bool:
+            # the new size reaches the shell's terminal a moment after the signal
+            term.type("stty size\r")
+            return re.search(r"^41 123\r?$", term.read(), re.MULTILINE) is not None
+
+        await wait_until(resized, timeout=20, interval=0.5, message="stty size to say 41 123")
+        term.type("exit 7\r")
+        assert await asyncio.wait_for(term.proc.wait(), 20) == 7, term.screen[-2000:]
+    finally:
+        await term.close()
+
+
+# -- attach -----------------------------------------------------------------------------------
+
+
+async def test_attach_stdin(control_plane: ControlPlane, node: Node) -> None:
+    attach = await Kubectl.start(control_plane, "attach", "-i", "kapi", "-c", "reader", stdin=True)
+    try:
+        # what is typed before the stream is up waits in kubectl's stdin; type until heard
+        attach.write(b"hello attach\n")
+        await attach.wait_for(r"^got hello attach$")
+        attach.write(b"second\n")
+        await attach.wait_for(r"^got second$")
+    finally:
+        await attach.stop()
+
+
+async def test_attach_output(control_plane: ControlPlane, node: Node) -> None:
+    attach = await Kubectl.start(control_plane, "attach", "kapi", "-c", "logger")
+    try:
+        first = int((await attach.wait_for(r"^line (\d+)$")).group(1))
+        await attach.wait_for(rf"^line {first + 2}$")
+    finally:
+        await attach.stop()
+
+
+# -- port-forward and cp ------------------------------------------------------------------
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return str(answer.read().decode())
+
+
+async def test_port_forward(control_plane: ControlPlane, node: Node) -> None:
+    port = free_port()
+    forward = await Kubectl.start(control_plane, "port-forward", "pod/kapi", f"{port}:8080")
+    try:
+        await forward.wait_for(rf"^Forwarding from 127\.0\.0\.1:{port} -> 8080$")
+        for _ in range(2):  # one stream per connection, each its own
+            assert await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/") == "hello-web\n"
+        assert forward.proc.returncode is None, forward.err
+    finally:
+        await forward.stop()
+
+
+async def test_cp_round_trip(control_plane: ControlPlane, node: Node, tmp_path: Path) -> None:
+    source = tmp_path / "source.bin"
+    payload = bytes(range(256)) * 400 + b"the end\n"
+    source.write_bytes(payload)
+    done = control_plane.kubectl("cp", str(source), "default/kapi:/tmp/copied.bin", "-c", "web")
+    assert done.returncode == 0, done.stderr
+    done = control_plane.kubectl("exec", "kapi", "-c", "web", "--", "md5sum", "/tmp/copied.bin")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[0] == hashlib.md5(payload).hexdigest()
+
+    back = tmp_path / "back.bin"
+    done = control_plane.kubectl("cp", "default/kapi:/tmp/copied.bin", str(back), "-c", "web")
+    assert done.returncode == 0, done.stderr
+    assert back.read_bytes() == payload
+
+
+# -- stats --------------------------------------------------------------------------------
 
 
 async def test_stats_summary(control_plane: ControlPlane, node: Node) -> None:

@@ -327,11 +327,28 @@ class KubeletServer:
         return web.json_response(body, dumps=_dumps)
 
     async def _container_logs(self, request: web.Request) -> web.StreamResponse:
-        _names(request)
-        if query_bool(request, "follow"):
-            with self.streams.hold(request):
-                return await stream_container_logs(request, self.view, self._closing.is_set)
-        return await stream_container_logs(request, self.view, self._closing.is_set)
+        namespace, pod, container = _names(request)
+        try:
+            if query_bool(request, "follow"):
+                with self.streams.hold(request):
+                    return await stream_container_logs(request, self.view, self._closing.is_set)
+            return await stream_container_logs(request, self.view, self._closing.is_set)
+        except errors.NotFound as exc:
+            if not self._has_container(namespace, pod, container):
+                raise
+            # As the kubelet: a container that is there but has no such log (no previous
+            # instance, not started yet) is 400, whose text the API server passes on to
+            # kubectl; of a 404 it only says "the server could not find the resource".
+            raise errors.InvalidArgument(exc.message) from None
+
+    def _has_container(self, namespace: str, pod: str, container: str) -> bool:
+        for found in self.view.pods():
+            meta = found.get("metadata") or {}
+            if meta.get("namespace") == namespace and meta.get("name") == pod:
+                spec = found.get("spec") or {}
+                kinds = ("containers", "initContainers", "ephemeralContainers")
+                return any(c.get("name") == container for k in kinds for c in spec.get(k) or ())
+        return False
 
     async def _run(self, request: web.Request) -> web.Response:
         namespace, pod, container = _names(request)
