@@ -345,6 +345,7 @@ async def run_node(
     runtime_args: Sequence[str] = (),
     api: dict[str, Any] | None = None,
     serving: ServingOptions | None = None,
+    trace: TraceRecorder | None = None,
 ) -> int:
     root = root_dir or default_root_dir()
     await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True, mode=0o700)
@@ -359,7 +360,7 @@ async def run_node(
         setattr(config, key, value)
     if serving is not None:
         config.kubelet_port = serving.port  # the Node's daemonEndpoints say where it listens
-    recorder = TraceRecorder()
+    recorder = trace or TraceRecorder()  # join's requests come first in it
     async with contextlib.AsyncExitStack() as stack:
         started = await stack.enter_async_context(
             node_runtime(runtime, root, extra_args=runtime_args)
@@ -400,9 +401,8 @@ async def run_node(
     return 0
 
 
-def command(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+def preflight_runtime(args: argparse.Namespace, name: str = "run") -> bool:
+    """Whether the native runtime can run here (any other runtime: yes); says why not."""
     if args.runtime == "native":
         from runtimes.native.main import NotSupportedHere, preflight
 
@@ -410,11 +410,31 @@ def command(args: argparse.Namespace) -> int:
             preflight()
         except NotSupportedHere as exc:
             print(
-                f"minikubelet run: {exc}.\nInstall what is missing (scripts/install-deps), "
+                f"minikubelet {name}: {exc}.\nInstall what is missing (scripts/install-deps), "
                 "or run the simulated runtime: minikubelet run --runtime fake",
                 file=sys.stderr,
             )
-            return 1
+            return False
+    return True
+
+
+def use_joined_identity(args: argparse.Namespace) -> None:
+    """Without --kubeconfig, a root dir that has joined a cluster (``minikubelet join``)
+    runs with its identity: ``<root>/kubelet.kubeconfig``, and the cluster CA as the
+    kubelet API's client CA unless --client-ca-file says otherwise."""
+    from minikubelet.bootstrap.identity import Identity
+
+    if args.kubeconfig:
+        return
+    identity = Identity((Path(args.root_dir) if args.root_dir else default_root_dir()).absolute())
+    if identity.joined():
+        args.kubeconfig = str(identity.kubeconfig)
+        if not args.client_ca_file and identity.cluster_ca.is_file():
+            args.client_ca_file = str(identity.cluster_ca)
+
+
+def node_options(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`run_node`'s arguments from the node's flags (ValueError: a bad flag)."""
     manifests = Path(args.manifests) if args.manifests else default_manifests()
     tuning = {
         key: value
@@ -430,29 +450,31 @@ def command(args: argparse.Namespace) -> int:
         )
         if value is not None
     }
+    return {
+        "runtime": args.runtime,
+        "manifests": manifests,
+        "manifest_url": args.manifest_url,
+        "node_name": args.node_name,
+        "root_dir": Path(args.root_dir) if args.root_dir else None,
+        "node_ip": args.node_ip,
+        "trace_file": Path(args.trace_file) if args.trace_file else None,
+        "tuning": tuning,
+        "runtime_args": args.runtime_arg or (),
+        "api": api_settings(args),
+        "serving": serving_options(args),
+    }
+
+
+def command(args: argparse.Namespace) -> int:
+    if not preflight_runtime(args):
+        return 1
+    use_joined_identity(args)
     try:
-        api = api_settings(args)
-        serving = serving_options(args)
+        options = node_options(args)
     except ValueError as exc:
         print(f"minikubelet run: {exc}", file=sys.stderr)
         return 2
-    return run_reporting(
-        "run",
-        run_node(
-            runtime=args.runtime,
-            manifests=manifests,
-            manifest_url=args.manifest_url,
-            node_name=args.node_name,
-            root_dir=Path(args.root_dir) if args.root_dir else None,
-            node_ip=args.node_ip,
-            trace_file=Path(args.trace_file) if args.trace_file else None,
-            tuning=tuning,
-            runtime_args=args.runtime_arg or (),
-            api=api,
-            serving=serving,
-        ),
-        (OSError, RuntimeError, ValueError),
-    )
+    return run_reporting("run", run_node(**options), (OSError, RuntimeError, ValueError))
 
 
 def parse_labels(text: str) -> dict[str, str]:
@@ -577,18 +599,26 @@ def add_serving_flags(run: argparse.ArgumentParser) -> None:
 def add_parser(sub: Subcommands) -> None:
     """Add the run command to the ``minikubelet`` subcommands."""
     run = sub.add_parser("run", help="run the kubelet on pods from a manifest directory")
+    add_node_flags(run)
+    run.set_defaults(func=command)
+
+
+def add_node_flags(run: argparse.ArgumentParser, *, kubeconfig: bool = True) -> None:
+    """The flags of a node (``run``, and ``join`` without --kubeconfig)."""
     run.add_argument(
         "--manifests",
         metavar="DIR",
         help="static pod manifests (default: the project's manifests/ in a checkout)",
     )
     run.add_argument("--manifest-url", metavar="URL", help="also poll pods from this URL")
-    run.add_argument(
-        "--kubeconfig",
-        metavar="FILE",
-        help="join the API server this kubeconfig names: run the pods bound to this node, "
-        "register the Node, write statuses back (static pods keep running beside them)",
-    )
+    if kubeconfig:
+        run.add_argument(
+            "--kubeconfig",
+            metavar="FILE",
+            help="join the API server this kubeconfig names: run the pods bound to this node, "
+            "register the Node, write statuses back (static pods keep running beside them); "
+            "default: <root-dir>/kubelet.kubeconfig once `minikubelet join` has made it",
+        )
     run.add_argument("--node-labels", metavar="K=V,...", help="labels the Node is registered with")
     run.add_argument(
         "--register-with-taints",
@@ -664,4 +694,3 @@ def add_parser(sub: Subcommands) -> None:
         help="how often log sizes are checked (default 10)",
     )
     add_serving_flags(run)
-    run.set_defaults(func=command)
