@@ -153,7 +153,7 @@ async def test_logs_follow(control_plane: ControlPlane, node: Node) -> None:
         # new lines keep coming on the same stream, in order, none lost
         await follow.wait_for(rf"^line {first + 3}$")
         numbers = [int(n) for n in re.findall(r"^line (\d+)$", follow.text, re.MULTILINE)]
-        assert numbers[: first + 4 - first] == list(range(first, first + 4)), follow.text
+        assert numbers[:4] == list(range(first, first + 4)), follow.text
         assert follow.proc.returncode is None
     finally:
         await follow.stop()
@@ -274,7 +274,7 @@ async def test_exec_tty(control_plane: ControlPlane, node: Node) -> None:
 async def test_attach_stdin(control_plane: ControlPlane, node: Node) -> None:
     attach = await Kubectl.start(control_plane, "attach", "-i", "kapi", "-c", "reader", stdin=True)
     try:
-        # what is typed before the stream is up waits in kubectl's stdin; type until heard
+        # typed before the stream is up, it waits in the pipe until kubectl sends it
         attach.write(b"hello attach\n")
         await attach.wait_for(r"^got hello attach$")
         attach.write(b"second\n")
