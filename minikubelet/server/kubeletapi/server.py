@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
 
 from minikubelet import errors
@@ -144,6 +145,20 @@ class ServingOptions:
 
 def _text(status: int, message: str) -> web.Response:
     return web.Response(status=status, text=message, content_type="text/plain")
+
+
+class _ConnectionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's per-connection logger: a request it cannot parse (a line or header
+    over the limits, too many headers, garbage) is the caller's mistake, answered 400
+    and logged in one line, not a traceback, nor the bytes it quotes (a header's value
+    may be a credential); anything else keeps its traceback."""
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kw: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            text = str(msg) % args if args else str(msg)
+            self.info("%s: %d %s", text, exc_info.code, type(exc_info).__name__)
+            return
+        super().exception(msg, *args, exc_info=exc_info, **kw)
 
 
 @web.middleware
@@ -283,6 +298,7 @@ class KubeletServer:
             self.application(),
             shutdown_timeout=SHUTDOWN_TIMEOUT,
             access_log=None,  # request lines only ever reach the debug log below
+            logger=_ConnectionLog(logging.getLogger("aiohttp.server"), {}),
             keepalive_timeout=opts.keepalive_timeout,
             max_line_size=MAX_LINE_SIZE,
             max_field_size=MAX_FIELD_SIZE,
