@@ -12,8 +12,11 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import socket
+import ssl
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,13 @@ from urllib.parse import urlsplit
 from minikubelet.admission import PredicateAdmitHandler, reject_into
 from minikubelet.api.pod import Pod
 from minikubelet.backoff import Backoff
+from minikubelet.bootstrap.certmanager import (
+    ClientCertificateManager,
+    RotationOptions,
+    ServingCertificateManager,
+    csr_api,
+)
+from minikubelet.bootstrap.identity import Identity
 from minikubelet.cli.common import (
     Subcommands,
     default_manifests,
@@ -75,12 +85,15 @@ def build_kubelet(
     trace: TraceRecorder | None = None,
     kube: KubeClient | None = None,
     serving: ServingOptions | None = None,
+    rotation: RotationOptions | None = None,
 ) -> Kubelet:
     """Make and wire every part of the kubelet; nothing runs until :meth:`Kubelet.run`.
 
     With ``kube`` (API server mode) the node also takes its pods from the API server and
     keeps its Node, Lease, pod statuses, mirror pods and events there. With ``serving``
-    it serves the kubelet's HTTPS API (port 10250) as well.
+    it serves the kubelet's HTTPS API (port 10250) as well. With ``rotation`` a node run
+    from its joined identity renews its client certificate, and with
+    ``rotation.rotate_server`` it asks the cluster for its serving certificate.
     """
     clock = clock or RealClock()
     recorder = EventRecorder(node_name=config.node_name, clock=clock)
@@ -240,8 +253,26 @@ def build_kubelet(
                 configz=partial(configz, config, serving, kube is not None),
             )
             servers.append(("kubelet-api", kubelet_server))
+            if kube is not None and rotation is not None and rotation.rotate_server:
+                serving_certs = serving_certificate_manager(
+                    config, kube, kubelet_server.ssl_context, rotation, clock
+                )
+                kubelet_server.ssl_context = serving_certs.context
+                servers.append(("serving-certificate", serving_certs.manager))
         else:
             log.info("the kubelet API (port %d) is not served: %s", serving.port, why_not)
+    if kube is not None and rotation is not None:
+        identity = Identity(config.root_dir)
+        if joined_identity(identity, config.kubeconfig):
+            client_certs = ClientCertificateManager(
+                identity,
+                kube.api,
+                config.node_name,
+                clock=clock,
+                first_after=rotation.first_after,
+            )
+            kube.on_unauthorized(client_certs.refused)
+            servers.append(("client-certificate", client_certs))
     if kube is not None:
         admission.node = node_status  # admission reads the Node as its manager has it
         # the recorder's events, written to the API server as core/v1 Events
@@ -299,6 +330,47 @@ def build_kubelet(
     return kubelet
 
 
+def joined_identity(identity: Identity, kubeconfig: Path | None) -> bool:
+    """Whether the node runs from the identity it joined with (its client certificate is
+    then its own to renew)."""
+    if kubeconfig is None or not identity.joined():
+        return False
+    try:
+        return kubeconfig.resolve() == identity.kubeconfig.resolve()
+    except OSError:
+        return False
+
+
+@dataclass
+class _ServingRotation:
+    manager: ServingCertificateManager
+    context: Callable[[], ssl.SSLContext]
+
+
+def serving_certificate_manager(
+    config: KubeletConfig,
+    kube: KubeClient,
+    make_context: Callable[[], ssl.SSLContext],
+    rotation: RotationOptions,
+    clock: Clock,
+) -> _ServingRotation:
+    """``--rotate-server-certificates``: the manager, and the kubelet API's TLS context
+    maker that hands each context to it (the self-signed certificate until one is issued)."""
+    manager = ServingCertificateManager(
+        Identity(config.root_dir),
+        csr_api(kube.api),
+        config.node_name,
+        [config.node_name, socket.gethostname(), config.node_ip],
+        clock=clock,
+        first_after=rotation.first_after,
+    )
+
+    def context() -> ssl.SSLContext:
+        return manager.attach(make_context())
+
+    return _ServingRotation(manager, context)
+
+
 def configz(config: KubeletConfig, serving: ServingOptions, has_api: bool) -> dict[str, Any]:
     """``/configz``: the node's settings in the KubeletConfiguration's names."""
     return {
@@ -346,6 +418,7 @@ async def run_node(
     api: dict[str, Any] | None = None,
     serving: ServingOptions | None = None,
     trace: TraceRecorder | None = None,
+    rotation: RotationOptions | None = None,
 ) -> int:
     root = root_dir or default_root_dir()
     await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True, mode=0o700)
@@ -373,7 +446,12 @@ async def run_node(
             kube = await KubeClient.from_kubeconfig(config.kubeconfig, trace=recorder)
             stack.push_async_callback(kube.close)
         kubelet = build_kubelet(
-            config, RuntimeHandlers(cri), trace=recorder, kube=kube, serving=serving
+            config,
+            RuntimeHandlers(cri),
+            trace=recorder,
+            kube=kube,
+            serving=serving,
+            rotation=rotation or RotationOptions(),
         )
         served = serving is not None and serving.serves(kube is not None) is None
         runtime_name = cri.version_info.runtime_name if cri.version_info else "?"
@@ -462,6 +540,10 @@ def node_options(args: argparse.Namespace) -> dict[str, Any]:
         "runtime_args": args.runtime_arg or (),
         "api": api_settings(args),
         "serving": serving_options(args),
+        "rotation": RotationOptions(
+            rotate_server=args.rotate_server_certificates,
+            first_after=args.rotate_certificates_after,
+        ),
     }
 
 
@@ -586,6 +668,20 @@ def add_serving_flags(run: argparse.ArgumentParser) -> None:
         "--authorization-mode",
         metavar="MODE",
         help="Webhook (SubjectAccessReview; the default with --kubeconfig) or AlwaysAllow",
+    )
+    group.add_argument(
+        "--rotate-server-certificates",
+        action="store_true",
+        help="request the serving certificate from the cluster (a kubernetes.io/kubelet-serving "
+        "CSR, approved with kubectl certificate approve) and renew it; the self-signed one "
+        "is served until it is issued",
+    )
+    group.add_argument(
+        "--rotate-certificates-after",
+        type=float,
+        metavar="S",
+        help="test only: rotate the node's certificates S seconds after the start instead "
+        "of at 70-90%% of their lifetime",
     )
     group.add_argument(
         "--streaming-connection-idle-timeout",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -64,10 +65,17 @@ class _TracingApiClient(k8s.ApiClient):
     def __init__(self, configuration: k8s.Configuration, trace: TraceRecorder | None) -> None:
         super().__init__(configuration=configuration)
         self._trace = trace
+        #: called when the API server answers 401 (it refused the node's credentials)
+        self.unauthorized_hooks: list[Callable[[], None]] = []
 
     async def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
         if self._trace is None:
-            return await super().request(method, url, *args, **kwargs)
+            try:
+                return await super().request(method, url, *args, **kwargs)
+            except ApiException as exc:
+                if exc.status == 401:
+                    self._refused()
+                raise
         started, t0 = time.time(), time.perf_counter()
         what, who = describe_path(method, url, kwargs.get("query_params"))
         pod = who if what.split(" ", 1)[1].startswith("pods") else ""
@@ -75,6 +83,8 @@ class _TracingApiClient(k8s.ApiClient):
         try:
             response = await super().request(method, url, *args, **kwargs)
         except ApiException as exc:
+            if exc.status == 401:
+                self._refused()
             self._trace.record_api(
                 method=what,
                 code=str(exc.status),
@@ -95,6 +105,10 @@ class _TracingApiClient(k8s.ApiClient):
             details=details,
         )
         return response
+
+    def _refused(self) -> None:
+        for hook in self.unauthorized_hooks:
+            hook()
 
 
 class KubeClient:
@@ -125,6 +139,11 @@ class KubeClient:
                 config_file=str(path), context=context, client_configuration=configuration
             )
         return cls(_TracingApiClient(configuration, trace), trace=trace)
+
+    def on_unauthorized(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` whenever the API server answers 401 to this client."""
+        if isinstance(self.api, _TracingApiClient):
+            self.api.unauthorized_hooks.append(hook)
 
     @property
     def server(self) -> str:
