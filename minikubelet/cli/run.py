@@ -40,6 +40,7 @@ from minikubelet.cli.common import (
     run_reporting,
 )
 from minikubelet.cli.launch import node_runtime
+from minikubelet.cli.leave import LEAVE_GRACE, LEAVING
 from minikubelet.clock import Clock, RealClock
 from minikubelet.config.api import APISource
 from minikubelet.config.file import FileSource
@@ -433,6 +434,7 @@ async def run_node(
         setattr(config, key, value)
     if serving is not None:
         config.kubelet_port = serving.port  # the Node's daemonEndpoints say where it listens
+    await asyncio.to_thread((root / LEAVING).unlink, missing_ok=True)  # a stale one
     recorder = trace or TraceRecorder()  # join's requests come first in it
     async with contextlib.AsyncExitStack() as stack:
         started = await stack.enter_async_context(
@@ -471,7 +473,11 @@ async def run_node(
                     )
                 tg.create_task(kubelet.run(), name="kubelet")
         finally:
-            if config.shutdown_grace_period > 0 and not started.ephemeral:
+            leaving = (root / LEAVING).exists()  # `minikubelet leave` stops the node
+            if leaving and not started.ephemeral:
+                grace = max(config.shutdown_grace_period, LEAVE_GRACE)
+                await asyncio.shield(kubelet.shutdown_pods(grace))
+            elif config.shutdown_grace_period > 0 and not started.ephemeral:
                 await asyncio.shield(kubelet.shutdown_pods(config.shutdown_grace_period))
             if started.ephemeral:
                 # the simulated runtime's containers end with it: so do the pods' volumes
