@@ -1,7 +1,8 @@
 """The ``minikubelet`` command: flags become objects, objects run in one task group.
 
 One module per command group: :mod:`~minikubelet.cli.run` (``run``, and the
-composition root that makes a node), :mod:`~minikubelet.cli.serve` (``runtime
+composition root that makes a node), :mod:`~minikubelet.cli.join` (``join``, a
+kubeadm cluster's join line), :mod:`~minikubelet.cli.serve` (``runtime
 serve``), :mod:`~minikubelet.cli.client` (``get``, ``describe``, ``logs``, ``exec``,
 ``attach``, ``port-forward``, ``events``, ``trace``, with the streams of
 :mod:`~minikubelet.cli.stream`), :mod:`~minikubelet.cli.dashboard` (``tui``) and
@@ -16,7 +17,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from minikubelet.cli import client, dashboard, demo, run, serve
+from minikubelet.cli import client, dashboard, demo, join, leave, run, serve
 
 log = logging.getLogger("minikubelet")
 
@@ -32,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     serve.add_parser(sub)
     run.add_parser(sub)
+    join.add_parser(sub)
+    leave.add_parser(sub)
     client.add_parsers(sub)
     dashboard.add_parser(sub)
     demo.add_parser(sub)

@@ -19,9 +19,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
+import hashlib
 import http.client
 import ipaddress
 import os
+import secrets
+import shlex
 import shutil
 import signal
 import ssl
@@ -61,6 +64,9 @@ APISERVER_SANS = (
     "10.0.0.1",
 )
 CLUSTER_NAME = "minikubelet-test"
+#: The group kubeadm's default bootstrap tokens put a joining node in.
+DEFAULT_NODE_TOKEN_GROUP = "system:bootstrappers:kubeadm:default-node-token"
+_TOKEN_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 
 class ControlPlaneError(RuntimeError):
@@ -843,3 +849,191 @@ class ControlPlane:
         except subprocess.TimeoutExpired as exc:
             out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
             return subprocess.CompletedProcess(cmd, -1, out, f"timed out after {timeout}s")
+
+    # -- joining as kubeadm sets a cluster up for it ---------------------------------------------
+
+    @property
+    def ca_cert_hash(self) -> str:
+        """``sha256:<hex>`` of the cluster CA's DER SubjectPublicKeyInfo (kubeadm's pin)."""
+        cert = x509.load_pem_x509_certificate(self.ca_pem)
+        spki = cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return "sha256:" + hashlib.sha256(spki).hexdigest()
+
+    def _apply(self, objects: Sequence[dict[str, object]]) -> None:
+        done = self.kubectl(
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=kubeadm",
+            "-f",
+            "-",
+            input=yaml.safe_dump_all(objects, sort_keys=False),
+        )
+        if done.returncode != 0:
+            raise ControlPlaneError(f"kubectl apply: {done.stderr.strip()}")
+
+    def setup_bootstrap_tokens(self) -> None:
+        """What kubeadm's ``bootstrap-token`` phase makes (nothing more): the
+        ``cluster-info`` ConfigMap in kube-public (the API server and its CA, no user) and
+        the Role letting ``system:anonymous`` read it; the ClusterRoleBindings that let
+        bootstrap tokens of the default node-token group send CSRs
+        (``system:node-bootstrapper``), have node client CSRs approved automatically
+        (``...:nodeclient``) and read Nodes (``kubeadm:get-nodes``); and nodes renew their
+        own (``...:selfnodeclient``). The controller-manager's bootstrapsigner signs
+        cluster-info for each token; its tokencleaner deletes expired tokens.
+        Applying it again changes nothing."""
+        cluster_info: dict[str, object] = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "",
+                    "cluster": {
+                        "certificate-authority-data": _b64(self.ca_pem),
+                        "server": self.url,
+                    },
+                }
+            ],
+            "contexts": None,
+            "current-context": "",
+            "preferences": {},
+            "users": None,
+        }
+
+        def group(name: str) -> list[dict[str, str]]:
+            return [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": name}]
+
+        def binding(name: str, role: str, subjects: list[dict[str, str]]) -> dict[str, object]:
+            return {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": name},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": role,
+                },
+                "subjects": subjects,
+            }
+
+        clusterinfo_role = "kubeadm:bootstrap-signer-clusterinfo"
+        self._apply(
+            [
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "cluster-info", "namespace": "kube-public"},
+                    "data": {"kubeconfig": yaml.safe_dump(cluster_info, sort_keys=True)},
+                },
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "Role",
+                    "metadata": {"name": clusterinfo_role, "namespace": "kube-public"},
+                    "rules": [
+                        {
+                            "apiGroups": [""],
+                            "resources": ["configmaps"],
+                            "resourceNames": ["cluster-info"],
+                            "verbs": ["get"],
+                        }
+                    ],
+                },
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "RoleBinding",
+                    "metadata": {"name": clusterinfo_role, "namespace": "kube-public"},
+                    "roleRef": {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "Role",
+                        "name": clusterinfo_role,
+                    },
+                    "subjects": [
+                        {
+                            "apiGroup": "rbac.authorization.k8s.io",
+                            "kind": "User",
+                            "name": "system:anonymous",
+                        }
+                    ],
+                },
+                binding(
+                    "kubeadm:kubelet-bootstrap",
+                    "system:node-bootstrapper",
+                    group(DEFAULT_NODE_TOKEN_GROUP),
+                ),
+                binding(
+                    "kubeadm:node-autoapprove-bootstrap",
+                    "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+                    group(DEFAULT_NODE_TOKEN_GROUP),
+                ),
+                binding(
+                    "kubeadm:node-autoapprove-certificate-rotation",
+                    "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+                    group("system:nodes"),
+                ),
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "ClusterRole",
+                    "metadata": {"name": "kubeadm:get-nodes"},
+                    "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}],
+                },
+                binding("kubeadm:get-nodes", "kubeadm:get-nodes", group(DEFAULT_NODE_TOKEN_GROUP)),
+            ]
+        )
+
+    def create_bootstrap_token(
+        self,
+        *,
+        ttl: datetime.timedelta | None = datetime.timedelta(hours=1),
+        expiration: datetime.datetime | None = None,
+        groups: Sequence[str] = (DEFAULT_NODE_TOKEN_GROUP,),
+        description: str = "minikubelet test join",
+    ) -> str:
+        """A new bootstrap token ``ID.SECRET`` (``kubeadm token create``): the Secret
+        ``bootstrap-token-ID`` in kube-system, for authentication and signing, in
+        ``groups``, expiring after ``ttl`` (or at ``expiration``; None and None: never)."""
+        token_id = "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(6))
+        token_secret = "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(16))
+        data = {
+            "description": description,
+            "token-id": token_id,
+            "token-secret": token_secret,
+            "usage-bootstrap-authentication": "true",
+            "usage-bootstrap-signing": "true",
+            "auth-extra-groups": ",".join(groups),
+        }
+        if expiration is None and ttl is not None:
+            expiration = datetime.datetime.now(datetime.UTC) + ttl
+        if expiration is not None:
+            data["expiration"] = expiration.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._apply(
+            [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": f"bootstrap-token-{token_id}", "namespace": "kube-system"},
+                    "type": "bootstrap.kubernetes.io/token",
+                    "stringData": data,
+                }
+            ]
+        )
+        return f"{token_id}.{token_secret}"
+
+    def join_command(self, token: str | None = None) -> str:
+        """What ``kubeadm token create --print-join-command`` prints (a new token unless
+        ``token`` is given); the cluster is set up for joining first."""
+        self.setup_bootstrap_tokens()
+        token = token or self.create_bootstrap_token()
+        endpoint = f"127.0.0.1:{self.port}"
+        return shlex.join(
+            [
+                "kubeadm",
+                "join",
+                endpoint,
+                "--token",
+                token,
+                "--discovery-token-ca-cert-hash",
+                self.ca_cert_hash,
+            ]
+        )
