@@ -331,8 +331,67 @@ async def test_cp_round_trip(control_plane: ControlPlane, node: Node, tmp_path: 
 # -- stats --------------------------------------------------------------------------------
 
 
-async def test_stats_summary(control_plane: ControlPlane, node: Node) -> None:
-    done = control_plane.kubectl("get", "--raw", f"/api/v1/nodes/{NODE}/proxy/stats/summary")
+def _raw(cp: ControlPlane, path: str) -> str:
+    done = cp.kubectl("get", "--raw", f"/api/v1/nodes/{NODE}/proxy{path}")
     assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout)
+    return done.stdout
+
+
+def _web_cpu(summary: dict[str, Any]) -> int:
+    for pod in summary["pods"]:
+        if pod["podRef"]["name"] == "kapi":
+            for container in pod["containers"]:
+                if container["name"] == "web":
+                    return int(container["cpu"]["usageCoreNanoSeconds"])
+    raise AssertionError(f"no web container of kapi in the summary: {summary['pods']}")
+
+
+def _resource_series(text: str, name: str, **labels: str) -> float:
+    """The value of one series of /metrics/resource (Prometheus text)."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            if not labels:
+                return float(line.split()[1])
+            continue
+        if not line.startswith(name + "{"):
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(line.split("}", 1)[1].split()[0])
+    raise AssertionError(f"no {name}{labels} in:\n{text}")
+
+
+async def test_stats_summary(control_plane: ControlPlane, node: Node) -> None:
+    summary = json.loads(_raw(control_plane, "/stats/summary"))
     assert summary["node"]["nodeName"] == NODE
+    assert summary["node"]["cpu"]["usageCoreNanoSeconds"] > 0
+    assert summary["node"]["memory"]["workingSetBytes"] > 0
+    pods = {p["podRef"]["name"]: p for p in summary["pods"]}
+    assert "kapi" in pods and pods["kapi"]["podRef"]["namespace"] == "default"
+    assert {"logger", "web"} <= {c["name"] for c in pods["kapi"]["containers"]}
+
+    before_summary = _web_cpu(summary)
+    resource = _raw(control_plane, "/metrics/resource")
+    labels = {"container": "web", "pod": "kapi", "namespace": "default"}
+    before_series = _resource_series(resource, "container_cpu_usage_seconds_total", **labels)
+    # a second of busy loop inside the web container, through kubectl exec
+    burn = "end=$(($(date +%s)+2)); while [ $(date +%s) -lt $end ]; do :; done"
+    done = control_plane.kubectl("exec", "kapi", "-c", "web", "--", "sh", "-c", burn)
+    assert done.returncode == 0, done.stderr
+    after_summary = _web_cpu(json.loads(_raw(control_plane, "/stats/summary")))
+    resource = _raw(control_plane, "/metrics/resource")
+    after_series = _resource_series(resource, "container_cpu_usage_seconds_total", **labels)
+    # a fifth of a core-second more at least (two cores, maybe busy), seen by both
+    assert after_summary - before_summary > 200_000_000, (before_summary, after_summary)
+    assert after_series - before_series > 0.2, (before_series, after_series)
+    assert _resource_series(resource, "node_memory_working_set_bytes") > 0
+
+
+async def test_metrics(control_plane: ControlPlane, node: Node) -> None:
+    text = _raw(control_plane, "/metrics")
+    assert "kubelet_running_pods" in text
+    assert re.search(r"^kubelet_pleg_relist_duration_seconds_count \d+", text, re.M), text[:2000]
+    assert 'kubelet_runtime_operations_total{operation_type="exec"}' in text or (
+        'operation_type="list_podsandbox"' in text
+    )
+    assert "kubelet_pod_start_duration_seconds_count" in text
