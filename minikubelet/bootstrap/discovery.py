@@ -319,11 +319,12 @@ async def _get_cluster_info(
                 cm = json.loads(body)
             except ValueError:
                 raise DiscoveryError("the cluster-info ConfigMap is not JSON") from None
-    except ssl.SSLCertVerificationError as exc:
+    except (aiohttp.ClientConnectorCertificateError, ssl.CertificateError) as exc:
         code, error = "error", _describe(exc)
+        cause = getattr(exc, "certificate_error", exc)
+        why = getattr(cause, "verify_message", "") or _describe(cause)
         raise DiscoveryError(
-            f"{url} does not present a certificate of the cluster CA for its address: "
-            f"{exc.verify_message or exc}"
+            f"{url} does not present a certificate of the cluster CA for its address: {why}"
         ) from None
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         code, error = "error", _describe(exc)
