@@ -11,13 +11,15 @@ In order:
 3. when the node runs on this root dir, leave waits for the evicted pods to be gone
    (the node stops them), then stops the node, which stops its static pods on the way
    out (it would otherwise register its Node again);
-4. the Node is deleted;
+4. the Node is deleted (the node's own credentials may not: RBAC's ``system:node`` role
+   has no ``delete`` on nodes; leave then says so, finishes the rest and exits 1, and the
+   Node is deleted by an administrator, or by ``leave --kubeconfig ADMIN --node-name``);
 5. the identity files under the root dir (``kubelet.kubeconfig``,
    ``bootstrap-kubelet.kubeconfig``, ``pki/kubelet-client-*``, ``pki/kubelet-server-*``,
    ``pki/ca.crt``) are removed.
 
 The node's own credentials are used unless ``--kubeconfig`` says otherwise; the node
-authorizer lets a node cordon, evict the pods bound to it and delete its Node.
+authorizer lets a node cordon itself and evict the pods bound to it.
 """
 
 from __future__ import annotations
@@ -301,16 +303,27 @@ async def leave(
         if pid is not None:
             say(f"stopping the node (pid {pid}) and its static pods")
             await stop_node(root, pid)
+        kept = ""
         if exists:
             try:
                 await core.delete_node(name)
                 say(f"node {name} deleted")
             except ApiException as exc:
-                if exc.status != 404:
-                    raise LeaveError(f"deleting node {name}: {blocked_by(exc)}") from None
+                if exc.status != 403:
+                    if exc.status != 404:
+                        raise LeaveError(f"deleting node {name}: {blocked_by(exc)}") from None
+                else:
+                    # RBAC's system:node role does not let a node delete its Node
+                    kept = (
+                        f"{config} may not delete the Node ({blocked_by(exc)}): an "
+                        f"administrator deletes it with: kubectl delete node {name} "
+                        f"(or: minikubelet leave --kubeconfig ADMIN.kubeconfig --node-name {name})"
+                    )
     removed = await asyncio.to_thread(remove_identity, identity)
     if removed:
         say(f"removed the node's identity from {root} ({len(removed)} files)")
+    if kept:
+        raise LeaveError(kept)
     return 0
 
 

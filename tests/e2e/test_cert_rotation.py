@@ -1,0 +1,353 @@
+"""A node run from an identity made by CSR renews its client certificate against the real
+controller-manager while its pods and its pod watch go on; then ``minikubelet leave``
+drains it (evictions honour a PodDisruptionBudget), deletes its Node and removes its
+identity.
+
+The identity is made as ``minikubelet join`` leaves it: a ``kube-apiserver-client-kubelet``
+CSR for ``system:node:NAME``, here sent with the node credentials the harness issues
+(so the controller-manager approves it as a self-renewal once ``system:nodes`` is bound
+to ``...:selfnodeclient``, as kubeadm binds it), stored with ``Identity.store_pair``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+
+from minikubelet.bootstrap.certmanager import (
+    CLIENT_SIGNER,
+    CLIENT_USAGES,
+    create_csr,
+    csr_api,
+    key_pem,
+    new_key,
+    node_csr,
+    wait_for_certificate,
+)
+from minikubelet.bootstrap.identity import Identity
+from minikubelet.clock import RealClock
+from minikubelet.kubeapi.client import KubeClient
+from tests.e2e.cluster import apply, free_port, kubectl_json
+from tests.e2e.conftest import unmount_under
+from tests.e2e.node import FAST, ROOT, Node
+from tests.harness.controlplane import ControlPlane
+from tests.harness.wait import wait_until
+
+NAME = "rotate-fake"
+LABEL = "minikubelet.test/rotate"
+ROTATE_AFTER = 6
+
+SELF_RENEWAL = """apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: kubeadm:node-autoapprove-certificate-rotation
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: system:certificates.k8s.io:certificatesigningrequests:selfnodeclient
+subjects:
+  - apiGroup: rbac.authorization.k8s.io
+    kind: Group
+    name: system:nodes
+"""
+
+DEPLOYMENT = """apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  namespace: default
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      nodeSelector: {{"{label}": "{node}"}}
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: web
+          image: busybox:1.36
+          command: ["sh", "-c", "exec sleep 3600"]
+"""
+
+PDB = """apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {name}
+  namespace: default
+spec:
+  minAvailable: {min}
+  selector:
+    matchLabels: {{app: {app}}}
+"""
+
+
+async def make_identity(cp: ControlPlane, root: Path, name: str) -> Identity:
+    """A joined identity under ``root``: its client certificate from a real CSR."""
+    identity = Identity(root)
+    key = new_key()
+    async with await KubeClient.from_kubeconfig(cp.node_kubeconfig(name)) as kube:
+        api = csr_api(kube.api)
+        csr = await create_csr(api, node_csr(key, name), signer=CLIENT_SIGNER, usages=CLIENT_USAGES)
+        cert = await wait_for_certificate(api, csr, clock=RealClock(), timeout=60)
+    identity.store_pair(cert, key_pem(key))
+    identity.write_kubeconfig(cp.url, cp.ca_pem)
+    identity.write_cluster_ca(cp.ca_pem)
+    return identity
+
+
+def certificate(identity: Identity) -> x509.Certificate:
+    return x509.load_pem_x509_certificates(identity.current().read_bytes())[0]
+
+
+def pods_of(cp: ControlPlane, app: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = kubectl_json(cp, "get", "pods", "-l", f"app={app}")["items"]
+    return items
+
+
+def running_on(cp: ControlPlane, app: str, node: str) -> list[dict[str, Any]]:
+    return [
+        p
+        for p in pods_of(cp, app)
+        if p["spec"].get("nodeName") == node
+        and p["status"].get("phase") == "Running"
+        and not p["metadata"].get("deletionTimestamp")
+    ]
+
+
+def leave(root: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "minikubelet", "leave", "--root-dir", str(root), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+async def joined_node(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Node]:
+    apply(control_plane, SELF_RENEWAL)
+    workdir = tmp_path_factory.mktemp("rotate")
+    node = Node(
+        workdir,
+        runtime="fake",
+        node_name=NAME,
+        extra_args=(
+            *FAST,
+            "--node-labels",
+            f"{LABEL}={NAME}",
+            "--node-ip",
+            "127.0.0.1",
+            "--address",
+            "127.0.0.1",
+            "--port",
+            str(free_port()),
+            "--rotate-certificates-after",
+            str(ROTATE_AFTER),
+        ),
+    )
+    await make_identity(control_plane, node.root_dir, NAME)
+    node.start()  # no --kubeconfig: the root dir's joined identity is used
+    try:
+        await node.wait_ready()
+        yield node
+    finally:
+        node.stop()
+        control_plane.kubectl("delete", "node", NAME, "--wait=false")
+        for app in ("rot-web", "leave-web"):
+            control_plane.kubectl("delete", "deployment", app, "--wait=false")
+        control_plane.kubectl("delete", "pdb", "leave-pdb", "--wait=false")
+        unmount_under(workdir)
+        assert "Traceback" not in node.log(), node.log()[-6000:]
+
+
+async def test_client_certificate_rotates_without_disturbing_pods(
+    control_plane: ControlPlane, joined_node: Node
+) -> None:
+    cp = control_plane
+    identity = Identity(joined_node.root_dir)
+    first = certificate(identity)
+    first_file = identity.current().resolve()
+    apply(cp, DEPLOYMENT.format(name="rot-web", replicas=1, label=LABEL, node=NAME))
+    before = await wait_until(
+        lambda: asyncio.to_thread(running_on, cp, "rot-web", NAME),
+        timeout=60,
+        interval=0.5,
+        message="the Deployment's pod Running on the node",
+    )
+    pod_before = before[0]
+
+    # the early rotation (--rotate-certificates-after): a new pair behind the link
+    await wait_until(
+        lambda: identity.current().resolve() != first_file,
+        timeout=ROTATE_AFTER + 60,
+        message="the client certificate rotated",
+    )
+    second = certificate(identity)
+    assert second.serial_number != first.serial_number
+    assert second.subject == first.subject  # CN system:node:NAME, O system:nodes
+    assert second.public_key() != first.public_key()  # a new key, made on the node
+    assert (
+        second.issuer.rfc4514_string()
+        == x509.load_pem_x509_certificate(cp.ca_pem).subject.rfc4514_string()
+    )
+    assert identity.current().stat().st_mode & 0o777 == 0o600
+    assert first_file.exists()  # the earlier pair is kept, dated
+    log = joined_node.log()
+    assert "new client certificate from CertificateSigningRequest" in log, log[-4000:]
+    requested = log.split("new client certificate from CertificateSigningRequest ", 1)[1].split()[0]
+    requested = requested.rstrip(",")
+    csr = kubectl_json(cp, "get", "csr", requested)
+    assert csr["spec"]["signerName"] == "kubernetes.io/kube-apiserver-client-kubelet"
+    assert csr["spec"]["username"] == f"system:node:{NAME}"  # asked with its current identity
+    approved = [c for c in csr["status"]["conditions"] if c["type"] == "Approved"]
+    assert approved and approved[0]["reason"] == "AutoApproved", csr["status"]
+
+    # the pod went on as it was: same uid, never restarted, still Running
+    after = await asyncio.to_thread(running_on, cp, "rot-web", NAME)
+    assert [p["metadata"]["uid"] for p in after] == [pod_before["metadata"]["uid"]]
+    assert after[0]["status"]["containerStatuses"][0]["restartCount"] == 0
+    # and the node still hears about new pods and writes their status (over the new
+    # connections, or the watch that was open before the rotation)
+    cp.kubectl("scale", "deployment", "rot-web", "--replicas=2")
+    await wait_until(
+        lambda: asyncio.to_thread(lambda: len(running_on(cp, "rot-web", NAME)) == 2),
+        timeout=60,
+        interval=0.5,
+        message="a pod created after the rotation Running",
+    )
+    # the Lease is still renewed by the node
+    lease = kubectl_json(cp, "get", "lease", "-n", "kube-node-lease", NAME)
+    renewed = lease["spec"]["renewTime"]
+    await wait_until(
+        lambda: asyncio.to_thread(
+            lambda: (
+                kubectl_json(cp, "get", "lease", "-n", "kube-node-lease", NAME)["spec"]["renewTime"]
+                != renewed
+            )
+        ),
+        timeout=30,
+        interval=0.5,
+        message="the Lease renewed after the rotation",
+    )
+    assert "Unauthorized" not in joined_node.log()
+
+
+async def test_leave_drains_honouring_budgets_and_deletes_the_node(
+    control_plane: ControlPlane, joined_node: Node
+) -> None:
+    cp = control_plane
+    cp.kubectl("delete", "deployment", "rot-web", "--wait=false")
+    apply(cp, DEPLOYMENT.format(name="leave-web", replicas=2, label=LABEL, node=NAME))
+    await wait_until(
+        lambda: asyncio.to_thread(lambda: len(running_on(cp, "leave-web", NAME)) == 2),
+        timeout=60,
+        interval=0.5,
+        message="the Deployment's 2 pods Running",
+    )
+    # a budget that allows no disruption: leave stops at it, says which, and gives up
+    apply(cp, PDB.format(name="leave-pdb", min=2, app="leave-web"))
+    await wait_until(
+        lambda: asyncio.to_thread(
+            lambda: (
+                kubectl_json(cp, "get", "pdb", "leave-pdb").get("status", {}).get("currentHealthy")
+                == 2
+            )
+        ),
+        timeout=30,
+        interval=0.5,
+        message="the budget sees 2 healthy pods",
+    )
+    blocked = await asyncio.to_thread(leave, joined_node.root_dir, "--timeout", "4")
+    assert blocked.returncode == 1, blocked.stdout + blocked.stderr
+    assert "leave-pdb" in blocked.stdout + blocked.stderr, blocked.stdout + blocked.stderr
+    node = kubectl_json(cp, "get", "node", NAME)
+    assert node["spec"].get("unschedulable") is True  # cordoned on the way
+    assert len(running_on(cp, "leave-web", NAME)) == 2  # nothing evicted past the budget
+    assert Identity(joined_node.root_dir).joined()  # nothing removed
+
+    # one at a time: the first eviction goes through, the second waits for the budget
+    # (its replacement cannot be placed: the node is cordoned); leave keeps trying, and
+    # goes on once the budget is relaxed
+    apply(cp, PDB.format(name="leave-pdb", min=1, app="leave-web"))
+    out_path = joined_node.workdir / "leave.out"
+    with open(out_path, "w") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "minikubelet",
+            "leave",
+            "--root-dir",
+            str(joined_node.root_dir),
+            "--timeout",
+            "120",
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    try:
+        await wait_until(
+            lambda: (
+                "cannot be evicted yet" in out_path.read_text()
+                and "evicted pod" in out_path.read_text()
+            ),
+            timeout=60,
+            interval=0.2,
+            message="leave evicting one pod and waiting for the budget for the other",
+        )
+        assert proc.returncode is None
+        apply(cp, PDB.format(name="leave-pdb", min=0, app="leave-web"))
+        code = await asyncio.wait_for(proc.wait(), 150)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    output = out_path.read_text()
+    assert output.count("evicted pod default/leave-web-") == 2, output
+    assert "leave-pdb" in output, output
+    # the node's own credentials may drain it but not delete its Node (system:node has no
+    # delete on nodes): leave says who can, and does the rest
+    assert code == 1, output
+    assert f"kubectl delete node {NAME}" in output, output
+    assert joined_node.proc is not None
+    assert joined_node.proc.wait(timeout=30) == 0  # the node was stopped
+    identity = Identity(joined_node.root_dir)
+    assert not identity.joined()
+    assert not identity.kubeconfig.exists()
+    assert not list(identity.pki.glob("kubelet-client-*"))
+    assert cp.kubectl("get", "node", NAME).returncode == 0
+
+    # an administrator's credentials finish it
+    admin = await asyncio.to_thread(
+        leave,
+        joined_node.root_dir,
+        "--kubeconfig",
+        str(cp.admin_kubeconfig),
+        "--node-name",
+        NAME,
+    )
+    assert admin.returncode == 0, admin.stdout + admin.stderr
+    assert f"node {NAME} deleted" in admin.stdout
+
+    assert cp.kubectl("get", "node", NAME).returncode != 0  # the Node is gone
+    # the replacements have nowhere to go (the node selector names only this node)
+    pods = await asyncio.to_thread(pods_of, cp, "leave-web")
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    assert live and all(not p["spec"].get("nodeName") for p in live), json.dumps(
+        [(p["metadata"]["name"], p["spec"].get("nodeName")) for p in pods]
+    )
+    assert all(p["status"]["phase"] == "Pending" for p in live)
