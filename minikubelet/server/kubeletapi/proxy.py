@@ -192,6 +192,14 @@ async def proxy_stream(
                 _pick(headers, ("X-Accepted-Stream-Protocol-Versions", "Sec-WebSocket-Protocol"))
             )
             return answer
+        log.debug(
+            "%s %s: the runtime at %s:%d switched protocols (%s); splicing",
+            request.method,
+            request.path,
+            host,
+            port,
+            headers.get("Upgrade", "?"),
+        )
         return await _splice(request, _pick(headers, RELAYED_HEADERS), reader, writer, idle_timeout)
     finally:
         writer.close()
@@ -215,19 +223,22 @@ async def _splice(
     inbound = _Inbound(transport)
     request.protocol.set_parser(inbound)  # type: ignore[arg-type]
     last = asyncio.get_running_loop().time()
+    sent = received = 0
 
     async def upstream() -> None:  # the caller -> the runtime
-        nonlocal last
+        nonlocal last, sent
         while (chunk := await inbound.get()) is not None:
             last = asyncio.get_running_loop().time()
+            sent += len(chunk)
             writer.write(chunk)
             await writer.drain()
 
     async def downstream() -> None:  # the runtime -> the caller
-        nonlocal last
+        nonlocal last, received
         protocol = request.protocol
         while chunk := await reader.read(CHUNK):
             last = asyncio.get_running_loop().time()
+            received += len(chunk)
             if transport.is_closing():
                 return
             transport.write(chunk)
@@ -261,6 +272,13 @@ async def _splice(
                 await task
         with contextlib.suppress(Exception):
             transport.close()
+        log.debug(
+            "%s %s: stream closed (%d bytes to the runtime, %d back)",
+            request.method,
+            request.path,
+            sent,
+            received,
+        )
     return response
 
 

@@ -38,6 +38,7 @@ import shlex
 import socket
 import ssl
 import stat
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -162,6 +163,32 @@ class _ConnectionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 
 @web.middleware
+async def _request_log(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """One debug line per request when it ends: method, path (never the query, which
+    may hold a command line, nor any header), status, user and duration; a proxied
+    stream's line comes when the stream ends."""
+    started = time.monotonic()
+    status = 0
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        if log.isEnabledFor(logging.DEBUG):
+            user = request.get(USER_KEY)
+            log.debug(
+                "%s %s %s user=%s %.1f ms",
+                request.method,
+                request.path,
+                status or "-",
+                user.name if user is not None else "-",
+                (time.monotonic() - started) * 1000.0,
+            )
+
+
+@web.middleware
 async def _errors_as_text(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
@@ -267,7 +294,7 @@ class KubeletServer:
         self._closing = asyncio.Event()
 
     def application(self) -> web.Application:
-        app = web.Application(middlewares=[_errors_as_text, self.auth])
+        app = web.Application(middlewares=[_request_log, _errors_as_text, self.auth])
         r = app.router
         r.add_get("/healthz", self._healthz)
         r.add_get("/pods", self._pods)
@@ -297,7 +324,7 @@ class KubeletServer:
         runner = web.AppRunner(
             self.application(),
             shutdown_timeout=SHUTDOWN_TIMEOUT,
-            access_log=None,  # request lines only ever reach the debug log below
+            access_log=None,  # no headers logged: _request_log writes one line per request
             logger=_ConnectionLog(logging.getLogger("aiohttp.server"), {}),
             keepalive_timeout=opts.keepalive_timeout,
             max_line_size=MAX_LINE_SIZE,
