@@ -196,15 +196,18 @@ def runtime_process(
 
 
 @contextlib.contextmanager
-def node_process(cp: ControlPlane, work: Path, endpoint: str) -> Iterator[Path]:
-    """``minikubelet -v run`` on ``endpoint``, joined to ``cp``, until its Node is Ready."""
+def node_process(
+    cp: ControlPlane, work: Path, endpoint: str, verbosity: str = "-v"
+) -> Iterator[Path]:
+    """``minikubelet -v run`` on ``endpoint``, joined to ``cp``, until its Node is Ready
+    (``-vv`` when tracing: the kubelet API's per-request and per-stream lines)."""
     (work / "manifests").mkdir(parents=True, exist_ok=True)
     log_path = work / "node.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [
                 *MINIKUBELET,
-                "-v",
+                verbosity,
                 "run",
                 "--root-dir",
                 str(work / "root"),
@@ -252,7 +255,7 @@ def node_process(cp: ControlPlane, work: Path, endpoint: str) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def cluster(runtime: str) -> Iterator[Cluster]:
+def cluster(runtime: str, node_verbosity: str = "-v") -> Iterator[Cluster]:
     binaries = find_binaries()
     if isinstance(binaries, str):
         raise SystemExit(binaries)
@@ -268,7 +271,7 @@ def cluster(runtime: str) -> Iterator[Cluster]:
                     push_image(image, registry.host, "library/busybox", "1.36")
                 with (
                     runtime_process(runtime, work, registry) as (endpoint, runtime_log),
-                    node_process(cp, work / "node", endpoint) as node_log,
+                    node_process(cp, work / "node", endpoint, node_verbosity) as node_log,
                 ):
                     done = cp.kubectl("apply", "-f", "-", input=POD_YAML)
                     if done.returncode != 0:
@@ -511,7 +514,7 @@ def main() -> None:
         "--trace", metavar="FILE", help="also write one traced kubectl exec to FILE ('-': stdout)"
     )
     args = parser.parse_args()
-    with cluster(args.runtime) as c:
+    with cluster(args.runtime, "-vv" if args.trace else "-v") as c:
         if args.runs > 0:
             report(args.runtime, args.runs, measure(c, args.runs))
         if args.trace:
