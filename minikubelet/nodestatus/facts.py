@@ -245,9 +245,9 @@ def gather_host_facts(
     limit = cgroup_memory_limit(host_root)
     if limit is not None:
         memory = min(memory, limit) if memory else limit
-    machine_id = _read(host_root / "etc/machine-id") or _read(
-        host_root / "var/lib/dbus/machine-id"
-    ) or ""
+    machine_id = (
+        _read(host_root / "etc/machine-id") or _read(host_root / "var/lib/dbus/machine-id") or ""
+    )
     system_uuid = _read(host_root / "sys/class/dmi/id/product_uuid") or machine_id
     boot_id = _read(host_root / "proc/sys/kernel/random/boot_id") or ""
     info = uname()

@@ -87,9 +87,7 @@ def parse_taint(spec: str) -> dict[str, str]:
     if not sep:
         raise ValueError(f"invalid taint spec: {spec}")
     if effect not in TAINT_EFFECTS:
-        raise ValueError(
-            f"invalid taint effect: {effect}, unsupported taint effect"
-        )
+        raise ValueError(f"invalid taint effect: {effect}, unsupported taint effect")
     key, has_value, value = head.partition("=")
     errors = is_qualified_name(key)
     if errors:
@@ -240,9 +238,7 @@ def _set_condition(
         if condition.get("type") == type_:
             if condition.get("status") != status or not condition.get("lastTransitionTime"):
                 condition["lastTransitionTime"] = stamp
-            condition.update(
-                status=status, reason=reason, message=message, lastHeartbeatTime=stamp
-            )
+            condition.update(status=status, reason=reason, message=message, lastHeartbeatTime=stamp)
             return
     conditions.append(
         {

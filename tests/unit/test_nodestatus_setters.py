@@ -276,29 +276,47 @@ def test_missing_capacity_makes_not_ready() -> None:
         (
             Pressure(),
             [
-                ("MemoryPressure", "False", "KubeletHasSufficientMemory",
-                 "kubelet has sufficient memory available"),
-                ("DiskPressure", "False", "KubeletHasNoDiskPressure",
-                 "kubelet has no disk pressure"),
-                ("PIDPressure", "False", "KubeletHasSufficientPID",
-                 "kubelet has sufficient PID available"),
+                (
+                    "MemoryPressure",
+                    "False",
+                    "KubeletHasSufficientMemory",
+                    "kubelet has sufficient memory available",
+                ),
+                (
+                    "DiskPressure",
+                    "False",
+                    "KubeletHasNoDiskPressure",
+                    "kubelet has no disk pressure",
+                ),
+                (
+                    "PIDPressure",
+                    "False",
+                    "KubeletHasSufficientPID",
+                    "kubelet has sufficient PID available",
+                ),
             ],
         ),
         (
             Pressure(memory=True, disk=True, pid=True),
             [
-                ("MemoryPressure", "True", "KubeletHasInsufficientMemory",
-                 "kubelet has insufficient memory available"),
+                (
+                    "MemoryPressure",
+                    "True",
+                    "KubeletHasInsufficientMemory",
+                    "kubelet has insufficient memory available",
+                ),
                 ("DiskPressure", "True", "KubeletHasDiskPressure", "kubelet has disk pressure"),
-                ("PIDPressure", "True", "KubeletHasInsufficientPID",
-                 "kubelet has insufficient PID available"),
+                (
+                    "PIDPressure",
+                    "True",
+                    "KubeletHasInsufficientPID",
+                    "kubelet has insufficient PID available",
+                ),
             ],
         ),
     ],
 )
-def test_pressure_conditions(
-    pressure: Pressure, expected: list[tuple[str, str, str, str]]
-) -> None:
+def test_pressure_conditions(pressure: Pressure, expected: list[tuple[str, str, str, str]]) -> None:
     node: dict[str, object] = {}
     setters.set_pressure_conditions(node, pressure, T0)
     status = node["status"]

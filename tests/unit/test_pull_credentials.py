@@ -313,7 +313,6 @@ async def test_a_pull_secret_that_does_not_parse_fails_the_pull() -> None:
     assert service.pulls == []
 
 
-
 def test_the_trace_shows_who_a_pull_authenticates_as_never_the_secret() -> None:
     trace = TraceRecorder()
     pulled = trace.record(
