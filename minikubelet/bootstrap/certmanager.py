@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
 import enum
 import ipaddress
@@ -41,8 +42,9 @@ import logging
 import random
 import ssl
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -334,12 +336,22 @@ class _Attempts:
         self.failures = 0
 
 
-BootstrapClient = Callable[[Path], Any]
-"""Loads a kubeconfig into an API client: an async context manager with ``.api``."""
+@contextlib.asynccontextmanager
+async def bootstrap_csr_api(path: Path) -> AsyncIterator[CSRApi]:
+    """The CSR API as the bootstrap kubeconfig ``path`` authenticates."""
+    async with await KubeClient.from_kubeconfig(path) as kube:
+        yield csr_api(kube.api)
 
 
-async def _load_client(path: Path) -> KubeClient:
-    return await KubeClient.from_kubeconfig(path)
+async def _still_refused(api: k8s.ApiClient, node_name: str) -> bool:
+    """Whether the API server refuses the node's certificate (401) on reading its Node."""
+    try:
+        await k8s.CoreV1Api(api).read_node(node_name)
+    except ApiException as exc:
+        return exc.status == 401
+    except Exception as exc:
+        log.debug("checking the client certificate after a 401: %s", exc)
+    return False
 
 
 class ClientCertificateManager:
@@ -355,7 +367,10 @@ class ClientCertificateManager:
         first_after: float | None = None,
         jitter: Callable[[], float] = _jitter,
         csr: CSRApi | None = None,
-        bootstrap_client: Callable[[Path], Any] = _load_client,
+        bootstrap_csr: Callable[[Path], contextlib.AbstractAsyncContextManager[CSRApi]] = (
+            bootstrap_csr_api
+        ),
+        still_refused: Callable[[], Awaitable[bool]] | None = None,
         approval_timeout: float = APPROVAL_TIMEOUT,
     ) -> None:
         self.identity = identity
@@ -365,7 +380,8 @@ class ClientCertificateManager:
         self.jitter = jitter
         self.csr = csr or csr_api(api)
         self.connections = ConnectionSwitch(api)
-        self.bootstrap_client = bootstrap_client
+        self.bootstrap_csr = bootstrap_csr
+        self.still_refused = still_refused or partial(_still_refused, api, node_name)
         self.approval_timeout = approval_timeout
         self.unauthorized = asyncio.Event()
         """Set when the API server refused the node's certificate (401)."""
@@ -400,6 +416,8 @@ class ClientCertificateManager:
     async def _step(self) -> None:
         now = self.clock.now()
         await self.connections.close_retired(now)
+        if self.unauthorized.is_set():
+            await self._confirm_refused()
         current = self.current_validity()
         usable = current is not None and not current.expired(now) and not self.unauthorized.is_set()
         has_bootstrap = self.identity.bootstrap_kubeconfig.is_file()
@@ -414,7 +432,6 @@ class ClientCertificateManager:
                 self.identity.bootstrap_kubeconfig,
                 self.identity.root,
             )
-            self.unauthorized.clear()
             await self.clock.sleep(REJOIN_CHECK)
             return
         if action is Next.BOOTSTRAP:
@@ -454,26 +471,18 @@ class ClientCertificateManager:
         finally:
             for task in (sleeper, refused):
                 task.cancel()
-        if self.unauthorized.is_set():
-            await self._confirm_refused()
 
     async def _confirm_refused(self) -> None:
         """One 401 could be a passing thing (an API server starting): the certificate is
         tried once more before it is given up."""
-        try:
-            await k8s.CoreV1Api(self.connections.api).read_node(self.node_name)
-        except ApiException as exc:
-            if exc.status == 401:
-                return  # stays set: the next step falls back
-        except Exception as exc:
-            log.debug("checking the client certificate after a 401: %s", exc)
-        self.unauthorized.clear()
+        if not await self.still_refused():
+            self.unauthorized.clear()  # else it stays set: the next step falls back
 
     async def _attempt(self, *, bootstrap: bool) -> None:
         try:
             if bootstrap:
-                async with await self.bootstrap_client(self.identity.bootstrap_kubeconfig) as boot:
-                    await self.renew(csr_api(boot.api))
+                async with self.bootstrap_csr(self.identity.bootstrap_kubeconfig) as boot:
+                    await self.renew(boot)
             else:
                 await self.renew(self.csr)
         except asyncio.CancelledError:
