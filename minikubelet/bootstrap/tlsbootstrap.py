@@ -383,6 +383,20 @@ async def request_node_client_certificate(
     )
 
 
+def certificate_node_name(pem: bytes) -> str | None:
+    """NAME of the first certificate in ``pem`` when it is a node's
+    (``CN=system:node:NAME``), else None."""
+    try:
+        cert = x509.load_pem_x509_certificates(pem)[0]
+    except (ValueError, IndexError):
+        return None
+    for attr in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
+        value = str(attr.value)
+        if value.startswith(NODE_USER_PREFIX):
+            return value.removeprefix(NODE_USER_PREFIX)
+    return None
+
+
 # -- a name already taken ------------------------------------------------------------------------
 
 
@@ -459,6 +473,7 @@ __all__ = (
     "CSRDenied",
     "IssuedCertificate",
     "PrivateKey",
+    "certificate_node_name",
     "csr_pem",
     "describe",
     "digested_name",

@@ -504,9 +504,10 @@ def preflight_runtime(args: argparse.Namespace, name: str = "run") -> bool:
 
 def use_joined_identity(args: argparse.Namespace) -> None:
     """Without --kubeconfig, a root dir that has joined a cluster (``minikubelet join``)
-    runs with its identity: ``<root>/kubelet.kubeconfig``, and the cluster CA as the
-    kubelet API's client CA unless --client-ca-file says otherwise."""
-    from minikubelet.bootstrap.identity import Identity
+    runs with its identity: ``<root>/kubelet.kubeconfig``, the node name its certificate
+    is for, and the cluster CA as the kubelet API's client CA unless --client-ca-file
+    says otherwise (ValueError: a --node-name the identity is not for)."""
+    from minikubelet.bootstrap.tlsbootstrap import certificate_node_name
 
     if args.kubeconfig:
         return
@@ -515,6 +516,13 @@ def use_joined_identity(args: argparse.Namespace) -> None:
         args.kubeconfig = str(identity.kubeconfig)
         if not args.client_ca_file and identity.cluster_ca.is_file():
             args.client_ca_file = str(identity.cluster_ca)
+        joined_as = certificate_node_name(identity.current().read_bytes())
+        if joined_as is not None and args.node_name and args.node_name != joined_as:
+            raise ValueError(
+                f"--node-name {args.node_name}, but {identity.root} holds the identity of "
+                f"node {joined_as} (system:node:{joined_as})"
+            )
+        args.node_name = args.node_name or joined_as
 
 
 def node_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -556,8 +564,8 @@ def node_options(args: argparse.Namespace) -> dict[str, Any]:
 def command(args: argparse.Namespace) -> int:
     if not preflight_runtime(args):
         return 1
-    use_joined_identity(args)
     try:
+        use_joined_identity(args)
         options = node_options(args)
     except ValueError as exc:
         print(f"minikubelet run: {exc}", file=sys.stderr)
