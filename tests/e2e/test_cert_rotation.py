@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -35,7 +37,7 @@ from minikubelet.bootstrap.certmanager import (
 from minikubelet.bootstrap.identity import Identity
 from minikubelet.clock import RealClock
 from minikubelet.kubeapi.client import KubeClient
-from tests.e2e.cluster import apply, free_port, kubectl_json
+from tests.e2e.cluster import api_node, apply, free_port, kubectl_json
 from tests.e2e.conftest import unmount_under
 from tests.e2e.node import FAST, ROOT, Node
 from tests.harness.controlplane import ControlPlane
@@ -351,3 +353,78 @@ async def test_leave_drains_honouring_budgets_and_deletes_the_node(
         [(p["metadata"]["name"], p["spec"].get("nodeName")) for p in pods]
     )
     assert all(p["status"]["phase"] == "Pending" for p in live)
+
+
+def served_certificate(port: int) -> x509.Certificate:
+    """What the node's kubelet API presents to a new TLS connection."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+async def test_serving_certificate_from_the_cluster_once_approved(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    cp = control_plane
+    name = "serving-fake"
+    node = api_node(tmp_path, cp, "fake", name, "--rotate-server-certificates")
+    port = int(node.extra_args[node.extra_args.index("--port") + 1])
+    cluster_ca = x509.load_pem_x509_certificate(cp.ca_pem).subject
+    node.start()
+    try:
+        await node.wait_ready()
+        line = await wait_until(
+            lambda: next(
+                (
+                    text.split("approve it with: ", 1)[1].strip()
+                    for text in node.log().splitlines()
+                    if "approve it with: kubectl certificate approve" in text
+                ),
+                None,
+            ),
+            timeout=60,
+            interval=0.2,
+            message="the approve line",
+        )
+        csr_name = line.split()[-1]
+        csr = kubectl_json(cp, "get", "csr", csr_name)
+        assert csr["spec"]["signerName"] == "kubernetes.io/kubelet-serving"
+        assert csr["spec"]["username"] == f"system:node:{name}"
+        assert sorted(csr["spec"]["usages"]) == [
+            "digital signature",
+            "key encipherment",
+            "server auth",
+        ]
+        assert not csr.get("status", {}).get("conditions")  # nobody approves these but people
+        # until then the self-signed certificate is served
+        await wait_until(lambda: node.log().count("kubelet API listening") > 0, timeout=30)
+        assert (await asyncio.to_thread(served_certificate, port)).issuer != cluster_ca
+
+        done = cp.kubectl("certificate", "approve", csr_name)
+        assert done.returncode == 0, done.stderr
+        served = await wait_until(
+            lambda: asyncio.to_thread(
+                lambda: c if (c := served_certificate(port)).issuer == cluster_ca else None
+            ),
+            timeout=60,
+            interval=0.5,
+            message="the node serving the certificate the cluster issued",
+        )
+        cn = served.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
+        assert cn == f"system:node:{name}"
+        san = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert name in san.get_values_for_type(x509.DNSName)
+        assert "127.0.0.1" in [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+        assert Identity(node.root_dir).current("kubelet-server").is_symlink()
+    finally:
+        assert node.stop() == 0
+        cp.kubectl("delete", "node", name, "--wait=false")
+        unmount_under(tmp_path)
+    assert "Traceback" not in node.log(), node.log()[-6000:]
