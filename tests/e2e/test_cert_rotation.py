@@ -12,6 +12,7 @@ to ``...:selfnodeclient``, as kubeadm binds it), stored with ``Identity.store_pa
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import socket
 import ssl
@@ -23,6 +24,8 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from minikubelet.bootstrap.certmanager import (
     CLIENT_SIGNER,
@@ -423,6 +426,96 @@ async def test_serving_certificate_from_the_cluster_once_approved(
         assert name in san.get_values_for_type(x509.DNSName)
         assert "127.0.0.1" in [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
         assert Identity(node.root_dir).current("kubelet-server").is_symlink()
+    finally:
+        assert node.stop() == 0
+        cp.kubectl("delete", "node", name, "--wait=false")
+        unmount_under(tmp_path)
+    assert "Traceback" not in node.log(), node.log()[-6000:]
+
+
+def expired_pair(cp: ControlPlane, name: str) -> tuple[bytes, bytes]:
+    """A client certificate for ``system:node:NAME`` from the cluster CA, expired an hour ago."""
+    ca_key = serialization.load_pem_private_key((cp.pki / "ca.key").read_bytes(), None)
+    assert isinstance(ca_key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey)
+    ca_cert = x509.load_pem_x509_certificate(cp.ca_pem)
+    key = new_key()
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(x509.NameOID.ORGANIZATION_NAME, "system:nodes"),
+                    x509.NameAttribute(x509.NameOID.COMMON_NAME, f"system:node:{name}"),
+                ]
+            )
+        )
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=2))
+        .not_valid_after(now - datetime.timedelta(hours=1))
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem(key)
+
+
+async def test_expired_certificate_falls_back_to_the_bootstrap_token(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    cp = control_plane
+    name = "expired-fake"
+    cp.setup_bootstrap_tokens()
+    token = cp.create_bootstrap_token()
+    node = Node(
+        tmp_path,
+        runtime="fake",
+        node_name=name,
+        extra_args=(*FAST, "--node-ip", "127.0.0.1", "--port", "0"),
+    )
+    identity = Identity(node.root_dir)
+    cert, key = expired_pair(cp, name)
+    identity.store_pair(cert, key)
+    identity.write_kubeconfig(cp.url, cp.ca_pem)
+    identity.write_cluster_ca(cp.ca_pem)
+    identity.write_bootstrap_kubeconfig(cp.url, cp.ca_pem, token)
+    expired_file = identity.current().resolve()
+    node.start()  # the root dir's identity, whose certificate has expired
+    try:
+        await node.wait_ready()
+        await wait_until(
+            lambda: identity.current().resolve() != expired_file,
+            timeout=60,
+            interval=0.2,
+            message="a new client certificate",
+        )
+        log = node.log()
+        assert "client certificate expired at" in log, log[-4000:]
+        assert "bootstrap-kubelet.kubeconfig" in log
+        new = x509.load_pem_x509_certificates(identity.current().read_bytes())[0]
+        assert new.not_valid_after_utc > datetime.datetime.now(datetime.UTC)
+        csr_name = log.split("new client certificate from CertificateSigningRequest ", 1)[1]
+        csr = kubectl_json(cp, "get", "csr", csr_name.split()[0].rstrip(","))
+        assert csr["spec"]["username"] == f"system:bootstrap:{token.split('.')[0]}"
+        # and with it the node registers and is Ready
+        await wait_until(
+            lambda: asyncio.to_thread(
+                lambda: any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in (
+                        json.loads(cp.kubectl("get", "node", name, "-o", "json").stdout or "{}")
+                        .get("status", {})
+                        .get("conditions", [])
+                    )
+                )
+            ),
+            timeout=90,
+            interval=0.5,
+            message="the Node Ready with the new certificate",
+        )
     finally:
         assert node.stop() == 0
         cp.kubectl("delete", "node", name, "--wait=false")
