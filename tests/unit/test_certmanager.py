@@ -12,6 +12,7 @@ import datetime
 import logging
 import socket
 import ssl
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -555,3 +556,78 @@ async def test_a_kept_serving_certificate_is_served_at_once(
     # one that does not name the node's current names is asked for again
     other = ServingCertificateManager(identity, fake, NODE, [NODE, "10.9.9.9"], clock=clock)
     assert other._usable() is None
+
+
+async def test_new_connections_present_the_new_certificate_while_old_streams_go_on(
+    tmp_path: Path, ca: CA
+) -> None:
+    """Against a TLS server that requires client certificates: after a rotation a new
+    request presents the new certificate, and a response already streaming on the old
+    connection (a watch) goes on to its end."""
+    from aiohttp import web
+
+    now = time.time()
+    clock = ManualClock(now)
+    identity = joined(tmp_path / "node", ca, now - 60, DAY)
+    server_key = new_key()
+    server_cert = ca.sign(node_csr(server_key, "api", ["127.0.0.1"]), now - 60, DAY, server=True)
+    (tmp_path / "srv.pem").write_bytes(server_cert + key_pem(server_key))
+    (tmp_path / "ca.pem").write_bytes(ca.pem)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=tmp_path / "ca.pem")
+    server_ctx.load_cert_chain(tmp_path / "srv.pem")
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+
+    def peer_serial(request: web.Request) -> str:
+        tls = request.transport.get_extra_info("ssl_object") if request.transport else None
+        assert tls is not None
+        return str(x509.load_der_x509_certificate(tls.getpeercert(binary_form=True)).serial_number)
+
+    release = asyncio.Event()
+
+    async def whoami(request: web.Request) -> web.Response:
+        return web.Response(text=peer_serial(request))
+
+    async def watch(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(f"{peer_serial(request)}\n".encode())
+        await release.wait()
+        await response.write(b"still here\n")
+        return response
+
+    app = web.Application()
+    app.router.add_get("/whoami", whoami)
+    app.router.add_get("/watch", watch)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
+    await site.start()
+    port = runner.addresses[0][1]
+    configuration = k8s.Configuration()
+    configuration.host = f"https://127.0.0.1:{port}"
+    configuration.ssl_ca_cert = str(tmp_path / "ca.pem")
+    configuration.cert_file = configuration.key_file = str(identity.current())
+    api = k8s.ApiClient(configuration)
+    fake = FakeCSRApi(ca, clock)
+    mgr = manager(identity, api, fake, clock)
+    url = f"https://127.0.0.1:{port}"
+    try:
+        first = x509.load_pem_x509_certificates(identity.current().read_bytes())[0]
+        response = await api.rest_client.request("GET", f"{url}/whoami")
+        assert response.data.decode() == str(first.serial_number)
+        stream = await api.rest_client.request("GET", f"{url}/watch", _preload_content=False)
+        assert (await stream.content.readline()).decode().strip() == str(first.serial_number)
+
+        await mgr.renew(fake)
+        second = x509.load_pem_x509_certificates(identity.current().read_bytes())[0]
+        assert second.serial_number != first.serial_number
+        response = await api.rest_client.request("GET", f"{url}/whoami")
+        assert response.data.decode() == str(second.serial_number)  # a new connection
+
+        release.set()  # the old stream was not cut by the switch
+        assert await stream.content.readline() == b"still here\n"
+        stream.release()
+    finally:
+        await mgr.connections.close()
+        await api.close()
+        await runner.cleanup()
