@@ -86,9 +86,11 @@ class JoinNode(Node):
         runtime: str = "fake",
         node_name: str,
         extra_args: tuple[str, ...],
+        name_flag: bool = True,
     ) -> None:
         super().__init__(workdir, runtime=runtime, node_name=node_name, extra_args=extra_args)
         self.join = list(join)
+        self.name_flag = name_flag  # False: the node takes its name from its identity
         self.started_at = 0.0
 
     def argv(self) -> list[str]:
@@ -104,8 +106,7 @@ class JoinNode(Node):
             str(self.manifests),
             "--runtime",
             self.runtime,
-            "--node-name",
-            self.node_name,
+            *(("--node-name", self.node_name) if self.name_flag else ()),
             *self.extra_args,
         ]
 
@@ -295,17 +296,24 @@ async def test_it_starts_again_without_the_token(
     assert again.returncode != 0 and "has joined a cluster already" in again.stderr, again
     assert {p: p.read_bytes() for p in joined.root_dir.rglob("*.kubeconfig")} == files
 
+    # a name other than the one its certificate is for is refused
+    other = run_join(joined.workdir, ["run"], "join-other")
+    assert other.returncode == 2, other
+    assert "holds the identity of node join-fake" in other.stderr, other.stderr
+
     port = joined.extra_args[joined.extra_args.index("--port") + 1]
-    rerun = Node(
+    rerun = JoinNode(
         joined.workdir,
+        ["run"],  # no --kubeconfig, no token, no --node-name: all from the root dir
         node_name="join-fake",
-        extra_args=(*FAST, *serving(int(port))),  # no --kubeconfig, no token
+        extra_args=(*FAST, *serving(int(port))),
+        name_flag=False,
     )
     joined.proc = None
     rerun.start()
     try:
         await rerun.wait_ready()
-        assert "API server https://127.0.0.1:" in rerun.log()
+        assert "node join-fake on" in rerun.log() and "API server https://127.0.0.1:" in rerun.log()
 
         def renewed() -> bool:
             lease = kubectl_json(
