@@ -39,6 +39,7 @@ from minikubelet.bootstrap.tlsbootstrap import (
     KEY_TYPES,
     BootstrapError,
     IssuedCertificate,
+    describe,
     node_name_in_use,
     request_node_client_certificate,
     retrying,
@@ -168,7 +169,7 @@ async def join(
                     f"the API server at {cluster.server} refuses the bootstrap token (401): "
                     "it has expired or was deleted"
                 ) from None
-            raise
+            raise JoinError(f"reading Node {request.node_name}: {describe(exc)}") from None
         if taken is not None:
             raise JoinError(taken)
         issued = await request_node_client_certificate(
