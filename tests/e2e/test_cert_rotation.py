@@ -39,6 +39,7 @@ from minikubelet.bootstrap.certmanager import (
 )
 from minikubelet.bootstrap.identity import Identity
 from minikubelet.clock import RealClock
+from minikubelet.cri.client import CRIClient
 from minikubelet.kubeapi.client import KubeClient
 from tests.e2e.cluster import api_node, apply, free_port, kubectl_json
 from tests.e2e.conftest import unmount_under
@@ -519,5 +520,84 @@ async def test_expired_certificate_falls_back_to_the_bootstrap_token(
     finally:
         assert node.stop() == 0
         cp.kubectl("delete", "node", name, "--wait=false")
+        unmount_under(tmp_path)
+    assert "Traceback" not in node.log(), node.log()[-6000:]
+
+
+def _serve_runtime(endpoint: str, out: Path) -> subprocess.Popen[bytes]:
+    with open(out, "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "minikubelet", "runtime", "serve", "fake", "--listen", endpoint],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+
+
+async def test_leave_stops_the_static_pods_of_a_runtime_that_stays(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    """On a runtime of its own (as containerd on a real node), pods outlive a kubelet
+    restart; a node that leaves stops them all, static pods included."""
+    cp = control_plane
+    name = "leave-static"
+    apply(cp, SELF_RENEWAL)
+    endpoint = f"unix://{tmp_path / 'fake.sock'}"
+    runtime = _serve_runtime(endpoint, tmp_path / "runtime.log")
+    node = Node(
+        tmp_path,
+        runtime=endpoint,
+        node_name=name,
+        extra_args=(*FAST, "--node-labels", f"{LABEL}={name}", "--node-ip", "127.0.0.1"),
+    )
+    try:
+        await wait_until(
+            lambda: "serving" in (tmp_path / "runtime.log").read_text(),
+            message="the fake runtime",
+        )
+        await make_identity(cp, node.root_dir, name)
+        node.add_manifest("multi-container.yaml")
+        node.start()
+        await node.wait_ready()
+        apply(cp, DEPLOYMENT.format(name="static-web", replicas=1, label=LABEL, node=name))
+        await wait_until(
+            lambda: asyncio.to_thread(lambda: len(running_on(cp, "static-web", name)) == 1),
+            timeout=60,
+            interval=0.5,
+            message="the API pod Running",
+        )
+        await wait_until(
+            lambda: asyncio.to_thread(
+                lambda: any(
+                    p["metadata"]["name"] == f"multi-{name}"
+                    for p in kubectl_json(cp, "get", "pods", "-A")["items"]
+                )
+            ),
+            timeout=60,
+            interval=0.5,
+            message="the static pod's mirror pod",
+        )
+        async with CRIClient(endpoint) as cri:
+            ready = [s for s in await cri.list_pod_sandbox() if s.state == 0]
+            assert len(ready) == 2  # the static pod and the API pod
+
+        done = await asyncio.to_thread(
+            leave, node.root_dir, "--kubeconfig", str(cp.admin_kubeconfig)
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"static pod default/multi-{name} is not evicted" in done.stdout
+        assert f"node {name} deleted" in done.stdout
+        assert node.proc is not None and node.proc.wait(timeout=30) == 0
+        assert "leaving" not in {p.name for p in node.root_dir.iterdir()}
+        async with CRIClient(endpoint) as cri:
+            assert list(await cri.list_pod_sandbox()) == []  # stopped and removed
+            assert list(await cri.list_containers()) == []
+        assert not Identity(node.root_dir).joined()
+    finally:
+        node.stop()
+        cp.kubectl("delete", "node", name, "--wait=false")
+        cp.kubectl("delete", "deployment", "static-web", "--wait=false")
+        runtime.terminate()
+        runtime.wait(timeout=10)
         unmount_under(tmp_path)
     assert "Traceback" not in node.log(), node.log()[-6000:]
