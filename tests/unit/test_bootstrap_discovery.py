@@ -458,6 +458,8 @@ async def test_a_server_of_another_ca_fails_the_verified_read(
     api_server.data = data
     with pytest.raises(DiscoveryError, match="certificate of the cluster CA") as caught:
         await discover(f"127.0.0.1:{api_server.port}", TOKEN, [public_key_hash(impostor.ca_cert)])
+    # the same CA name, another key: OpenSSL says why it refused
+    assert "certificate signature failure" in str(caught.value), caught.value
 
 
 async def test_an_error_status_is_retried_until_the_deadline(
