@@ -1,7 +1,7 @@
 """TLS bootstrap (minikubelet/bootstrap/tlsbootstrap.py) against a small stand-in for the
 API server's CSR, Node and Lease endpoints, spoken to by the real generated client: what
 the CSR asks for, waiting for approval and the certificate, a denial, a certificate for
-another key, and when a node name belongs to another live node."""
+another key, and when a node name belongs to another live node; the identity join writes is whole or absent."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import base64
 import datetime
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,18 +20,23 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from kubernetes_asyncio import client as k8s
 
+from minikubelet.bootstrap.discovery import ClusterInfo, public_key_hash
+from minikubelet.bootstrap.identity import Identity
 from minikubelet.bootstrap.tlsbootstrap import (
     CLIENT_USAGES,
     KUBELET_CLIENT_SIGNER,
     BootstrapError,
     CSRDenied,
+    IssuedCertificate,
     certificate_node_name,
     digested_name,
     new_private_key,
     node_name_in_use,
     node_subject,
+    private_key_pem,
     request_node_client_certificate,
 )
+from minikubelet.cli.join import write_identity
 from minikubelet.kubeapi.client import KubeClient
 
 CSR_PATH = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
@@ -263,3 +269,55 @@ async def test_a_name_is_taken_by_a_ready_node_with_a_fresh_lease(
     assert why is not None and "Lease renewed 3s ago" in why
     fake.leases["worker-1"] = _lease(age=120)
     assert await node_name_in_use(kube, "worker-1") is None  # Ready but its Lease is stale
+
+
+# -- the identity join writes --------------------------------------------------------------------
+
+
+def _issued_and_cluster() -> tuple[IssuedCertificate, ClusterInfo]:
+    fake = FakeAPI()
+    key = new_private_key()
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(node_subject("n1"))
+        .sign(key, hashes.SHA256())
+    )
+    ca_pem = fake.ca[1].public_bytes(serialization.Encoding.PEM)
+    cluster = ClusterInfo(
+        server="https://10.0.0.1:6443",
+        ca_pem=ca_pem,
+        ca_hash=public_key_hash(fake.ca[1]),
+        kubeconfig="",
+        verified=True,
+    )
+    return IssuedCertificate(fake.sign(csr), private_key_pem(key), "node-csr-x"), cluster
+
+
+def test_the_identity_is_written_whole(tmp_path: Path) -> None:
+    issued, cluster = _issued_and_cluster()
+    identity = Identity(tmp_path / "root")
+    write_identity(identity, cluster, "abcdef.0123456789abcdef", issued)
+    assert identity.joined()
+    assert identity.current().read_bytes().startswith(issued.cert_pem.rstrip(b"\n"))
+    assert issued.key_pem in identity.current().read_bytes()
+    assert b"abcdef.0123456789abcdef" in identity.bootstrap_kubeconfig.read_bytes()
+    assert identity.cluster_ca.read_bytes() == cluster.ca_pem
+
+
+def test_a_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    issued, cluster = _issued_and_cluster()
+
+    def full(self: Identity, server: str, ca_pem: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Identity, "write_kubeconfig", full)
+    identity = Identity(tmp_path / "root")
+    with pytest.raises(OSError, match="No space left"):
+        write_identity(identity, cluster, "abcdef.0123456789abcdef", issued)
+    assert not identity.root.exists()
+    # a root dir that was there stays, empty of what join wrote
+    identity.root.mkdir()
+    (identity.root / "other").write_text("kept")
+    with pytest.raises(OSError):
+        write_identity(identity, cluster, "abcdef.0123456789abcdef", issued)
+    assert sorted(p.name for p in identity.root.rglob("*")) == ["other"]
