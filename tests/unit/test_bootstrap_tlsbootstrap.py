@@ -1,7 +1,8 @@
 """TLS bootstrap (minikubelet/bootstrap/tlsbootstrap.py) against a small stand-in for the
 API server's CSR, Node and Lease endpoints, spoken to by the real generated client: what
 the CSR asks for, waiting for approval and the certificate, a denial, a certificate for
-another key, and when a node name belongs to another live node; the identity join writes is whole or absent."""
+another key, and when a node name belongs to another live node; and the identity join
+writes, whole or not at all."""
 
 from __future__ import annotations
 
