@@ -413,7 +413,7 @@ class NativeRuntime:
                 assert self._defaults is not None
                 seccomp_profile = await asyncio.to_thread(
                     load_localhost_profile,
-                    spec.security.seccomp[len("localhost/") :],
+                    spec.security.seccomp,
                     self._defaults.seccomp_profile_root,
                 )
             assert self._defaults is not None

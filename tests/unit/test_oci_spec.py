@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from minikubelet.errors import InvalidArgument, NotFound
+from minikubelet.errors import InvalidArgument
 from runtimes.base.model import (
     ContainerMetadata,
     ContainerSpec,
@@ -529,8 +529,6 @@ def test_seccomp_localhost(ref: str) -> None:
     [
         ("localhost/../../../etc/passwd", "outside the profile root"),
         ("localhost/profiles/../../escape.json", "outside the profile root"),
-        ("localhost//etc/seccomp.json", "outside the profile root"),
-        ("localhost//var/lib/kubelet/seccomp-other/x.json", "outside the profile root"),
         ("localhost/", "empty path"),
         ("localhost/profiles/missing.json", "was not loaded"),
         ("weird/profile", "unknown seccomp profile"),
@@ -541,8 +539,19 @@ def test_seccomp_refusals(ref: str, message: str) -> None:
         _spec(_container(security=SecurityOptions(seccomp=ref)))
 
 
+@pytest.mark.parametrize(
+    "ref", ["localhost//etc/seccomp.json", "localhost//var/lib/kubelet/seccomp-other/x.json"]
+)
+def test_seccomp_localhost_absolute_path_anywhere(ref: str) -> None:
+    """containerd and CRI-O load the absolute path they are given, under no root."""
+    spec = _spec(_container(security=SecurityOptions(seccomp=ref)), seccomp_localhost=LOCAL_PROFILE)
+    assert spec["linux"]["seccomp"]["syscalls"] == [
+        {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}
+    ]
+
+
 def test_localhost_profile_without_default_action_is_invalid() -> None:
-    with pytest.raises(InvalidArgument, match="defaultAction"):
+    with pytest.raises(InvalidArgument, match=r"/var/lib/kubelet/seccomp/p\.json: .*defaultAction"):
         _spec(
             _container(security=SecurityOptions(seccomp="localhost/p.json")),
             seccomp_localhost={"syscalls": []},
@@ -554,6 +563,7 @@ def test_load_localhost_profile(tmp_path: Path) -> None:
     (root / "profiles").mkdir(parents=True)
     (root / "profiles" / "ok.json").write_text(json.dumps(LOCAL_PROFILE))
     (root / "profiles" / "bad.json").write_text("{not json")
+    (root / "profiles" / "noaction.json").write_text('{"syscalls": []}')
     (tmp_path / "secret.json").write_text(json.dumps(LOCAL_PROFILE))
     os.symlink(tmp_path / "secret.json", root / "profiles" / "link.json")
     assert seccomp.load_localhost_profile("localhost/profiles/ok.json", str(root)) == LOCAL_PROFILE
@@ -563,8 +573,20 @@ def test_load_localhost_profile(tmp_path: Path) -> None:
         seccomp.load_localhost_profile("localhost/../secret.json", str(root))
     with pytest.raises(InvalidArgument, match=r"bad\.json"):
         seccomp.load_localhost_profile("localhost/profiles/bad.json", str(root))
-    with pytest.raises(NotFound):
+    with pytest.raises(InvalidArgument, match=r"noaction\.json: .*defaultAction"):
+        seccomp.load_localhost_profile("localhost/profiles/noaction.json", str(root))
+    with pytest.raises(InvalidArgument, match=r"none\.json: no such file"):
         seccomp.load_localhost_profile("localhost/profiles/none.json", str(root))
+
+
+def test_load_localhost_profile_at_an_absolute_path(tmp_path: Path) -> None:
+    """An absolute path is loaded wherever it lies, through symlinks too."""
+    (tmp_path / "mine.json").write_text(json.dumps(LOCAL_PROFILE))
+    os.symlink(tmp_path / "mine.json", tmp_path / "link.json")
+    root = str(tmp_path / "elsewhere")
+    for name in ("mine.json", "link.json"):
+        ref = f"localhost/{tmp_path / name}"
+        assert seccomp.load_localhost_profile(ref, root) == LOCAL_PROFILE
 
 
 # -- sysctls ---------------------------------------------------------------------------------

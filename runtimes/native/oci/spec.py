@@ -17,7 +17,8 @@ tested table-driven without a host. The rules and where they come from:
   first), which replace a standard mount at the same destination;
 * masked and read-only paths: containerd's defaults unless the CRI gives them;
 * seccomp: ``unconfined``, ``runtime/default`` (our profile, see
-  :mod:`runtimes.native.seccomp.default`) or ``localhost/<path>`` under a root;
+  :mod:`runtimes.native.seccomp.default`) or ``localhost/<path>`` (an absolute
+  path as given, a relative one under a root);
 * sysctls: only namespaced ones, and none of a namespace shared with the host;
 * namespaces: join the sandbox's by path, a new mount namespace always.
 """
@@ -468,7 +469,10 @@ def seccomp_profile(
         path = seccomp.localhost_profile_path(ref, defaults.seccomp_profile_root)
         if localhost is None:
             raise InvalidArgument(f"localhost seccomp profile {path} was not loaded")
-        return seccomp.to_oci(localhost, caps=caps, arch=defaults.arch)
+        try:
+            return seccomp.to_oci(localhost, caps=caps, arch=defaults.arch)
+        except InvalidArgument as err:
+            raise InvalidArgument(f"localhost seccomp profile {path}: {err.message}") from None
     raise InvalidArgument(f"unknown seccomp profile {ref!r}")
 
 

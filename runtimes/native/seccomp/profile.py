@@ -16,7 +16,7 @@ import posixpath
 from collections.abc import Collection, Mapping
 from typing import Any, Final
 
-from minikubelet.errors import InvalidArgument, NotFound
+from minikubelet.errors import InvalidArgument
 from runtimes.native.seccomp.default import DEFAULT_PROFILE
 
 UNCONFINED: Final = "unconfined"
@@ -96,17 +96,20 @@ def runtime_default(*, caps: Collection[str], arch: str) -> dict[str, Any]:
 
 
 def localhost_profile_path(ref: str, root: str) -> str:
-    """The file a ``localhost/<path>`` reference names, refusing any path outside ``root``.
+    """The file a ``localhost/<path>`` reference names.
 
-    ``<path>`` may be absolute (it must then lie under ``root``, as the kubelet
-    sends it) or relative to ``root``. Only the text is checked here;
-    :func:`load_localhost_profile` checks symlinks too.
+    An absolute ``<path>`` is the file itself, wherever it lies, as containerd and
+    CRI-O load it: the kubelet sends ``<its root-dir>/seccomp/<localhostProfile>``
+    and crictl users name their own files. A relative one is taken under ``root``
+    and may not leave it.
     """
     path = ref.removeprefix(LOCALHOST_PREFIX)
     if not path:
         raise InvalidArgument("localhost seccomp profile: empty path")
     if "\x00" in path:
         raise InvalidArgument("localhost seccomp profile: NUL in path")
+    if posixpath.isabs(path):
+        return posixpath.normpath(path)
     root = posixpath.normpath(root)
     full = posixpath.normpath(posixpath.join(root, path))
     if not full.startswith(root.rstrip("/") + "/"):
@@ -117,19 +120,29 @@ def localhost_profile_path(ref: str, root: str) -> str:
 
 
 def load_localhost_profile(ref: str, root: str) -> dict[str, Any]:
-    """Read and parse a Localhost profile (blocking: call it through ``asyncio.to_thread``)."""
+    """Read, parse and check a Localhost profile (blocking: call it through
+    ``asyncio.to_thread``).
+
+    A file that is missing, unreadable, not JSON or not a seccomp profile is
+    InvalidArgument naming the file, as CRI-O answers CreateContainer.
+    """
     path = localhost_profile_path(ref, root)
-    real_root = os.path.realpath(root)
-    real = os.path.realpath(path)
-    if not real.startswith(real_root.rstrip("/") + "/"):
-        raise InvalidArgument(f"localhost seccomp profile {path} resolves outside {real_root}")
+    if not posixpath.isabs(ref.removeprefix(LOCALHOST_PREFIX)):
+        real_root = os.path.realpath(root)
+        if not os.path.realpath(path).startswith(real_root.rstrip("/") + "/"):
+            raise InvalidArgument(f"localhost seccomp profile {path} resolves outside {real_root}")
     try:
-        with open(real, encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except FileNotFoundError:
-        raise NotFound(f"localhost seccomp profile {path} not found") from None
+        raise InvalidArgument(f"localhost seccomp profile {path}: no such file") from None
     except (OSError, ValueError) as err:
         raise InvalidArgument(f"localhost seccomp profile {path}: {err}") from None
     if not isinstance(data, dict):
         raise InvalidArgument(f"localhost seccomp profile {path}: not a JSON object")
+    try:
+        to_oci(data, caps=(), arch="amd64")
+    except (InvalidArgument, TypeError, AttributeError, KeyError) as err:
+        message = err.message if isinstance(err, InvalidArgument) else f"malformed ({err})"
+        raise InvalidArgument(f"localhost seccomp profile {path}: {message}") from None
     return data
