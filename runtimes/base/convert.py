@@ -87,7 +87,13 @@ def container_spec_from_pb(config: pb.ContainerConfig) -> m.ContainerSpec:
         envs=tuple((kv.key, kv.value) for kv in config.envs),
         mounts=tuple(
             m.Mount(
-                mt.container_path, mt.host_path, mt.readonly, mt.propagation, mt.selinux_relabel
+                mt.container_path,
+                mt.host_path,
+                mt.readonly,
+                mt.propagation,
+                mt.selinux_relabel,
+                image=mt.image.image if mt.HasField("image") else "",
+                image_sub_path=mt.image_sub_path,
             )
             for mt in config.mounts
         ),
@@ -230,6 +236,8 @@ def container_status_to_pb(c: m.Container) -> pb.ContainerStatus:
                 readonly=mt.readonly,
                 selinux_relabel=mt.selinux_relabel,
                 propagation=mt.propagation,  # type: ignore[arg-type]
+                image=pb.ImageSpec(image=mt.image, image_ref=mt.image_ref) if mt.image else None,
+                image_sub_path=mt.image_sub_path,
             )
             for mt in c.spec.mounts
         ],

@@ -115,6 +115,12 @@ class Mount:
     readonly: bool = False
     propagation: int = 0  # 0 private, 1 host-to-container, 2 bidirectional
     selinux_relabel: bool = False
+    #: An image volume (CRI ``Mount.image``): the image to mount read-only, and the
+    #: directory of it to mount (``image_sub_path``); ``host_path`` is then unused.
+    image: str = ""
+    image_sub_path: str = ""
+    #: What the runtime mounted for ``image`` (repo digest, else image ID), in status.
+    image_ref: str = ""
 
 
 @dataclass(frozen=True, slots=True)
