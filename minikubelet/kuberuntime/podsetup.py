@@ -23,6 +23,7 @@ from minikubelet.lifecycle.hooks import run_handler
 from minikubelet.prober.manager import ProbeManager
 from minikubelet.prober.probe import ExecRunner
 from minikubelet.types import PodUID
+from minikubelet.volumes.etchosts import HostsFile
 from minikubelet.volumes.manager import VolumeError, VolumeManager
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,11 @@ class PodSetup:
                 warn=warn,
             )
             mounts = await self.volumes.make_mounts(
-                pod, container, self._volume_paths.get(pod.uid, {}), env=env
+                pod,
+                container,
+                self._volume_paths.get(pod.uid, {}),
+                env=env,
+                hosts=self._hosts_file(pod, pod_ips),
             )
             if mounts.termination_message_path is not None:
                 self._termination_files[(pod.uid, container.name)] = mounts.termination_message_path
@@ -175,6 +180,27 @@ class PodSetup:
             )
         except (envvars.ConfigError, VolumeError) as exc:
             raise ContainerConfigError(exc.message, exc.reason) from None
+
+    def _hosts_file(self, pod: Pod, pod_ips: Sequence[str]) -> HostsFile | None:
+        """What the pod's ``/etc/hosts`` says; None before the pod has an IP (then the
+        kubelet mounts none), except on the host network."""
+        if not pod_ips and not pod.spec.host_network:
+            return None
+        if self._dns is None:
+            self._dns = host_dns(self.host_ip)
+        try:
+            hostname, domain = convert.pod_hostname_and_domain(pod, self._dns.cluster_domain)
+        except ValueError as err:
+            raise envvars.ConfigError(
+                f"pod {pod}: {err}", reason=envvars.CREATE_CONTAINER_CONFIG_ERROR
+            ) from None
+        return HostsFile(
+            ips=tuple(pod_ips),
+            hostname=hostname,
+            domain=domain,
+            host_aliases=pod.spec.host_aliases,
+            host_network=pod.spec.host_network,
+        )
 
     def termination_message_host_path(self, pod: Pod, container: Container) -> Path | None:
         return self._termination_files.get((pod.uid, container.name))

@@ -9,6 +9,7 @@ Layout under the kubelet root directory, as the kubelet lays it out::
     <root>/pods/<uid>/volumes/kubernetes.io~secret/<name>         secret
     <root>/pods/<uid>/volumes/kubernetes.io~projected/<name>      projected
     <root>/pods/<uid>/containers/<container>/<8 hex digits>       termination message files
+    <root>/pods/<uid>/etc-hosts                                   the pod's /etc/hosts
 
 * ``emptyDir``: a directory with mode 0777, kept across setups of the same pod.
   ``medium: Memory`` is a tmpfs (``size=`` the ``sizeLimit``) when the manager may
@@ -84,6 +85,7 @@ from minikubelet.volumes.atomic import (
     atomic_write,
     validate_payload_path,
 )
+from minikubelet.volumes.etchosts import ETC_HOSTS, ETC_HOSTS_FILE, HostsFile, write_hosts_file
 from minikubelet.volumes.projection import (
     ProjectionError,
     config_map_payload,
@@ -755,9 +757,12 @@ class VolumeManager:
         volume_paths: Mapping[str, Path],
         *,
         env: Sequence[tuple[str, str]] = (),
+        hosts: HostsFile | None = None,
     ) -> ContainerMounts:
         """Everything a container's mounts need: missing subPath directories made
-        inside their volumes, a termination message file, then :func:`mounts_for`."""
+        inside their volumes, a termination message file, then :func:`mounts_for`;
+        with ``hosts``, the pod's ``etc-hosts`` written and mounted at ``/etc/hosts``
+        unless the container mounts a volume there (:mod:`.etchosts`)."""
         await asyncio.to_thread(_make_sub_paths, container, volume_paths, env)
         term: Path | None = None
         if container.termination_message_path:
@@ -765,7 +770,31 @@ class VolumeManager:
         mounts = await asyncio.to_thread(
             mounts_for, pod, container, volume_paths, env=env, termination_message_path=term
         )
+        if hosts is not None and all(
+            m.get("mountPath") != ETC_HOSTS for m in container.volume_mounts
+        ):
+            path = self.etc_hosts_path(str(pod.uid))
+            try:
+                await asyncio.to_thread(self._write_etc_hosts, path, hosts)
+            except OSError as err:
+                raise VolumeError(
+                    f"failed to write {path}: {err.strerror}",
+                    reason=CREATE_CONTAINER_CONFIG_ERROR,
+                ) from None
+            # makeHostsMount: read-write, relabelled for SELinux
+            mounts.append(
+                pb.Mount(container_path=ETC_HOSTS, host_path=str(path), selinux_relabel=True)
+            )
         return ContainerMounts(mounts=mounts, termination_message_path=term)
+
+    @staticmethod
+    def _write_etc_hosts(path: Path, hosts: HostsFile) -> None:
+        path.parent.mkdir(mode=POD_DIR_MODE, parents=True, exist_ok=True)
+        write_hosts_file(path, hosts)
+
+    def etc_hosts_path(self, uid: str) -> Path:
+        """``<root>/pods/<uid>/etc-hosts``, the pod's hosts file."""
+        return self.pod_dir(uid) / ETC_HOSTS_FILE
 
     # teardown
     async def teardown(self, uid: str) -> None:
