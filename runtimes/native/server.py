@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -385,15 +386,20 @@ class NativeRuntime:
             if resolved is None:
                 raise core.image_not_pulled(spec.image)
             image, image_name = resolved
-            for mount in spec.mounts:
-                await _check_mount(mount)
+            volume_images: dict[int, m.Image] = {}
+            for index, mount in enumerate(spec.mounts):
+                if mount.image:
+                    volume_images[index] = await self._volume_image(mount)
+                else:
+                    await _check_mount(mount)
             log_path = m.container_log_path(sandbox.spec.log_directory, spec.log_path)
         bundle = self.storage.container_dir(container_id)
         try:
             config = await self.images.image_config(image.id)
             layers = await self.images.layer_dirs(image.id)
-            self._layers[container_id] = layers
+            self._layers[container_id] = list(layers)
             rootfs = await self.storage.mount(container_id, layers)
+            mounts, oci_mounts = await self._image_volumes(container_id, spec, volume_images)
             passwd = await asyncio.to_thread(_read_text, rootfs / "etc" / "passwd")
             group = await asyncio.to_thread(_read_text, rootfs / "etc" / "group")
             user = resolve_user(
@@ -419,7 +425,7 @@ class NativeRuntime:
             assert self._defaults is not None
             document = oci_spec.generate_spec(
                 container_id=container_id,
-                container=spec,
+                container=dataclasses.replace(spec, mounts=oci_mounts),
                 image_config={
                     "User": config.user,
                     "Env": list(config.env),
@@ -454,7 +460,7 @@ class NativeRuntime:
             container = core.created_container(
                 container_id,
                 sandbox.id,
-                spec,
+                dataclasses.replace(spec, mounts=mounts),
                 image,
                 image_name,
                 created_at=time.time_ns(),
@@ -483,6 +489,42 @@ class NativeRuntime:
             raise
         self._emit(container, m.ContainerEventType.CREATED)
         return container_id
+
+    async def _volume_image(self, mount: m.Mount) -> m.Image:
+        """The pulled image an image volume names (the kubelet pulls it first, as for
+        the container's own image)."""
+        found = await self.images.resolve(mount.image)
+        if found is None:
+            raise NotFound(
+                f"image {mount.image!r} of the volume at {mount.container_path} not found: "
+                "pull it first"
+            )
+        return found[0]
+
+    async def _image_volumes(
+        self, container_id: str, spec: m.ContainerSpec, images: Mapping[int, m.Image]
+    ) -> tuple[tuple[m.Mount, ...], tuple[m.Mount, ...]]:
+        """The container's mounts as its status reports them (an image volume with the
+        image it mounted) and as the OCI spec binds them (an image volume from the
+        read-only tree of its image, or the ``image_sub_path`` directory of it)."""
+        reported: list[m.Mount] = []
+        bound: list[m.Mount] = []
+        for index, mount in enumerate(spec.mounts):
+            image = images.get(index)
+            if image is None:
+                reported.append(mount)
+                bound.append(mount)
+                continue
+            layers = await self.images.layer_dirs(image.id)
+            self._layers[container_id].extend(layers)  # image GC keeps them while in use
+            tree = await self.storage.mount_image_volume(container_id, index, layers)
+            source = await asyncio.to_thread(_image_sub_path, tree, mount)
+            ref = image.repo_digests[0] if image.repo_digests else image.id
+            reported.append(dataclasses.replace(mount, host_path="", readonly=True, image_ref=ref))
+            bound.append(
+                dataclasses.replace(mount, host_path=str(source), readonly=True, image_ref=ref)
+            )
+        return tuple(reported), tuple(bound)
 
     async def start_container(self, container_id: str) -> None:
         container = self._container(container_id)
@@ -679,6 +721,46 @@ def _host_device(path: str) -> Any:
         return host_device(path)
     except (OSError, ValueError) as exc:
         raise InvalidArgument(f"device {path!r}: {exc}") from None
+
+
+def _image_sub_path(tree: Path, mount: m.Mount) -> Path:
+    """The directory ``mount.image_sub_path`` names in an image's tree; symlinks are
+    followed as inside the image (an absolute one from the image's root, ``..`` stops
+    at it), so nothing outside the image is ever reached."""
+    where = f"image volume at {mount.container_path}"
+    sub = mount.image_sub_path
+    if not sub:
+        return tree
+    if "\x00" in sub:
+        raise InvalidArgument(f"{where}: NUL in image sub path")
+    if os.path.isabs(sub):
+        raise InvalidArgument(f"{where}: image sub path {sub!r} must be relative")
+    todo = [p for p in sub.split("/") if p not in ("", ".")]
+    done: list[str] = []
+    links = 0
+    while todo:
+        part = todo.pop(0)
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        candidate = tree.joinpath(*done, part)
+        if candidate.is_symlink():
+            links += 1
+            if links > 40:
+                raise InvalidArgument(f"{where}: image sub path {sub!r}: too many symlinks")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                done = []
+            todo = [p for p in target.split("/") if p not in ("", ".")] + todo
+            continue
+        done.append(part)
+    found = tree.joinpath(*done)
+    if not found.exists():
+        raise InvalidArgument(
+            f"{where}: image sub path {sub!r} does not exist in image {mount.image!r}"
+        )
+    return found
 
 
 async def _check_mount(mount: m.Mount) -> None:

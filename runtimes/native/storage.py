@@ -1,4 +1,5 @@
-"""Container root filesystems: an overlay of the image's unpacked layers plus a writable layer.
+"""Container root filesystems: an overlay of the image's unpacked layers plus a writable layer;
+and the read-only trees of image volumes.
 
 Every subprocess of the storage layer (mount, umount) lives here.
 """
@@ -62,10 +63,42 @@ class RootfsManager:
         await _run("mount", "-t", "overlay", "overlay", "-o", options, str(rootfs))
         return rootfs
 
+    async def mount_image_volume(
+        self, container_id: str, index: int, layers: Sequence[Path]
+    ) -> Path:
+        """An image's layers as one read-only tree for an image volume of the container.
+
+        One layer is its own directory (the container's bind of it is read-only);
+        more are a read-only overlay (lowerdirs only) at ``image-volumes/<index>``.
+        """
+        if not layers:
+            raise StorageError(f"container {container_id}: the volume's image has no layers")
+        if len(layers) == 1:
+            return layers[0]
+        target = self.container_dir(container_id) / "image-volumes" / str(index)
+        await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True, mode=0o755)
+        if await asyncio.to_thread(is_mounted, target):
+            return target
+        lower = ":".join(str(p) for p in reversed(layers))
+        options = f"ro,lowerdir={lower}"
+        if len(options) > 4000:
+            raise StorageError(f"container {container_id}: too many image layers for one mount")
+        await _run("mount", "-t", "overlay", "overlay", "-o", options, str(target))
+        return target
+
     async def remove(self, container_id: str) -> None:
         """Unmount (if mounted) and delete everything of the container. Idempotent."""
         base = self.container_dir(container_id)
         rootfs = base / "rootfs"
+        volumes = base / "image-volumes"
+        points = await asyncio.to_thread(mountinfo.read_mount_points)
+        for point in sorted(
+            (p for p in points if p.startswith(f"{volumes}/")), key=len, reverse=True
+        ):
+            try:
+                await _run("umount", point)
+            except StorageError:
+                await _run("umount", "-l", point)
         if await asyncio.to_thread(is_mounted, rootfs):
             try:
                 await _run("umount", str(rootfs))

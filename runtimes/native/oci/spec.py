@@ -341,6 +341,8 @@ def cri_mounts(mounts: Sequence[Mount]) -> list[dict[str, Any]]:
         if propagation is None:
             raise InvalidArgument(f"mount at {m.container_path}: unknown propagation")
         options = ["rbind", propagation, "ro" if m.readonly else "rw"]
+        if m.image:  # an image volume: read-only, as containerd and CRI-O mount it
+            options += ["nosuid", "nodev"]
         out.append(_mount(posixpath.normpath(m.container_path), "bind", m.host_path, options))
     return out
 
