@@ -844,6 +844,29 @@ def validate_spec(spec: PodSpec) -> list[FieldError]:
         errs += _each("spec.hostname", spec.hostname, is_dns1123_label(spec.hostname))
     if spec.subdomain:
         errs += _each("spec.subdomain", spec.subdomain, is_dns1123_label(spec.subdomain))
+    errs += _validate_pod_groups(spec.security_context)
+    return errs
+
+
+FS_GROUP_CHANGE_POLICIES: Final = ("Always", "OnRootMismatch")
+_GROUP_ID_RANGE: Final = f"must be between 0 and {MAX_INT32}, inclusive"
+
+
+def _validate_pod_groups(sc: Mapping[str, Any]) -> list[FieldError]:
+    """``validatePodSpecSecurityContext``'s groups: ``fsGroup`` and ``supplementalGroups``
+    are group IDs, ``fsGroupChangePolicy`` one of the two policies."""
+    errs: list[FieldError] = []
+    here = "spec.securityContext"
+    groups = [("fsGroup", sc.get("fsGroup"))]
+    groups += [
+        (f"supplementalGroups[{i}]", g) for i, g in enumerate(sc.get("supplementalGroups") or ())
+    ]
+    for name, gid in groups:
+        if isinstance(gid, int) and not isinstance(gid, bool) and not 0 <= gid <= MAX_INT32:
+            errs.append(_invalid(f"{here}.{name}", gid, _GROUP_ID_RANGE))
+    policy = sc.get("fsGroupChangePolicy")
+    if policy is not None and policy not in FS_GROUP_CHANGE_POLICIES:
+        errs.append(_not_supported(f"{here}.fsGroupChangePolicy", policy, FS_GROUP_CHANGE_POLICIES))
     return errs
 
 

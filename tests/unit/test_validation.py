@@ -392,6 +392,24 @@ C0 = "spec.containers.0"
             [{"name": "debug", "image": "busybox"}],
             "spec.ephemeralContainers: Forbidden: cannot be set on create",
         ),
+        (
+            "spec.securityContext",
+            {"fsGroup": 2000, "fsGroupChangePolicy": "Sometimes"},
+            'spec.securityContext.fsGroupChangePolicy: Unsupported value: "Sometimes": '
+            'supported values: "Always", "OnRootMismatch"',
+        ),
+        (
+            "spec.securityContext",
+            {"fsGroup": -1},
+            "spec.securityContext.fsGroup: Invalid value: -1: must be between 0 and "
+            "2147483647, inclusive",
+        ),
+        (
+            "spec.securityContext",
+            {"supplementalGroups": [4000, 2**31]},
+            "spec.securityContext.supplementalGroups[1]: Invalid value: 2147483648: must be "
+            "between 0 and 2147483647, inclusive",
+        ),
     ],
 )
 def test_invalid_pods_and_their_messages(path: str, value: object, message: str) -> None:
