@@ -26,7 +26,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final
 
@@ -81,11 +81,17 @@ def _payload_matches(ts_dir: Path, payload: Mapping[str, tuple[bytes, int]]) -> 
     return True
 
 
-def atomic_write(target: Path, payload: Mapping[str, tuple[bytes, int]]) -> bool:
+def atomic_write(
+    target: Path,
+    payload: Mapping[str, tuple[bytes, int]],
+    set_perms: Callable[[], None] | None = None,
+) -> bool:
     """Write ``payload`` into ``target`` atomically; blocking (call it in a thread).
 
     Returns False when the files on disk already match the payload (nothing written).
     Raises :class:`PayloadPathError` for a bad path before touching anything.
+    ``set_perms`` runs once the new files are written, before they are switched in
+    (the volume's ``fsGroup`` ownership), as the kubelet's writer calls it.
     """
     for rel in payload:
         validate_payload_path(rel)
@@ -102,6 +108,8 @@ def atomic_write(target: Path, payload: Mapping[str, tuple[bytes, int]]) -> bool
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         os.chmod(path, mode)
+    if set_perms is not None:
+        set_perms()
     tmp_link = target / DATA_DIR_TMP
     with contextlib.suppress(FileNotFoundError):
         tmp_link.unlink()

@@ -29,6 +29,9 @@ Layout under the kubelet root directory, as the kubelet lays it out::
   failure is worded as the kubelet's FailedMount event words it:
   ``MountVolume.SetUp failed for volume "cfg" : configmap "missing" not found``.
   Without ``objects`` (static pods only) they are refused.
+* ``fsGroup`` (:mod:`.ownership`): an emptyDir when it is made, and the other volumes
+  above each time their files are written, get the pod's ``fsGroup`` as their group,
+  group read and write (read only for those mounted read-only) and setgid directories.
 * Every volume whose files the node writes is mounted read-only, and kept current by
   :meth:`VolumeManager.run`: about every minute each is recomputed and rewritten only
   when its content changed.
@@ -86,6 +89,7 @@ from minikubelet.volumes.atomic import (
     validate_payload_path,
 )
 from minikubelet.volumes.etchosts import ETC_HOSTS, ETC_HOSTS_FILE, HostsFile, write_hosts_file
+from minikubelet.volumes.ownership import pod_fs_group, set_volume_ownership
 from minikubelet.volumes.projection import (
     ProjectionError,
     config_map_payload,
@@ -393,6 +397,7 @@ def mounts_for(
     *,
     env: Mapping[str, str] | Iterable[tuple[str, str]] = (),
     termination_message_path: Path | None = None,
+    image_volumes: Mapping[str, pb.ImageSpec] | None = None,
 ) -> list[pb.Mount]:
     """``makeMounts``: the container's CRI mounts (it writes nothing; it reads the
     filesystem only to resolve subPaths, so call it off the event loop).
@@ -601,8 +606,16 @@ class VolumeManager:
         )
         if kind in MEMORY_VOLUMES:
             await self._memory_dir(pod, name, target)
+        fs_group = pod_fs_group(pod.spec.security_context)
+
+        def set_perms() -> None:
+            # the whole volume, not only the new files: the first write makes its root
+            set_volume_ownership(target, fs_group, readonly=True)
+
         try:
-            wrote = await asyncio.to_thread(atomic_write, target, payload)
+            wrote = await asyncio.to_thread(
+                atomic_write, target, payload, set_perms if fs_group is not None else None
+            )
         except PayloadPathError as err:
             raise VolumeError(f"volume {name}: {err.message}") from None
         except OSError as err:
@@ -687,31 +700,39 @@ class VolumeManager:
             size_bytes = resources.bytes_(resources.parse_quantity(size)) if size else 0
         except ValueError as err:
             raise VolumeError(f"volume {name}: sizeLimit: {err}") from None
-        await asyncio.to_thread(self._make_empty_dir, path)
-        if medium != "Memory":
-            return path
-        if not self.mount_tmpfs:
-            log.warning(
-                "volume %s: medium Memory needs root to mount a tmpfs; using a plain directory "
-                "pod=%s uid=%s",
-                name,
-                pod,
-                pod.uid,
-            )
+        created = await asyncio.to_thread(self._make_empty_dir, path)
+        fs_group = pod_fs_group(pod.spec.security_context)
+        if medium != "Memory" or not self.mount_tmpfs:
+            if medium == "Memory":
+                log.warning(
+                    "volume %s: medium Memory needs root to mount a tmpfs; using a plain "
+                    "directory pod=%s uid=%s",
+                    name,
+                    pod,
+                    pod.uid,
+                )
+            if created:  # as the kubelet: once, when the volume is made
+                await asyncio.to_thread(set_volume_ownership, path, fs_group)
             return path
         if await asyncio.to_thread(_is_mount_point, path):
             return path  # mounted by an earlier setup
         options = ["-o", f"size={size_bytes}"] if size_bytes > 0 else []
         await self._run("mount", "-t", "tmpfs", *options, "tmpfs", str(path))
         await asyncio.to_thread(os.chmod, path, EMPTY_DIR_MODE)
+        await asyncio.to_thread(set_volume_ownership, path, fs_group)
         log.info("volume %s: mounted tmpfs at %s pod=%s uid=%s", name, path, pod, pod.uid)
         return path
 
     @staticmethod
-    def _make_empty_dir(path: Path) -> None:
-        path.mkdir(mode=EMPTY_DIR_MODE, parents=True, exist_ok=True)
-        if stat.S_IMODE(path.stat().st_mode) != EMPTY_DIR_MODE:
+    def _make_empty_dir(path: Path) -> bool:
+        """Make the directory (mode 0777); whether it was made now."""
+        try:
+            path.mkdir(mode=EMPTY_DIR_MODE, parents=True)
+        except FileExistsError:
+            return False
+        if path.stat().st_mode & 0o777 != EMPTY_DIR_MODE:
             os.chmod(path, EMPTY_DIR_MODE)  # mkdir's mode is cut by the umask
+        return True
 
     async def _setup_host_path(self, name: str, source: Mapping[str, Any]) -> Path:
         path = source.get("path")
