@@ -106,11 +106,7 @@ async def test_host_network_pod_gets_the_node_file_and_the_aliases(tmp_path: Pat
     )
 
 
-async def test_no_hosts_mount_without_a_pod_ip_or_over_the_containers_own(
-    tmp_path: Path,
-) -> None:
-    setup = _setup(tmp_path)
-    assert _hosts_mounts(await _config(setup, _pod({}), [])) == []
+async def test_a_containers_own_etc_hosts_wins_and_no_ip_means_no_file(tmp_path: Path) -> None:
     own = _pod(
         {
             "containers": [
@@ -128,4 +124,7 @@ async def test_no_hosts_mount_without_a_pod_ip_or_over_the_containers_own(
     (volume / "hosts").write_text("1.2.3.4 mine\n")
     [mount] = _hosts_mounts(await _config(_setup(tmp_path), own, ["10.89.0.7"]))
     assert mount.host_path == str(volume / "hosts")
+    assert not (tmp_path / "root" / "pods" / UID / "etc-hosts").exists()
+    # before the pod has an IP the kubelet mounts none (the runtime's file stays)
+    assert _hosts_mounts(await _config(_setup(tmp_path), _pod({}), [])) == []
     assert not (tmp_path / "root" / "pods" / UID / "etc-hosts").exists()

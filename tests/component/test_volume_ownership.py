@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,11 +97,12 @@ def test_on_root_mismatch_skips_a_volume_whose_root_is_right(tmp_path: Path) -> 
     assert not set_volume_ownership(root, FS_GROUP, policy="OnRootMismatch")
     assert (_gid(root / "new"), _mode(root / "new")) == (0, 0o600)  # not walked
     # any mismatch at the root walks again: its group, its setgid bit, its permissions
-    for spoil in (
+    spoils: list[Callable[[], None]] = [
         lambda: os.chown(root, -1, 0),
         lambda: os.chmod(root, 0o775),
         lambda: os.chmod(root, 0o2705),
-    ):
+    ]
+    for spoil in spoils:
         spoil()
         assert requires_permission_change(root, FS_GROUP, readonly=False)
         assert set_volume_ownership(root, FS_GROUP, policy="OnRootMismatch")
@@ -141,11 +143,9 @@ async def test_empty_dir_gets_the_fs_group_once_when_made(tmp_path: Path) -> Non
     await again.setup(pod)
     assert (_gid(path / "private"), _mode(path / "private")) == (0, 0o600)
     assert (_gid(path), _mode(path)) == (FS_GROUP, 0o2777)
-
-
-async def test_empty_dir_without_fs_group_is_root_0777(tmp_path: Path) -> None:
-    manager = VolumeManager(tmp_path / "root", mount_tmpfs=False)
-    path = (await manager.setup(_pod([{"name": "scratch", "emptyDir": {}}], {})))["scratch"]
+    # without fsGroup: root's, 0777
+    other = VolumeManager(tmp_path / "other", mount_tmpfs=False)
+    path = (await other.setup(_pod([{"name": "scratch", "emptyDir": {}}], {})))["scratch"]
     assert (_gid(path), _mode(path)) == (0, 0o777)
 
 
