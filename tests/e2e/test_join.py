@@ -55,6 +55,28 @@ spec:
 """
 
 
+DEPLOYMENT = """apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  namespace: default
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      nodeSelector: {{"kubernetes.io/hostname": "{node}"}}
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: main
+          image: busybox:1.36
+          command: ["sh", "-c", "echo hello from {name}; exec sleep 3600"]
+"""
+
+
 def join_args(cp: ControlPlane, token: str | None = None) -> list[str]:
     """``kubeadm join ...`` as the control plane prints it, with ``kubeadm`` taken off."""
     line = shlex.split(cp.join_command(token))
@@ -478,15 +500,27 @@ async def test_join_on_the_native_runtime(
         )
         took = time.monotonic() - node.started_at
         print(f"\njoin: command to Node Ready in {took:.2f}s (native runtime)")
-        apply(control_plane, POD.format(name="join-native-hello", node="join-native"))
+        # the scheduler places a Deployment's pod on the joined node
+        apply(control_plane, DEPLOYMENT.format(name="join-native-hello", node="join-native"))
+
+        def available() -> bool:
+            deployment = kubectl_json(control_plane, "get", "deployment", "join-native-hello")
+            return bool(deployment.get("status", {}).get("availableReplicas") == 1)
+
+        await wait_until(available, timeout=90, message="deployment join-native-hello Available")
+        target = "deployment/join-native-hello"
 
         def logs() -> str | None:
-            done = control_plane.kubectl("logs", "join-native-hello", timeout=20)
+            done = control_plane.kubectl("logs", target, timeout=20)
             return done.stdout if done.returncode == 0 and "hello" in done.stdout else None
 
-        out = await wait_until(logs, timeout=90, message="kubectl logs join-native-hello")
+        out = await wait_until(logs, timeout=30, message="kubectl logs join-native-hello")
         assert "hello from join-native-hello" in out
-        done = control_plane.kubectl("delete", "pod", "join-native-hello", "--wait=true")
+        # and kubectl exec reaches it through the API server and the node's HTTPS API
+        done = control_plane.kubectl("exec", target, "--", "sh", "-c", "echo in $(hostname)")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("in join-native-hello-"), done.stdout
+        done = control_plane.kubectl("delete", "deployment", "join-native-hello", "--wait=true")
         assert done.returncode == 0, done.stderr
     finally:
         assert node.stop() == 0
