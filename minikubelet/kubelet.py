@@ -6,8 +6,11 @@ Every long-lived loop is a named task of :meth:`Kubelet.run`'s task group:
   ADD/UPDATE/REMOVE/... changes go to the pod manager
   (:mod:`minikubelet.podmanager`), which admits them and hands them to the pod
   workers;
-* the PLEG relists the runtimes every second; a container that started, died or
-  vanished triggers a sync of its pod;
+* the PLEG relists the runtimes every second; a container that started or died
+  triggers a sync of its pod (a removal does not, as in the kubelet); when one died,
+  the container deletor first removes the pod's older dead instances of it
+  (:class:`~minikubelet.kuberuntime.gc.PodContainerDeletor`), so the status that
+  follows is computed from the newest one;
 * the prober's result changes trigger syncs as well;
 * housekeeping removes what belongs to no pod (orphans) and has dead containers
   beyond the kubelet's limit collected (:mod:`minikubelet.kuberuntime.gc`);
@@ -40,11 +43,11 @@ from minikubelet.config.types import SourceUpdate
 from minikubelet.container.status import ContainerState, PodStatus
 from minikubelet.errors import CRIError
 from minikubelet.events import WARNING, EventRecorder
-from minikubelet.kuberuntime.gc import ContainerGC
+from minikubelet.kuberuntime.gc import ContainerGC, PodContainerDeletor
 from minikubelet.kuberuntime.manager import KillPodError, KubeRuntimeManager
 from minikubelet.kuberuntime.podsetup import PodSetup
 from minikubelet.logs.rotate import ContainerLogManager
-from minikubelet.pleg import GenericPLEG, PodLifecycleEvent
+from minikubelet.pleg import EventType, GenericPLEG, PodLifecycleEvent
 from minikubelet.podmanager import PodManager
 from minikubelet.podworkers import ERROR_RETRY as SYNC_ERROR_RETRY
 from minikubelet.podworkers import PodWorkers, WorkerState
@@ -142,6 +145,7 @@ class Kubelet:
         sources: Sequence[tuple[str, PodSource]] = (),
         servers: Sequence[tuple[str, Server]] = (),
         metrics: PodStartMetrics | None = None,
+        deletor: PodContainerDeletor | None = None,
     ) -> None:
         self.config = config
         self.node_name = config.node_name
@@ -155,6 +159,7 @@ class Kubelet:
         self.setup = setup
         self.status_manager = statuses
         self.gc = gc
+        self.deletor = deletor
         self.log_manager = log_manager
         self.backoffs = tuple(backoffs)
         self.pod_config = pod_config or PodConfig()
@@ -178,6 +183,8 @@ class Kubelet:
         outbox: asyncio.Queue[SourceUpdate] = asyncio.Queue()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.pod_workers.run(), name="pod-workers")
+            if self.deletor is not None:
+                tg.create_task(self.deletor.run(), name="container-deletor")
             tg.create_task(self.prober.run(), name="prober")
             await self.pod_workers.wait_running()
             await self.pleg.relist()  # know what the runtime holds before the first sync
@@ -236,7 +243,28 @@ class Kubelet:
             self.pods.handle(await outbox.get())
 
     def _on_pleg_event(self, event: PodLifecycleEvent) -> None:
-        pod = self.pods.get(event.uid)
+        """Sync the pod of a started, died or changed container (``isSyncPodWorthy``); when
+        one died, after the deletor removed its older dead instances (the kubelet's
+        ``cleanUpContainersInPod``, from the pod as the relist that saw it die found it)."""
+        uid = event.uid
+        if event.type is EventType.CONTAINER_REMOVED:
+            return
+        if event.type is EventType.CONTAINER_DIED and self.deletor is not None:
+            workers = self.pod_workers
+            self.deletor.delete_containers_in_pod(
+                uid,
+                event.container_id,
+                self.pleg.pods.get(uid),
+                # a pod that was removed and has finished keeps nothing
+                remove_all=workers.state(uid) is WorkerState.TERMINATED
+                and (self.pods.is_removed(uid) or uid not in self.pods),
+                then=lambda: self._sync_if_wanted(uid),
+            )
+            return
+        self._sync_if_wanted(uid)
+
+    def _sync_if_wanted(self, uid: PodUID) -> None:
+        pod = self.pods.get(uid)
         if pod is not None:
             self.pod_workers.sync(pod)
 

@@ -56,7 +56,7 @@ from minikubelet.kubeapi.credentials import APISecretGetter, PodPullCredentials
 from minikubelet.kubeapi.events import APIEventSink, EventWriter
 from minikubelet.kubeapi.objects.managers import KubeObjects
 from minikubelet.kubelet import Kubelet, KubeletConfig, PodSource, Server, host_ip
-from minikubelet.kuberuntime.gc import ContainerGC
+from minikubelet.kuberuntime.gc import ContainerGC, PodContainerDeletor
 from minikubelet.kuberuntime.manager import KubeRuntimeManager
 from minikubelet.kuberuntime.podsetup import PodSetup
 from minikubelet.logs.rotate import ContainerLogManager
@@ -315,6 +315,7 @@ def build_kubelet(
         setup=setup,
         statuses=statuses,
         gc=ContainerGC(runtime, max_per_pod_container=config.max_per_pod_container),
+        deletor=PodContainerDeletor(runtime, max_per_pod_container=config.max_per_pod_container),
         log_manager=ContainerLogManager(
             runtimes,
             max_size=config.container_log_max_size,
