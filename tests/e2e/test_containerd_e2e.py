@@ -182,6 +182,56 @@ async def test_hello_succeeds_with_logs_from_the_cri_log_file(ctrd_node: Contain
     await wait_gone(node, "hello")
 
 
+HOST_ALIASES = """\
+# From "Adding entries to Pod /etc/hosts with HostAliases".
+apiVersion: v1
+kind: Pod
+metadata:
+  name: hostaliases-pod
+spec:
+  restartPolicy: Never
+  hostAliases:
+    - ip: "127.0.0.1"
+      hostnames: ["foo.local", "bar.local"]
+    - ip: "10.1.2.3"
+      hostnames: ["foo.remote", "bar.remote"]
+  containers:
+    - name: cat-hosts
+      image: busybox:1.36
+      command: ["cat", "/etc/hosts"]
+"""
+
+
+async def test_etc_hosts_is_the_kubelets_with_host_aliases(ctrd_node: ContainerdNode) -> None:
+    node = ctrd_node
+    node.add_manifest("hostaliases.yaml", HOST_ALIASES)
+    pod = await node.wait_pod(
+        "hostaliases-pod", lambda p: phase(p) == "Succeeded", what="hostaliases-pod to succeed"
+    )
+    async with node.client() as c:
+        text = b"".join(
+            [
+                chunk
+                async for chunk in c.logs("default", node.pod_name("hostaliases-pod"), "cat-hosts")
+            ]
+        ).decode()
+    # the file the kubelet wrote in the pod's directory, not containerd's own
+    etc_hosts = node.root_dir / "pods" / pod["metadata"]["uid"] / "etc-hosts"
+    assert text == etc_hosts.read_text()
+    lines = text.splitlines()
+    assert lines[0] == "# Kubernetes-managed hosts file."
+    assert lines[1:3] == ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    assert f"{pod['status']['podIP']}\thostaliases-pod-{node.node_name}" in lines
+    assert lines[-4:] == [
+        "",
+        "# Entries added by HostAliases.",
+        "127.0.0.1\tfoo.local\tbar.local",
+        "10.1.2.3\tfoo.remote\tbar.remote",
+    ]
+    node.remove_manifest("hostaliases.yaml")
+    await wait_gone(node, "hostaliases-pod")
+
+
 async def test_crash_loop_backs_off_longer_each_time(ctrd_node: ContainerdNode) -> None:
     """restartPolicy Always, exit 3: restarted with the (shortened) back-off 1s, 2s, 4s."""
     node = ctrd_node
