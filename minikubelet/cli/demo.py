@@ -86,7 +86,8 @@ async def play(cri: CRIClient, pod: Mapping[str, Any], logdir: Path) -> list[str
             command=c.get("command", []),
             args=c.get("args", []),
             envs=[
-                pb.KeyValue(key=e["name"], value=str(e.get("value", ""))) for e in c.get("env", [])
+                pb.KeyValue(key=e["name"], value=str(e.get("value", "")).encode())
+                for e in c.get("env", [])
             ],
             log_path=f"{c['name']}/0.log",
             labels={**sandbox_config.labels, "io.kubernetes.container.name": c["name"]},

@@ -707,7 +707,7 @@ def container_config(
             command=command,
             args=args,
             working_dir=container.working_dir,
-            envs=[pb.KeyValue(key=k, value=v) for k, v in env],
+            envs=[pb.KeyValue(key=k, value=v.encode("utf-8", "surrogateescape")) for k, v in env],
             mounts=list(mounts),
             labels=new_container_labels(container, pod),
             annotations=new_container_annotations(container, pod, restart_count),

@@ -84,7 +84,9 @@ def container_spec_from_pb(config: pb.ContainerConfig) -> m.ContainerSpec:
         command=tuple(config.command),
         args=tuple(config.args),
         working_dir=config.working_dir,
-        envs=tuple((kv.key, kv.value) for kv in config.envs),
+        # Values are bytes on the wire (any bytes, as an environment allows); the model keeps
+        # them as text with the non-UTF-8 bytes surrogate-escaped, as os.fsdecode does.
+        envs=tuple((kv.key, kv.value.decode("utf-8", "surrogateescape")) for kv in config.envs),
         mounts=tuple(
             m.Mount(
                 mt.container_path,

@@ -164,6 +164,7 @@ class ContainerSpec:
     command: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
     working_dir: str = ""
+    #: Name and value; a value's non-UTF-8 bytes are surrogate-escaped (``os.fsdecode``).
     envs: tuple[tuple[str, str], ...] = ()
     mounts: tuple[Mount, ...] = ()
     devices: tuple[Device, ...] = ()

@@ -297,7 +297,7 @@ class FakeRuntime:
         if step.kind == "status":
             return step.code
         if step.kind == "write":
-            await self._output(container, proc, step, _expand(step.text, container).encode())
+            await self._output(container, proc, step, _raw(_expand(step.text, container)))
             return 0
         if step.kind == "touch":
             proc.files.setdefault(step.path, b"")
@@ -309,7 +309,7 @@ class FakeRuntime:
             out, err, code = self._builtin(container, proc, step.argv)
             await self._output(container, proc, step, out)
             if err:
-                await self._write_log(container, proc, "stderr", err.decode(errors="replace"))
+                await self._write_log(container, proc, "stderr", _text(err))
             return code
         return 0  # trap: handled when the program was read
 
@@ -320,7 +320,7 @@ class FakeRuntime:
             before = proc.files.get(step.path, b"") if step.append else b""
             proc.files[step.path] = before + data
         else:
-            await self._write_log(container, proc, step.stream, data.decode(errors="replace"))
+            await self._write_log(container, proc, step.stream, _text(data))
 
     async def _wait_signal(self, proc: _Process, seconds: float | None) -> None:
         """Sleep ``seconds`` (None: forever) unless SIGTERM or SIGKILL arrives first."""
@@ -371,8 +371,8 @@ class FakeRuntime:
         if name in ("env", "printenv"):
             if name == "printenv" and args:
                 values = [env[a] for a in args if a in env]
-                return "".join(v + "\n" for v in values).encode(), b"", 0 if values else 1
-            return "".join(f"{k}={v}\n" for k, v in env.items()).encode(), b"", 0
+                return _raw("".join(v + "\n" for v in values)), b"", 0 if values else 1
+            return _raw("".join(f"{k}={v}\n" for k, v in env.items())), b"", 0
         if name == "pwd":
             return f"{container.spec.working_dir or '/'}\n".encode(), b"", 0
         if name in ("id", "whoami"):
@@ -501,7 +501,7 @@ class FakeRuntime:
                 status = step.code
             elif step.kind in ("write", "builtin"):
                 if step.kind == "write":
-                    data, e, status = _expand(step.text, container).encode(), b"", 0
+                    data, e, status = _raw(_expand(step.text, container)), b"", 0
                 else:
                     data, e, status = self._builtin(container, proc, step.argv)
                 err += e
@@ -578,6 +578,16 @@ def _expand(text: str, container: m.Container) -> str:
     return _VAR.sub(lambda mt: env.get(mt.group(1) or mt.group(2), ""), text)
 
 
+def _raw(text: str) -> bytes:
+    """Text as the process writes it: an environment value's non-UTF-8 bytes come back whole."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _text(data: bytes) -> str:
+    """What the process wrote, as text that turns back into the same bytes (:func:`_raw`)."""
+    return data.decode("utf-8", "surrogateescape")
+
+
 def _is_forever_command(cmd: Sequence[str]) -> bool:
     return bool(cmd) and posixpath.basename(cmd[0]) == "sleep"
 
@@ -585,6 +595,6 @@ def _is_forever_command(cmd: Sequence[str]) -> bool:
 def _append(path: str, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
     try:
-        os.write(fd, text.encode())
+        os.write(fd, _raw(text))  # the bytes the process wrote, as a log file keeps them
     finally:
         os.close(fd)

@@ -54,7 +54,7 @@ def container_config(
         log_path=f"{name}/{attempt}.log",
         labels={"suite": "contract", "io.kubernetes.container.name": name, **(labels or {})},
         annotations={"example.com/container-note": name},
-        envs=[pb.KeyValue(key="GREETING", value="hello")],
+        envs=[pb.KeyValue(key="GREETING", value=b"hello")],
     )
 
 

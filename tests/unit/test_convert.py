@@ -363,7 +363,7 @@ def test_container_config_basics() -> None:
     assert list(config.command) == ["/bin/sh", "-c"]
     assert list(config.args) == ["echo hi $(UNKNOWN)"]
     assert config.working_dir == "/srv"
-    assert [(kv.key, kv.value) for kv in config.envs] == [("GREETING", "hi"), ("B", "2")]
+    assert [(kv.key, kv.value) for kv in config.envs] == [("GREETING", b"hi"), ("B", b"2")]
     assert list(config.mounts) == [mount]
     assert config.log_path == "app/3.log"
     assert (config.stdin, config.stdin_once, config.tty) == (True, True, True)

@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 
 from minikubelet.api.pod import Pod
+from minikubelet.cri.v1 import api_pb2 as pb
 from minikubelet.kubeapi.objects import ConfigMapData, SecretData
+from minikubelet.kuberuntime.convert import container_config
 from minikubelet.kuberuntime.envvars import ConfigError, fetch_env_objects, make_environment
 from tests.unit.fake_objects import FakeObjects
 
@@ -153,3 +155,23 @@ async def test_a_prefix_can_make_a_key_valid(objects: FakeObjects) -> None:
 async def test_a_missing_env_from_source_fails(objects: FakeObjects) -> None:
     with pytest.raises(ConfigError, match=r'configmap "gone" not found$'):
         await env_of({"envFrom": [{"configMapRef": {"name": "gone"}}]}, objects)
+
+
+async def test_binary_secret_reaches_the_cri_request_byte_for_byte() -> None:
+    # A Secret's data is any bytes; the kubelet hands them to the runtime as they are
+    # (KeyValue.value is bytes since cri-api v0.36.3), not only when they are UTF-8.
+    blob = b"caf\xc3\xa9 \xff\xfe\x80 end"
+    fake = FakeObjects()
+    fake.secrets["default", "bin"] = SecretData(data={"BLOB": blob})
+    p = pod(
+        {
+            "env": [{"name": "KEY", "valueFrom": {"secretKeyRef": {"name": "bin", "key": "BLOB"}}}],
+            "envFrom": [{"secretRef": {"name": "bin"}, "prefix": "ALL_"}],
+        }
+    )
+    c = p.spec.containers[0]
+    env = make_environment(p, c, objects=await fetch_env_objects(p, c, fake))
+    config = container_config(p, c, restart_count=0, image="sha256:abc", env=env)
+    wire = pb.CreateContainerRequest(pod_sandbox_id="s", config=config).SerializeToString()
+    received = pb.CreateContainerRequest.FromString(wire).config
+    assert [(kv.key, kv.value) for kv in received.envs] == [("ALL_BLOB", blob), ("KEY", blob)]

@@ -9,6 +9,15 @@ any CRI runtime; the layout and comments here are our own. Every message and
 field is kept, including the ones minikubelet does not use, so nothing is
 dropped when a message passes through us.
 
+cri-api release: v0.37.0
+
+That is Kubernetes 1.37's contract: 1.36's with ExecRequest and
+AttachRequest.audit_request_id (KEP-6035) and KeyValue.value as `bytes`
+(kubernetes#139168, also in cri-api v0.34.10 and v0.36.3), checked message,
+field, enum and RPC against the upstream proto and against the descriptor
+crictl 1.36 carries. tests/unit/test_cri_contract.py pins the fields that
+changed across releases and a digest of the whole rendering to this line.
+
 After editing, regenerate the Python modules with:
     python -m minikubelet.cri.v1.generate
 """
@@ -427,17 +436,21 @@ Global___UInt64Value: _TypeAlias = UInt64Value  # noqa: Y015
 
 @_typing.final
 class KeyValue(_message.Message):
+    """An environment variable. The value is bytes, not string, since cri-api
+    v0.36.3: an environment value need not be UTF-8 (a Secret's binary data).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
     key: _builtins.str
-    value: _builtins.str
+    value: _builtins.bytes
     def __init__(
         self,
         *,
         key: _builtins.str = ...,
-        value: _builtins.str = ...,
+        value: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...

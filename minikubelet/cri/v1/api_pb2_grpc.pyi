@@ -9,6 +9,15 @@ any CRI runtime; the layout and comments here are our own. Every message and
 field is kept, including the ones minikubelet does not use, so nothing is
 dropped when a message passes through us.
 
+cri-api release: v0.37.0
+
+That is Kubernetes 1.37's contract: 1.36's with ExecRequest and
+AttachRequest.audit_request_id (KEP-6035) and KeyValue.value as `bytes`
+(kubernetes#139168, also in cri-api v0.34.10 and v0.36.3), checked message,
+field, enum and RPC against the upstream proto and against the descriptor
+crictl 1.36 carries. tests/unit/test_cri_contract.py pins the fields that
+changed across releases and a digest of the whole rendering to this line.
+
 After editing, regenerate the Python modules with:
     python -m minikubelet.cri.v1.generate
 """
