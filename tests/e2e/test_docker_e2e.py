@@ -56,3 +56,36 @@ async def test_manifests_run_on_docker(docker_node: Node) -> None:
             ["sh", "-c", "echo from docker; exit 4"],
         )
     assert (result.exit_code, result.stdout) == (4, b"from docker\n")
+
+
+HOST_ALIASES = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: hostaliases-pod
+spec:
+  restartPolicy: Never
+  hostAliases:
+    - ip: "10.1.2.3"
+      hostnames: ["foo.remote", "bar.remote"]
+  containers:
+    - name: cat-hosts
+      image: busybox:1.36
+      command: ["cat", "/etc/hosts"]
+"""
+
+
+async def test_etc_hosts_is_the_kubelets_with_host_aliases(docker_node: Node) -> None:
+    docker_node.add_manifest("hostaliases.yaml", HOST_ALIASES)
+    pod = await docker_node.wait_pod(
+        "hostaliases-pod", lambda p: phase(p) == "Succeeded", timeout=60
+    )
+    async with docker_node.client() as c:
+        chunks = [
+            x async for x in c.logs("default", docker_node.pod_name("hostaliases-pod"), "cat-hosts")
+        ]
+    lines = b"".join(chunks).decode().splitlines()
+    # the kubelet's file over Docker's own
+    assert lines[0] == "# Kubernetes-managed hosts file."
+    assert f"{pod['status']['podIP']}\thostaliases-pod-{NODE_NAME}" in lines
+    assert lines[-3:] == ["", "# Entries added by HostAliases.", "10.1.2.3\tfoo.remote\tbar.remote"]
