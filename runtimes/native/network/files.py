@@ -10,7 +10,9 @@ sandbox's own directory. The rules:
   comes from clients that leave DNS to the runtime).
 * ``hosts`` (the kubelet's ``managedHostsFileContent``): localhost entries and
   one line per pod IP for the pod's hostname; a host-network pod gets the
-  node's ``/etc/hosts`` under the kubelet's header.
+  node's ``/etc/hosts`` under the kubelet's header. It is for clients that leave
+  the file to the runtime (crictl): a container whose CRI request mounts
+  ``/etc/hosts``, as the kubelet's always do (with the hostAliases), gets that one.
 * ``hostname``: the pod's hostname and a newline.
 
 The files are written whole and renamed into place, so a reader never sees half
