@@ -10,9 +10,11 @@ Two parts, as in the kubelet:
   kubelet reads ``lastState`` and the next restart count; ``logs --previous`` reads it
   too. A pod that was removed and has finished loses all of its dead containers.
 * :class:`ContainerGC` is the periodic sweep behind it: per pod, at most
-  ``max_per_pod_container`` dead instances of each container are kept (the newest),
-  and of the dead sandboxes only the newest while the pod has no ready one. Pods that
-  are being terminated are left to their worker.
+  ``max_per_pod_container`` dead instances of each container are kept (the newest).
+  Of the pod's sandboxes the newest stays, and an older one goes once it is neither
+  ready nor holds any container (``evictSandboxes``: a sandbox recreated under a
+  running pod keeps the old one while the dead instances in it are the newest). Pods
+  that are being terminated are left to their worker.
 
 Every removal goes through the runtime manager, so it reaches the runtime that holds
 the pod.
@@ -63,19 +65,22 @@ class ContainerGC:
             for c in runtime_pod.containers:
                 if c.state is ContainerState.EXITED:
                     by_name.setdefault(c.name, []).append(c)
+            removed: set[str] = set()
             for dead in by_name.values():
                 dead.sort(key=lambda c: c.created_at, reverse=True)
                 for c in dead[keep:]:
                     await self._runtime.remove_dead_container(uid, c.id)
-            ready = [s for s in runtime_pod.sandboxes if s.state is ContainerState.RUNNING]
-            dead_sandboxes = sorted(
-                (s for s in runtime_pod.sandboxes if s.state is not ContainerState.RUNNING),
-                key=lambda s: s.created_at,
-                reverse=True,
-            )
-            # the newest sandbox stays while it is the pod's latest; older dead ones go
-            for s in dead_sandboxes[0 if ready else 1 :]:
-                await self._runtime.remove_dead_sandbox(uid, s.id)
+                    removed.add(c.id)
+            # a sandbox is active while ready or while it still holds containers (removing it
+            # would take with it the dead instance lastState and the restart count come from)
+            holding = {
+                c.sandbox_id for c in runtime_pod.containers if c.id not in removed and c.sandbox_id
+            }
+            sandboxes = sorted(runtime_pod.sandboxes, key=lambda s: s.created_at, reverse=True)
+            # the newest sandbox stays; of the older ones, the inactive go
+            for s in sandboxes[1:]:
+                if s.state is not ContainerState.RUNNING and s.id not in holding:
+                    await self._runtime.remove_dead_sandbox(uid, s.id)
 
 
 def containers_to_delete(

@@ -135,6 +135,8 @@ class RuntimeContainer:
     created_at: int
     #: The CRI metadata's attempt: the restart count the kubelet created the instance with.
     attempt: int = 0
+    #: The sandbox the container belongs to ("" for a sandbox itself).
+    sandbox_id: str = ""
 
 
 @dataclass(slots=True)
@@ -271,6 +273,7 @@ class KubeRuntimeManager:
                     _STATES.get(ctr.state, ContainerState.UNKNOWN),
                     ctr.created_at,
                     ctr.metadata.attempt,
+                    ctr.pod_sandbox_id,
                 )
             )
         return pods

@@ -60,10 +60,13 @@ async def cri(tmp_path: Path) -> AsyncIterator[CRIClient]:
 
 
 @pytest.fixture
-async def kubelet(cri: CRIClient, tmp_path: Path) -> AsyncIterator[Kubelet]:
+async def kubelet(
+    cri: CRIClient, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Kubelet]:
+    """A kubelet on one pod: the crasher, or the manifest an indirect parameter gives."""
     manifests = tmp_path / "manifests"
     manifests.mkdir()
-    (manifests / "crasher.yaml").write_text(MANIFEST)
+    (manifests / "pod.yaml").write_text(getattr(request, "param", MANIFEST))
     config = KubeletConfig(
         node_name="node1",
         root_dir=tmp_path / "root",
@@ -73,7 +76,8 @@ async def kubelet(cri: CRIClient, tmp_path: Path) -> AsyncIterator[Kubelet]:
         crash_loop_initial=0.4,
         crash_loop_max=0.4,
         # the periodic sweep stays out of the way (the kubelet runs its container GC once a
-        # minute): what removes the older dead instances here is the deletor, at each death
+        # minute): what removes the older dead instances here is the deletor, at each death;
+        # a test that wants the sweep calls housekeeping() itself
         housekeeping_period=3600,
         serve_api=False,
     )
@@ -148,3 +152,52 @@ async def test_a_crash_loop_keeps_one_dead_instance(kubelet: Kubelet, cri: CRICl
     assert [s.id for s in exited] == [current.id]
     assert app["restartCount"] in (CRASHES, CRASHES + 1)  # back-off, or already running again
     assert app["lastState"]["terminated"]["exitCode"] == 3
+
+
+SLEEPER = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: sleeper
+spec:
+  containers:
+    - name: app
+      image: busybox:1.36
+      command: ["sh", "-c", "sleep 3600"]
+"""
+
+
+@pytest.mark.parametrize("kubelet", [SLEEPER], indirect=True, ids=["sleeper"])
+async def test_a_recreated_sandbox_keeps_the_last_dead_instance(
+    kubelet: Kubelet, cri: CRIClient
+) -> None:
+    """The sandbox dies; the kubelet makes a new one and starts the container again. The
+    garbage collector keeps the old sandbox while it holds the dead instance, so the
+    container's lastState stays what it was."""
+    first = await wait_until(
+        lambda: "running" in (c := _app(kubelet)).get("state", {}) and c,
+        timeout=10,
+        message="the app running",
+    )
+    [old_sandbox] = await cri.list_pod_sandbox()
+    await cri.stop_pod_sandbox(old_sandbox.id)
+    again = await wait_until(
+        lambda: (c := _app(kubelet)).get("restartCount") == 1 and "running" in c["state"] and c,
+        timeout=10,
+        message="the app running in a new sandbox",
+    )
+    assert again["lastState"]["terminated"]["containerID"] == first["containerID"]
+
+    await kubelet.housekeeping()
+    held = await _held(cri)
+    assert [(s.metadata.attempt, s.state) for s in held] == [
+        (0, pb.CONTAINER_EXITED),
+        (1, pb.CONTAINER_RUNNING),
+    ]
+    assert old_sandbox.id in {s.id for s in await cri.list_pod_sandbox()}
+    # the next sync still reads the last state from the runtime
+    [pod] = kubelet.pods.all()
+    await kubelet.sync_pod(pod)
+    app = _app(kubelet)
+    assert (app["restartCount"], app["containerID"]) == (1, again["containerID"])
+    assert app["lastState"]["terminated"]["containerID"] == first["containerID"]

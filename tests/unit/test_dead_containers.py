@@ -29,6 +29,7 @@ from minikubelet.container.status import (
 )
 from minikubelet.kuberuntime.gc import (
     DELETOR_BUFFER_LIMIT,
+    ContainerGC,
     PodContainerDeletor,
     containers_to_delete,
 )
@@ -495,3 +496,75 @@ def test_a_full_queue_drops_the_request_but_still_syncs() -> None:
     deletor.delete_containers_in_pod(UID, "a1", pod, then=lambda: synced.append(True))
     assert synced == [True]
     assert deletor._queue.qsize() == DELETOR_BUFFER_LIMIT
+
+
+# -- the periodic GC and the sandboxes the dead instances live in ---------------------------
+
+
+class RecordingRemover:
+    def __init__(self) -> None:
+        self.containers: list[str] = []
+        self.sandboxes: list[str] = []
+
+    async def remove_dead_container(self, uid: PodUID, container_id: str) -> None:
+        self.containers.append(container_id)
+
+    async def remove_dead_sandbox(self, uid: PodUID, sandbox_id: str) -> None:
+        self.sandboxes.append(sandbox_id)
+
+
+def sb(sid: str, state: ContainerState, at: int) -> RuntimeContainer:
+    return RuntimeContainer(ContainerID(sid), "POD", state, T0 + at * SEC)
+
+
+def ctr(cid: str, state: ContainerState, at: int, attempt: int, sandbox: str) -> RuntimeContainer:
+    return RuntimeContainer(ContainerID(cid), "app", state, T0 + at * SEC, attempt, sandbox)
+
+
+@pytest.mark.parametrize(
+    ("sandboxes", "containers", "removed_containers", "removed_sandboxes"),
+    [
+        pytest.param(
+            [sb("s1", EX, 1), sb("s2", RUN, 5)],
+            [ctr("app-0", EX, 2, 0, "s1"), ctr("app-1", RUN, 6, 1, "s2")],
+            [],
+            [],
+            id="a-recreated-sandbox-keeps-the-old-one-with-the-last-dead-instance",
+        ),
+        pytest.param(
+            [sb("s1", EX, 1), sb("s2", RUN, 5)],
+            [
+                ctr("app-0", EX, 2, 0, "s1"),
+                ctr("app-1", EX, 6, 1, "s2"),
+                ctr("app-2", RUN, 8, 2, "s2"),
+            ],
+            ["app-0"],
+            ["s1"],
+            id="once-its-instance-is-collected-the-old-sandbox-goes",
+        ),
+        pytest.param(
+            [sb("s1", EX, 1), sb("s2", RUN, 5)],
+            [ctr("app-1", RUN, 6, 1, "s2")],
+            [],
+            ["s1"],
+            id="an-empty-dead-sandbox-goes",
+        ),
+        pytest.param(
+            [sb("s1", EX, 1), sb("s2", EX, 5)],
+            [],
+            [],
+            ["s1"],
+            id="the-newest-sandbox-stays-even-dead",
+        ),
+    ],
+)
+async def test_gc_keeps_the_sandboxes_of_kept_instances(
+    sandboxes: list[RuntimeContainer],
+    containers: list[RuntimeContainer],
+    removed_containers: list[str],
+    removed_sandboxes: list[str],
+) -> None:
+    remover = RecordingRemover()
+    pod = RuntimePod(UID, "web", "default", sandboxes=sandboxes, containers=containers)
+    await ContainerGC(remover, max_per_pod_container=1).collect({UID: pod}, busy=lambda _: False)
+    assert (remover.containers, remover.sandboxes) == (removed_containers, removed_sandboxes)
