@@ -7,11 +7,11 @@ one works, as the kubelet's ``PullImage`` does; none match: the pull goes anonym
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Final, Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, Protocol
 
 from minikubelet import reference
-from minikubelet.api.pod import Container, Pod, PullPolicy
+from minikubelet.api.pod import Container, Pod, PullPolicy, default_pull_policy
 from minikubelet.backoff import Backoff
 from minikubelet.cri.services import ImageService
 from minikubelet.cri.v1 import api_pb2 as pb
@@ -101,13 +101,48 @@ class ImageManager:
         """The image reference to create ``container`` from, pulling as its policy says."""
         kind = "initContainers" if container in pod.spec.init_containers else "containers"
         field_path = f"spec.{kind}{{{container.name}}}"
+        return await self._ensure(
+            images, pod, container.image, container.image_pull_policy, sandbox_config, field_path
+        )
+
+    async def ensure_volume_image(
+        self,
+        images: ImageService,
+        pod: Pod,
+        source: Mapping[str, Any],
+        sandbox_config: pb.PodSandboxConfig,
+    ) -> str:
+        """The image an ``image`` volume mounts, pulled with its ``pullPolicy`` (by default
+        Always for ``:latest`` or no tag, else IfNotPresent) and the pod's credentials,
+        with the events and back-off of a container's image (the kubelet's
+        ``EnsureImageExists`` for image volumes)."""
+        ref = str(source.get("reference") or "")
         try:
-            image = with_default_tag(container.image)
+            policy = PullPolicy(source["pullPolicy"]) if source.get("pullPolicy") else None
+        except ValueError:
+            policy = None
+        if policy is None:
+            try:
+                policy = default_pull_policy(ref)
+            except reference.InvalidReference:
+                policy = PullPolicy.IF_NOT_PRESENT  # the tag check below reports the name
+        return await self._ensure(images, pod, ref, policy, sandbox_config, "")
+
+    async def _ensure(
+        self,
+        images: ImageService,
+        pod: Pod,
+        requested: str,
+        policy: PullPolicy,
+        sandbox_config: pb.PodSandboxConfig,
+        field_path: str,
+    ) -> str:
+        try:
+            image = with_default_tag(requested)
         except reference.InvalidReference as exc:
-            message = f'Failed to apply default image tag "{container.image}": {exc}'
+            message = f'Failed to apply default image tag "{requested}": {exc}'
             self._events.pod_event(pod, WARNING, INVALID_IMAGE_NAME, message, field_path=field_path)
             raise ImagePullError(INVALID_IMAGE_NAME, message) from None
-        policy = container.image_pull_policy
         present = await images.image_status(image)
         if present is not None and policy is not PullPolicy.ALWAYS:
             self._events.pod_event(

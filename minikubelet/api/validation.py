@@ -409,6 +409,10 @@ HOST_PATH_TYPES: Final = frozenset(
 )
 
 
+#: ``PullPolicy`` values.
+PULL_POLICIES: Final = ("Always", "IfNotPresent", "Never")
+
+
 def _validate_volume_source(volume: Mapping[str, Any], path: str) -> list[FieldError]:
     errs: list[FieldError] = []
     present = [key for key in VOLUME_TYPES if volume.get(key) is not None]
@@ -435,6 +439,12 @@ def _validate_volume_source(volume: Mapping[str, Any], path: str) -> list[FieldE
                         f"{here}.sizeLimit", "SizeLimit field must be a valid resource quantity"
                     )
                 )
+    elif kind == "image":  # validateImageVolumeSource
+        if not _text(source, "reference", here, errs):
+            errs.append(_required(f"{here}.reference"))
+        policy = _text(source, "pullPolicy", here, errs)
+        if policy and policy not in PULL_POLICIES:
+            errs.append(_not_supported(f"{here}.pullPolicy", policy, PULL_POLICIES))
     elif kind == "downwardAPI":
         for i, item in enumerate(_items(source.get("items"))):
             ref = item.get("resourceFieldRef")
@@ -845,6 +855,50 @@ def validate_spec(spec: PodSpec) -> list[FieldError]:
     if spec.subdomain:
         errs += _each("spec.subdomain", spec.subdomain, is_dns1123_label(spec.subdomain))
     errs += _validate_pod_groups(spec.security_context)
+    errs += _validate_seccomp_profiles(spec)
+    return errs
+
+
+SECCOMP_PROFILE_TYPES: Final = ("Localhost", "RuntimeDefault", "Unconfined")
+
+
+def _validate_seccomp_profile(profile: object, path: str) -> list[FieldError]:
+    """``validateSeccompProfileField``: a known type; a Localhost profile names a file
+    below the kubelet's seccomp root (``validateLocalDescendingPath``), no other type does."""
+    if not isinstance(profile, Mapping):
+        return []
+    errs: list[FieldError] = []
+    kind = profile.get("type")
+    if not kind:
+        errs.append(_required(f"{path}.type"))
+    elif kind not in SECCOMP_PROFILE_TYPES:
+        errs.append(_not_supported(f"{path}.type", kind, SECCOMP_PROFILE_TYPES))
+    local = profile.get("localhostProfile")
+    here = f"{path}.localhostProfile"
+    if kind == "Localhost":
+        if local is None:
+            errs.append(_required(here, "must be set when seccomp type is Localhost"))
+        elif not isinstance(local, str) or local.startswith("/"):
+            errs.append(_invalid(here, local, "must be a relative path"))
+        elif ".." in local.split("/"):
+            errs.append(_invalid(here, local, "must not contain '..'"))
+    elif local is not None:
+        errs.append(_invalid(here, local, "can only be set when seccomp type is Localhost"))
+    return errs
+
+
+def _validate_seccomp_profiles(spec: PodSpec) -> list[FieldError]:
+    errs = _validate_seccomp_profile(
+        spec.security_context.get("seccompProfile"), "spec.securityContext.seccompProfile"
+    )
+    for kind, containers in (
+        ("initContainers", spec.init_containers),
+        ("containers", spec.containers),
+    ):
+        for i, container in enumerate(containers):
+            sc = container.security_context or {}
+            path = f"spec.{kind}[{i}].securityContext.seccompProfile"
+            errs += _validate_seccomp_profile(sc.get("seccompProfile"), path)
     return errs
 
 

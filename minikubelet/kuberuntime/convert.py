@@ -38,7 +38,8 @@ stdin/stdinOnce/tty, and Linux resources and security context:
   privileged, run-as user/group, read-only rootfs, ``no_new_privs`` when
   ``allowPrivilegeEscalation: false``, masked/read-only /proc paths by ``procMount``,
   seccomp (container, then pod, then ``seccomp_default``: RuntimeDefault or
-  Unconfined; Localhost profiles under ``seccomp_profile_root``), AppArmor.
+  Unconfined; Localhost profiles under ``seccomp_profile_root``, the kubelet's
+  ``<root-dir>/seccomp``, passed to the runtime as an absolute path), AppArmor.
 
 Errors come out as :class:`~.envvars.ConfigError` carrying the reason the kubelet
 reports (``CreatePodSandboxError`` / ``CreateContainerConfigError``).
@@ -565,6 +566,11 @@ def _seccomp_profile(
         local = profile.get("localhostProfile")
         if not isinstance(local, str) or not local:
             raise ValueError("localhostProfile must be set if seccompProfile type is Localhost.")
+        if posixpath.isabs(local) or ".." in local.split("/"):
+            raise ValueError(
+                f"localhostProfile {local!r} must be a relative path below the seccomp "
+                f"profile root {profile_root}, without '..'"
+            )
         return pb.SecurityProfile(
             profile_type=pb.SecurityProfile.Localhost,
             localhost_ref=posixpath.join(profile_root, local),

@@ -68,8 +68,10 @@ class ConfigSource(Protocol):
         restart_count: int,
         image: str,
         pod_ips: Sequence[str],
+        image_volumes: Mapping[str, pb.ImageSpec] | None = None,
     ) -> pb.ContainerConfig:
-        """Raises ContainerConfigError for what cannot be resolved (env, mounts)."""
+        """Raises ContainerConfigError for what cannot be resolved (env, mounts).
+        ``image_volumes``: the pulled images of the pod's image volumes, by volume name."""
         ...
 
     def termination_message_host_path(self, pod: Pod, container: Container) -> Path | None: ...
@@ -425,17 +427,27 @@ class KubeRuntimeManager:
         if sandbox_id is None:
             return result
         sandbox_config = self.configs.sandbox_config(pod, actions.attempt)
+        image_volumes: dict[str, pb.ImageSpec | ImagePullError] = {}
+        if actions.init_containers_to_start or actions.containers_to_start:
+            image_volumes = await self._pull_image_volumes(pod, sandbox_config)
 
         for index in actions.init_containers_to_start:
             container = pod.spec.init_containers[index]
             ok = await self._start_container(
-                pod, container, sandbox_id, sandbox_config, pod_ips, status, result
+                pod, container, sandbox_id, sandbox_config, pod_ips, status, result, image_volumes
             )
             if not ok and not container.is_restartable:
                 return result  # the next init container waits for this one
         for index in actions.containers_to_start:
             await self._start_container(
-                pod, pod.spec.containers[index], sandbox_id, sandbox_config, pod_ips, status, result
+                pod,
+                pod.spec.containers[index],
+                sandbox_id,
+                sandbox_config,
+                pod_ips,
+                status,
+                result,
+                image_volumes,
             )
         for container in (
             *(pod.spec.init_containers[i] for i in actions.init_containers_in_backoff),
@@ -492,6 +504,28 @@ class KubeRuntimeManager:
         )
         return sandbox_id, ips
 
+    async def _pull_image_volumes(
+        self, pod: Pod, sandbox_config: pb.PodSandboxConfig
+    ) -> dict[str, pb.ImageSpec | ImagePullError]:
+        """The images of the pod's ``image`` volumes, pulled (the kubelet's
+        ``getImageVolumes``): the image to mount by volume name, or why it is missing."""
+        out: dict[str, pb.ImageSpec | ImagePullError] = {}
+        for volume in pod.spec.volumes:
+            source = volume.get("image")
+            if not isinstance(source, Mapping):
+                continue
+            try:
+                image_ref = await self.images.ensure_volume_image(
+                    self._cri_for(pod.uid), pod, source, sandbox_config
+                )
+            except ImagePullError as exc:
+                out[str(volume.get("name", ""))] = exc
+                continue
+            out[str(volume.get("name", ""))] = pb.ImageSpec(
+                image=image_ref, user_specified_image=str(source.get("reference", ""))
+            )
+        return out
+
     def _field_path(self, pod: Pod, name: str) -> str:
         init = any(c.name == name for c in pod.spec.init_containers)
         return f"spec.{'initContainers' if init else 'containers'}{{{name}}}"
@@ -505,8 +539,16 @@ class KubeRuntimeManager:
         pod_ips: Sequence[str],
         status: PodStatus,
         result: SyncResult,
+        image_volumes: Mapping[str, pb.ImageSpec | ImagePullError] | None = None,
     ) -> bool:
         field_path = self._field_path(pod, container.name)
+        volumes = image_volumes or {}
+        for mount in container.volume_mounts:
+            failed = volumes.get(str(mount.get("name", "")))
+            if isinstance(failed, ImagePullError):  # the container waits for its image volume
+                result.waiting[container.name] = (failed.reason, failed.message)
+                result.errors.append(failed.message)
+                return False
         previous = status.find_container_status_by_name(container.name)
         restart_count = previous.restart_count + 1 if previous is not None else 0
         try:
@@ -523,7 +565,14 @@ class KubeRuntimeManager:
             return False
         try:
             config = await self.configs.container_config(
-                pod, container, restart_count=restart_count, image=image_ref, pod_ips=pod_ips
+                pod,
+                container,
+                restart_count=restart_count,
+                image=image_ref,
+                pod_ips=pod_ips,
+                image_volumes={
+                    name: spec for name, spec in volumes.items() if isinstance(spec, pb.ImageSpec)
+                },
             )
         except ContainerConfigError as exc:
             result.waiting[container.name] = (exc.reason, exc.message)

@@ -136,6 +136,7 @@ class PodSetup:
         restart_count: int,
         image: str,
         pod_ips: Sequence[str],
+        image_volumes: Mapping[str, pb.ImageSpec] | None = None,
     ) -> pb.ContainerConfig:
         try:
             found = None
@@ -161,6 +162,7 @@ class PodSetup:
                 self._volume_paths.get(pod.uid, {}),
                 env=env,
                 hosts=self._hosts_file(pod, pod_ips),
+                image_volumes=image_volumes or {},
             )
             if mounts.termination_message_path is not None:
                 self._termination_files[(pod.uid, container.name)] = mounts.termination_message_path
@@ -177,6 +179,7 @@ class PodSetup:
                 image=image,
                 env=env,
                 mounts=mounts.mounts,
+                seccomp_profile_root=str(self.root_dir / "seccomp"),
             )
         except (envvars.ConfigError, VolumeError) as exc:
             raise ContainerConfigError(exc.message, exc.reason) from None

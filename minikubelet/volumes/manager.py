@@ -405,7 +405,9 @@ def mounts_for(
     ``volume_paths`` is what :meth:`VolumeManager.setup` returned; ``env`` expands
     ``subPathExpr``; ``termination_message_path`` (a file made by
     :meth:`VolumeManager.termination_message_file`) is mounted at the container's
-    ``terminationMessagePath``.
+    ``terminationMessagePath``. ``image_volumes`` are the pulled images of the pod's
+    ``image`` volumes by volume name: the runtime mounts them read-only (CRI
+    ``Mount.image``, a subPath as ``image_sub_path``), as the kubelet's ``makeMounts``.
     """
     read_only_volumes = {
         str(v.get("name")) for v in pod.spec.volumes if _volume_type(v) in WRITTEN_VOLUMES
@@ -414,6 +416,24 @@ def mounts_for(
     out: list[pb.Mount] = []
     for mount in container.volume_mounts:
         name = str(mount.get("name", ""))
+        image = (image_volumes or {}).get(name)
+        if image is not None:
+            sub_path = _sub_path(mount, env_pairs)
+            if posixpath.isabs(sub_path) or _has_backsteps(sub_path):
+                raise VolumeError(
+                    f"subPath {sub_path!r} of image volume {name!r} must be a relative path "
+                    "without '..'",
+                    reason=CREATE_CONTAINER_CONFIG_ERROR,
+                )
+            out.append(
+                pb.Mount(
+                    container_path=_absolute(str(mount.get("mountPath", ""))),
+                    image=image,
+                    image_sub_path=sub_path,
+                    readonly=True,
+                )
+            )
+            continue
         host_path = volume_paths.get(name)
         if host_path is None:
             raise VolumeError(
@@ -531,6 +551,8 @@ class VolumeManager:
                     paths[name] = await self._setup_empty_dir(pod, name, source)
                 elif kind == "hostPath":
                     paths[name] = await self._setup_host_path(name, source)
+                elif kind == "image":
+                    continue  # pulled by the runtime manager, mounted by the runtime
                 elif kind in WRITTEN_VOLUMES:
                     # a new pod reads its objects afresh, as the kubelet does on registration
                     paths[name] = await self._write_volume(
@@ -779,6 +801,7 @@ class VolumeManager:
         *,
         env: Sequence[tuple[str, str]] = (),
         hosts: HostsFile | None = None,
+        image_volumes: Mapping[str, pb.ImageSpec] | None = None,
     ) -> ContainerMounts:
         """Everything a container's mounts need: missing subPath directories made
         inside their volumes, a termination message file, then :func:`mounts_for`;
@@ -789,7 +812,13 @@ class VolumeManager:
         if container.termination_message_path:
             term = await self.termination_message_file(pod, container)
         mounts = await asyncio.to_thread(
-            mounts_for, pod, container, volume_paths, env=env, termination_message_path=term
+            mounts_for,
+            pod,
+            container,
+            volume_paths,
+            env=env,
+            termination_message_path=term,
+            image_volumes=image_volumes,
         )
         if hosts is not None and all(
             m.get("mountPath") != ETC_HOSTS for m in container.volume_mounts
