@@ -191,7 +191,12 @@ def process_args(
 
 
 def merge_env(*layers: Iterable[tuple[str, str]]) -> list[str]:
-    """``NAME=value`` strings; a later layer replaces a name in place, new names append."""
+    """``NAME=value`` strings; a later layer replaces a name in place, new names append.
+
+    A CRI value's bytes that are not UTF-8 stay surrogate-escaped here and reach
+    ``config.json`` as ``\\udcXX`` escapes, which runc (Go's JSON) reads as U+FFFD:
+    the container sees what CRI-O and containerd give it.
+    """
     merged: dict[str, str] = {}
     for layer in layers:
         for name, value in layer:
