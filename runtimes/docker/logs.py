@@ -8,9 +8,14 @@ dockerd read it; a message without a trailing newline is a piece of a longer
 line (tag ``P``) unless it is shorter than the driver's 16 KiB buffer, which
 only happens for the last output of a process (tag ``F``, as containerd writes it).
 
-Where to resume comes from the file itself: the last line's time, and how many
-lines carry it. So a runtime server that restarts, or a dockerd that comes back,
-continues where the file ends, without a duplicate and without a gap.
+The two streams are stamped by two goroutines of dockerd and written to its file in
+the order they got its lock, so a stderr message may follow a stdout message stamped
+a moment later: every message of the stream is written, in the order dockerd keeps
+them, whatever its time.
+
+Where to resume comes from the file itself: the newest time among its last lines, and
+how many lines carry it. So a runtime server that restarts, or a dockerd that comes
+back, continues where the file ends, without a duplicate and without a gap.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ _TTY_LINE = re.compile(rb"^(\d{4}-\d\d-\d\dT\S+) (.*)$", re.DOTALL)
 
 @dataclass(frozen=True, slots=True)
 class Position:
-    """The last line written: its time, and how many lines at the end carry that time."""
+    """The newest time written, and how many of the lines written carry that time."""
 
     last_ns: int = 0
     count: int = 0
@@ -53,24 +58,22 @@ class Position:
         return f"{seconds}.{nanos:09d}"
 
     def after(self, ns: int) -> Position:
-        return Position(ns, self.count + 1) if ns == self.last_ns else Position(ns, 1)
+        if ns == self.last_ns:
+            return Position(ns, self.count + 1)
+        # a line stamped before the newest one is behind ``since``: no resume repeats it
+        return Position(ns, 1) if ns > self.last_ns else self
 
 
 def position_in(text: str) -> Position:
     """Where a CRI log file's content ends (lines that do not parse are skipped)."""
-    last_ns, count = 0, 0
-    for raw in reversed(text.splitlines()):
+    position = Position()
+    for raw in text.splitlines():
         try:
             ns = docker_time_ns(crilog.parse_line(raw).timestamp)
         except ValueError:
             continue
-        if count == 0:
-            last_ns, count = ns, 1
-        elif ns == last_ns:
-            count += 1
-        else:
-            break
-    return Position(last_ns, count)
+        position = position.after(ns)
+    return position
 
 
 def _tail(path: Path) -> str:
@@ -108,7 +111,8 @@ def format_frames(
     """CRI lines for dockerd's log frames (non-TTY) not yet written; the new position.
 
     ``skip`` lines stamped ``position.last_ns`` are already in the file (dockerd's
-    ``since`` is inclusive); frames older than the position are dropped too.
+    ``since`` is inclusive, and sends nothing older). Every other frame is written, one
+    stamped before the newest written too: dockerd's file is not in time order.
     """
     out: list[str] = []
     for stream, payload in frames:
@@ -118,8 +122,6 @@ def format_frames(
         try:
             ns = docker_time_ns(stamp.decode())
         except ValueError:
-            continue
-        if ns < position.last_ns:
             continue
         if ns == position.last_ns and skip > 0:
             skip -= 1

@@ -255,6 +255,23 @@ def test_resuming_skips_exactly_what_the_file_has() -> None:
     assert (position.count, skip) == (3, 0)
 
 
+def test_a_message_stamped_before_the_one_written_last_is_written_too() -> None:
+    # dockerd stamps stdout and stderr in two goroutines and files them as they get its lock
+    frames = [_frame(1, T2, b"out\n"), _frame(2, T1, b"err\n"), _frame(1, T2, b"more\n")]
+    text, position, _ = format_frames(frames, Position(), 0)
+    lines = [crilog.parse_line(raw) for raw in text.splitlines()]
+    assert [(x.stream, x.message) for x in lines] == [
+        ("stdout", "out"),
+        ("stderr", "err"),
+        ("stdout", "more"),
+    ]
+    # resuming from the newest time repeats only what carries it, nothing is lost or doubled
+    assert position == position_in(text) == Position(docker_time_ns(T2), 2)
+    again = [frames[0], frames[2], _frame(2, T2, b"new\n")]
+    text, _, _ = format_frames(again, position, position.count)
+    assert [crilog.parse_line(x).message for x in text.splitlines()] == ["new"]
+
+
 def test_position_of_a_file_ignores_lines_that_do_not_parse() -> None:
     text = crilog.format_line(5, "stdout", "a") + crilog.format_line(7, "stdout", "b") + "junk\n"
     assert position_in(text) == Position(7, 1)
