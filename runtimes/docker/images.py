@@ -3,11 +3,15 @@
 Pulls go through the daemon (``POST /images/create``, with ``X-Registry-Auth``
 from the CRI AuthConfig). A ``--registry-mirror HOST=URL`` makes pulls of
 ``HOST/...`` come from the mirror instead, tagged with the name the client asked
-for (the mirror's own name stays, holding the repo digest) and reported with a
-repo digest under the asked name too; the registry named ``HOST`` is never
-contacted. Docker spells Docker Hub names the short way (``busybox:1.36``); they
-are reported fully qualified (``docker.io/library/busybox:1.36``), as the CRI and
-containerd do.
+for; the registry named ``HOST`` is never contacted. The mirror's own name stays in
+dockerd (it holds the repo digest: dockerd keeps a digest only beside a tag of the
+same repository) but is never shown: an image is listed and reported under the
+names the client asked for, its digests under the asked repository. Docker spells
+Docker Hub names the short way (``busybox:1.36``); they are reported fully
+qualified (``docker.io/library/busybox:1.36``), as the CRI and containerd do.
+
+RemoveImage removes the image with every tag it has, as containerd's does, and
+concurrent removals of one image all succeed.
 """
 
 from __future__ import annotations
@@ -64,6 +68,13 @@ class Mirror:
         path = f"{prefix}/{ref.path}" if prefix else ref.path
         return reference.Reference(domain, path, ref.tag, ref.digest)
 
+    def asked(self, repository: str) -> str | None:
+        """The repository under ``host`` that ``repository`` on the mirror serves, if any."""
+        head = self.location + "/"
+        if not repository.startswith(head) or len(repository) == len(head):
+            return None
+        return f"{self.host}/{repository[len(head) :]}"
+
 
 @dataclass(frozen=True, slots=True)
 class Resolved:
@@ -119,6 +130,7 @@ class DockerImages:
         self._client = client
         self.mirrors = {mirror.host: mirror for mirror in mirrors}
         self._pinned = {str(reference.parse(p)) for p in pinned}
+        self._removing = asyncio.Lock()
 
     def _parse(self, text: str) -> reference.Reference:
         try:
@@ -126,26 +138,43 @@ class DockerImages:
         except reference.InvalidReference as exc:
             raise InvalidArgument(str(exc)) from None
 
-    def _to_image(self, raw: ImageInspect) -> m.Image:
+    def _visible_names(self, raw: ImageInspect) -> tuple[list[str], list[str]]:
+        """The tags and digests the client knows the image by: the mirrors' names are hidden.
+
+        A tag on a mirror is hidden when the image has the asked tag it stands for; a
+        digest on a mirror is shown under the asked repository, and under its own name
+        only beside a tag of its repository that is shown (pulled from there by name).
+        """
         tags = _normalise(raw.get("RepoTags"))
-        digests = _normalise(raw.get("RepoDigests"))
-        # an image pulled through a mirror is also known by the digest of the asked name
+        hidden = set()
         for tag in tags:
-            ref = reference.parse(tag)
-            mirror = self.mirrors.get(ref.domain)
-            if mirror is None:
-                continue
-            source = mirror.source(ref).repository
-            for digest in list(digests):
-                repo, _, dig = digest.partition("@")
-                alias = f"{ref.repository}@{dig}"
-                if repo == source and alias not in digests:
-                    digests.append(alias)
+            with contextlib.suppress(reference.InvalidReference):
+                ref = reference.parse(tag)
+                mirror = self.mirrors.get(ref.domain)
+                if mirror is not None:
+                    hidden.add(str(mirror.source(ref)))
+        shown = [t for t in tags if t not in hidden]
+        shown_repositories = {t.rpartition(":")[0] for t in shown}
+        digests: list[str] = []
+        for digest in _normalise(raw.get("RepoDigests")):
+            repository, _, dig = digest.partition("@")
+            asked = [
+                name
+                for name in (mirror.asked(repository) for mirror in self.mirrors.values())
+                if name is not None
+            ]
+            if not asked or repository in shown_repositories:
+                digests.append(digest)
+            digests.extend(f"{name}@{dig}" for name in asked)
+        return sorted(set(shown)), sorted(set(digests))
+
+    def _to_image(self, raw: ImageInspect) -> m.Image:
+        tags, digests = self._visible_names(raw)
         uid, username = _user((raw.get("Config") or {}).get("User") or "")
         return m.Image(
             id=str(raw.get("Id", "")),
-            repo_tags=tuple(sorted(tags)),
-            repo_digests=tuple(sorted(digests)),
+            repo_tags=tuple(tags),
+            repo_digests=tuple(digests),
             size=int(raw.get("Size") or 0),
             uid=uid,
             username=username,
@@ -229,16 +258,50 @@ class DockerImages:
         )
 
     async def remove_image(self, reference_text: str) -> None:
-        found = await self._lookup(reference_text)
-        if found is None:
-            return  # already gone
-        image_id = str(found[0].get("Id", ""))
-        try:
-            await self._client.remove_image(image_id, force=True)
-        except NotFound:
-            return
-        except AlreadyExists as exc:  # 409: a running container uses it
-            raise FailedPrecondition(f"image {reference_text!r}: {exc.message}") from None
+        """Remove the image and all its tags; removing one already gone succeeds.
+
+        Removals are made one at a time: one that follows another of the same image
+        finds it gone. dockerd may still fail one that another client made meanwhile
+        (``unrecognized image ID``, ``layer does not exist``); the image is then asked
+        for again, and a removal whose image is gone has succeeded.
+        """
+        async with self._removing:
+            try:
+                found = await self._lookup(reference_text)
+            except (Unavailable, InvalidArgument):
+                raise
+            except CRIError:
+                if await self._gone(reference_text):
+                    return
+                raise
+            if found is None:
+                return  # already gone
+            image_id = str(found[0].get("Id", ""))
+            try:
+                await self._client.remove_image(image_id, force=True)
+            except NotFound:
+                return
+            except AlreadyExists as exc:  # 409: a running container uses it
+                raise FailedPrecondition(f"image {reference_text!r}: {exc.message}") from None
+            except Unavailable:
+                raise
+            except CRIError:
+                if await self._gone(image_id):
+                    return
+                raise
+
+    async def _gone(self, name: str) -> bool:
+        """dockerd no longer has the image: asked a few times while a removal ends."""
+        delay = 0.05
+        for _ in range(5):
+            try:
+                return await self._lookup(name) is None
+            except (Unavailable, InvalidArgument):
+                return False
+            except CRIError:
+                await asyncio.sleep(delay)  # half removed: dockerd is still at it
+                delay *= 2
+        return False
 
     async def image_fs_info(self) -> Sequence[m.FilesystemUsage]:
         info, df = await asyncio.gather(self._client.info(), self._client.system_df())

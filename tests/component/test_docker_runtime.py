@@ -37,7 +37,8 @@ from minikubelet.logs import crilog
 from runtimes.docker.client import DockerClient
 from tests.contract.pods import container_config, pod, sandbox_config, wait_exited
 from tests.harness.dockerd import Dockerd, RuntimeServer
-from tests.harness.fixtures import HUB_NAMESPACE, HarnessImages
+from tests.harness.fixtures import BUSYBOX_TAG, HUB_NAMESPACE, HarnessImages
+from tests.harness.images import build_busybox_image, build_user_image, push_image
 from tests.harness.registry import LocalRegistry, free_port
 from tests.harness.wait import wait_until
 
@@ -417,6 +418,33 @@ async def test_the_cri_log_has_every_line_with_its_stream_and_tags(
     assert all(s.endswith("Z") for s in stamps)
 
 
+async def test_the_log_has_both_streams_whole_once_the_container_is_reported_exited(
+    docker_runtime: RuntimeServer, busybox: str, log_dir: Path
+) -> None:
+    count = 1000
+    script = f'i=0; while [ $i -lt {count} ]; do echo "out $i"; echo "err $i" >&2; i=$((i+1)); done'
+    names = [
+        "both-1",
+        "both-2",
+        "both-3",
+    ]  # dockerd files the streams out of order often, not always
+    sb_config = sandbox_config(log_dir)
+    async with connected(docker_runtime) as cri, pod(cri, sb_config) as sandbox_id:
+
+        async def run(name: str) -> list[crilog.LogLine]:
+            config = container_config(busybox, name, ["sh", "-c", script])
+            cid = await cri.create_container(sandbox_id, config, sb_config)
+            await cri.start_container(cid)
+            await wait_exited(cri, cid)
+            return log_lines(log_dir / name / "0.log")  # read at once: EXITED means complete
+
+        logs = await asyncio.gather(*(run(name) for name in names))
+    for name, lines in zip(names, logs, strict=True):
+        for stream, word in (("stdout", "out"), ("stderr", "err")):
+            got = [line.message for line in lines if line.stream == stream]
+            assert got == [f"{word} {i}" for i in range(count)], f"{name}: {stream} lost lines"
+
+
 async def test_reopen_container_log_moves_output_to_a_fresh_file(
     docker_runtime: RuntimeServer, busybox: str, log_dir: Path
 ) -> None:
@@ -582,6 +610,80 @@ async def test_a_mirrored_registry_serves_pulls_under_the_asked_name(
             ]
         assert len(pause) == 1 and pause[0].pinned
         assert not pause[0].repo_digests  # never pulled from anywhere
+
+
+@pytest.fixture(scope="module")
+def mirrored_image(
+    local_registry: LocalRegistry,
+    test_images: HarnessImages,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[str, str]:
+    """An image of its own (busybox plus a user) on the mirror of docker.io, under three
+    names: ``library/mirrored:1.0``, ``library/mirrored:alias`` and ``library/bydigest:1.0``;
+    the manifest digest."""
+    cache = getattr(request.config, "cache", None)
+    cache_dir = (
+        cache.mkdir("minikubelet-test-images")
+        if cache is not None
+        else tmp_path_factory.mktemp("images")
+    )
+    image = build_user_image(cache_dir, build_busybox_image(cache_dir, tag=BUSYBOX_TAG))
+    for name, tag in (("mirrored", "1.0"), ("mirrored", "alias"), ("bydigest", "1.0")):
+        push_image(image, local_registry.host, f"library/{name}", tag)
+    return "docker.io/library/mirrored", image.manifest_digest
+
+
+async def test_images_pulled_through_a_mirror_show_only_the_names_asked_for(
+    docker_runtime: RuntimeServer,
+    dockerd: Dockerd,
+    local_registry: LocalRegistry,
+    mirrored_image: tuple[str, str],
+) -> None:
+    repository, digest = mirrored_image
+    by_digest = f"docker.io/library/bydigest@{digest}"
+    async with connected(docker_runtime) as cri, docker_api(dockerd) as docker:
+        image_id = await cri.pull_image(f"{repository}:1.0")
+        assert await cri.pull_image(by_digest) == image_id
+        tags = [f"{repository}:1.0"]
+        digests = [by_digest, f"{repository}@{digest}"]
+        status = await cri.image_status(f"{repository}:1.0")
+        assert status is not None
+        assert (list(status.repo_tags), list(status.repo_digests)) == (tags, digests)
+        assert await cri.image_status(by_digest) == status
+        listed = await cri.list_images()
+        assert [(list(i.repo_tags), list(i.repo_digests)) for i in listed if i.id == image_id] == [
+            (tags, digests)
+        ]
+        mirror_names = [
+            name
+            for image in listed
+            for name in (*image.repo_tags, *image.repo_digests)
+            if name.startswith(f"{local_registry.host}/library/")
+        ]
+        assert mirror_names == []
+
+        await cri.pull_image(f"{repository}:alias")  # a second tag of the same image
+        status = await cri.image_status(image_id)
+        assert status is not None and list(status.repo_tags) == [
+            f"{repository}:1.0",
+            f"{repository}:alias",
+        ]
+
+        # removed by one tag, the image goes with every name it had, the mirror's too
+        await cri.remove_image(f"{repository}:alias")
+        for name in (f"{repository}:1.0", f"{repository}:alias", by_digest, image_id):
+            assert await cri.image_status(name) is None, name
+        assert image_id not in {i.id for i in await cri.list_images()}
+        with pytest.raises(CRIError):
+            await docker.inspect_image(f"{local_registry.host}/library/mirrored:1.0")
+
+        # removals of one image at once all succeed, by whatever name they give
+        for _ in range(4):  # dockerd's failures of a racing removal come often, not always
+            image_id = await cri.pull_image(f"{repository}:1.0")
+            names = [f"{repository}:1.0", image_id, image_id[len("sha256:") :]] * 4
+            await asyncio.gather(*(cri.remove_image(name) for name in names))
+            assert await cri.image_status(image_id) is None
 
 
 # -- stats and events ---------------------------------------------------------------------------
