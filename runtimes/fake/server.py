@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import ipaddress
 import logging
@@ -229,6 +230,7 @@ class FakeRuntime:
             if resolved is None:
                 raise core.image_not_pulled(spec.image)
             image, image_name = resolved
+            spec = dataclasses.replace(spec, mounts=self._image_volumes(spec.mounts))
             log_path = m.container_log_path(sandbox.spec.log_directory, spec.log_path)
             container = core.created_container(
                 container_id,
@@ -246,6 +248,24 @@ class FakeRuntime:
         self._by_sandbox[sandbox.id].add(container_id)
         self._emit(container, m.ContainerEventType.CREATED)
         return container_id
+
+    def _image_volumes(self, mounts: tuple[m.Mount, ...]) -> tuple[m.Mount, ...]:
+        """Image volumes (CRI ``Mount.image``) need their image pulled, as on a real
+        runtime; the status reports the image mounted (its digest, else its ID)."""
+        out = []
+        for mount in mounts:
+            if mount.image:
+                found = self.images.resolve(mount.image)
+                if found is None:
+                    raise NotFound(
+                        f"image {mount.image!r} of the volume at {mount.container_path} not "
+                        "found: pull it first"
+                    )
+                image = found[0]
+                ref = image.repo_digests[0] if image.repo_digests else image.id
+                mount = dataclasses.replace(mount, host_path="", readonly=True, image_ref=ref)
+            out.append(mount)
+        return tuple(out)
 
     async def start_container(self, container_id: str) -> None:
         container = core.require_created(self._container(container_id))

@@ -232,3 +232,36 @@ async def test_malformed_requests_never_hurt_the_server(
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "cmd is required" in (err.value.details() or "")
     assert (await cri.version()).runtime_api_version == "v1"  # still serving
+
+
+async def test_image_volume_needs_its_image_and_is_reported(
+    fake: tuple[CRIClient, FakeRuntime, Path], tmp_path: Path
+) -> None:
+    """As containerd 2.1 and CRI-O: an image volume's image must be pulled, and the status
+    mounts name it with the image mounted (``image_ref``), read-only."""
+    cri, _, _ = fake
+    sb = sandbox_config(tmp_path / "logs")
+    sandbox_id = await cri.run_pod_sandbox(sb)
+    config = container_config(IMAGE, "c", ["true"])
+    config.mounts.append(
+        pb.Mount(
+            container_path="/tools",
+            image=pb.ImageSpec(image="registry.test/tools:1"),
+            image_sub_path="bin",
+        )
+    )
+    with pytest.raises(NotFound, match=r"registry\.test/tools:1.*/tools"):
+        await cri.create_container(sandbox_id, config, sb)
+    await cri.pull_image("registry.test/tools:1")
+    image = await cri.image_status("registry.test/tools:1")
+    assert image is not None
+    cid = await cri.create_container(sandbox_id, config, sb)
+    (mount,) = (await cri.container_status(cid)).status.mounts
+    assert (mount.container_path, mount.image.image, mount.image_sub_path, mount.readonly) == (
+        "/tools",
+        "registry.test/tools:1",
+        "bin",
+        True,
+    )
+    assert mount.image.image_ref in (image.id, *image.repo_digests)
+    assert mount.image.image_ref
