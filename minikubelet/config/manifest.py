@@ -4,11 +4,15 @@ Follows the kubelet's ``pkg/kubelet/config/common.go``:
 
 * a manifest is YAML or JSON; the file source takes exactly one ``Pod`` per file, the http
   source takes a ``Pod`` or a ``PodList``;
+* each pod is defaulted as the API server defaults a v1 Pod (:mod:`minikubelet.api.defaults`:
+  ``restartPolicy``, ``dnsPolicy``, image pull policies, probe timings, volume modes ...), as
+  the kubelet's decoder does, so the pod shown, hashed and mirrored is the defaulted one;
 * each pod must pass the API server's pod validation (:mod:`minikubelet.api.validation`),
   every reason reported at once, e.g. ``spec.containers[1].name: Duplicate value: "app"``;
-* a pod without ``metadata.uid`` gets one derived from the decoded object plus where it came
-  from (see :func:`static_pod_uid`), so the same manifest on the same node and path always
-  gets the same UID and any change of content gives a new one;
+* a pod without ``metadata.uid`` gets one derived from the decoded, defaulted object plus
+  where it came from (see :func:`static_pod_uid`), so the same manifest on the same node and
+  path always gets the same UID, a manifest that spells a default out gets the UID of one
+  that leaves it implicit, and any other change of content gives a new one;
 * the name becomes ``<name>-<lowercased node name>``, the namespace defaults to ``default``,
   ``spec.nodeName`` is this node, ``kubernetes.io/config.hash`` carries the UID, file pods
   tolerate every ``NoExecute`` taint and the phase starts as ``Pending``.
@@ -22,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from minikubelet.api.defaults import default_pod
 from minikubelet.api.pod import Pod as PodModel
 from minikubelet.config.types import (
     CONFIG_HASH_ANNOTATION,
@@ -121,7 +126,9 @@ def decode_manifest(data: bytes, path: str, *, allow_list: bool = False) -> list
 
     ``path`` names the manifest in errors (a file path or a URL). With ``allow_list`` (the http
     source) a ``PodList`` is accepted too; otherwise exactly one ``Pod``. Raises
-    :class:`ManifestError`. The pods are returned as decoded, without defaults.
+    :class:`ManifestError`. The pods are returned decoded and defaulted as the API server
+    defaults a v1 Pod (:func:`~minikubelet.api.defaults.default_pod`), without the static-pod
+    defaults of :func:`apply_static_defaults`.
     """
     obj = _load(data, path)
     if obj is None:
@@ -150,14 +157,16 @@ def decode_manifest(data: bytes, path: str, *, allow_list: bool = False) -> list
                 raise ManifestError(
                     path, None, f"items[{index}]: kind is {item.get('kind')}, expected Pod"
                 )
-            _validate_pod(item, path, f"items[{index}]: ")
-            pods.append(item)
+            pod = default_pod(item)
+            _validate_pod(pod, path, f"items[{index}]: ")
+            pods.append(pod)
         return pods
     if kind != "Pod":
         raise ManifestError(path, None, f"kind is {kind}, expected {expected}")
     _check_api_version(api_version, path)
-    _validate_pod(obj, path)
-    return [obj]
+    pod = default_pod(obj)
+    _validate_pod(pod, path)
+    return [pod]
 
 
 def _check_api_version(api_version: object, path: str) -> None:
