@@ -5,15 +5,26 @@ IPC and UTS namespaces (and the PID namespace when the pod shares one); its
 containers join them with ``container:<infra id>`` modes. Host namespaces
 (hostNetwork, hostIPC, hostPID) become ``host`` modes on both. The CRI's
 ``command`` is Docker's Entrypoint and ``args`` its Cmd.
+
+Privileged is not Docker's ``Privileged``: that asks runc for every capability Docker
+knows, which fails ("unable to apply caps") on a host whose bounding set lacks one.
+A privileged sandbox or container gets what containerd gives it: the capabilities of
+the host's bounding set, the host's devices, no seccomp or AppArmor profile and no
+masked or read-only paths (:class:`HostPrivileges`, :func:`privileged`). So does
+``capabilities.add: [ALL]``: the bounding set's capabilities.
+
+Docker's Engine API 1.41 (dockerd 20.10) has no image mounts (``Mount.image``, the
+``image`` mount type came with API 1.48): such a mount is refused as Unimplemented.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
-from minikubelet.errors import InvalidArgument
+from minikubelet.errors import InvalidArgument, Unimplemented
 from runtimes.base import model as m
 
 POD: Final = 0
@@ -48,10 +59,75 @@ def _expose(ports: tuple[m.PortMapping, ...]) -> tuple[dict[str, Any], dict[str,
     return exposed, bindings
 
 
+@dataclass(frozen=True, slots=True)
+class HostPrivileges:
+    """What privileged means on this host: the capabilities of the bounding set that runc
+    is started with (dockerd's), as ``CAP_*`` names, and the host's device nodes."""
+
+    capabilities: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()
+
+
+def cap_name(name: str) -> str:
+    """``net_admin`` -> ``CAP_NET_ADMIN``."""
+    upper = name.strip().upper()
+    return upper if upper.startswith("CAP_") else f"CAP_{upper}"
+
+
+def privileged(host: HostPrivileges) -> dict[str, Any]:
+    """HostConfig fields that make a container privileged with what the host has.
+
+    Docker's own ``Privileged`` asks for every capability Docker knows; these give the
+    bounding set's instead, with everything else privileged implies: every host device
+    and device access, no seccomp and no AppArmor profile, nothing masked or read-only.
+    Without a known bounding set Docker's ``Privileged`` is all there is.
+    """
+    if not host.capabilities:
+        return {"Privileged": True}
+    return {
+        "Privileged": False,
+        "CapAdd": list(host.capabilities),
+        "CapDrop": [],
+        "Devices": [
+            {"PathOnHost": d, "PathInContainer": d, "CgroupPermissions": "rwm"}
+            for d in host.devices
+        ],
+        "DeviceCgroupRules": ["a *:* rwm"],
+        "SecurityOpt": ["seccomp=unconfined", "apparmor=unconfined"],
+        "MaskedPaths": [],
+        "ReadonlyPaths": [],
+    }
+
+
+def capabilities(sec: m.SecurityOptions, host: HostPrivileges) -> tuple[list[str], list[str]]:
+    """CapAdd and CapDrop: ``ALL`` added is the bounding set's capabilities (Docker's
+    ``ALL`` is every capability it knows); a capability the bounding set lacks is refused."""
+    if not host.capabilities:
+        return list(sec.add_capabilities), list(sec.drop_capabilities)
+    adds = [cap_name(c) for c in sec.add_capabilities]
+    drops = [cap_name(c) for c in sec.drop_capabilities]
+    out: list[str] = []
+    for cap in adds:
+        if cap == "CAP_ALL":
+            out.extend(c for c in host.capabilities if c not in out)
+        elif cap not in host.capabilities:
+            raise InvalidArgument(
+                f"capability {cap} is not in this host's bounding set: it cannot be added"
+            )
+        elif cap not in out:
+            out.append(cap)
+    return out, drops
+
+
 def binds(mounts: tuple[m.Mount, ...]) -> list[str]:
     """Docker ``Binds`` (``host:container:options``); a missing host directory is created."""
     out = []
     for mount in mounts:
+        if mount.image:
+            raise Unimplemented(
+                f"image volume {mount.image!r} at {mount.container_path!r}: the Docker-backed "
+                "runtime cannot mount images (dockerd's API 1.41 has no image mounts)"
+            )
         for what, path in (
             ("container_path", mount.container_path),
             ("host_path", mount.host_path),
@@ -103,6 +179,7 @@ def sandbox_body(
     *,
     image: str,
     labels: Mapping[str, str],
+    host: HostPrivileges = HostPrivileges(),
 ) -> dict[str, Any]:
     ns = spec.namespaces
     host_network = ns.network == NODE
@@ -117,11 +194,14 @@ def sandbox_body(
         "DnsSearch": list(spec.dns.searches),
         "DnsOptions": list(spec.dns.options),
         "Sysctls": dict(spec.sysctls),
-        "Privileged": spec.privileged,
         "CgroupParent": spec.cgroup_parent,
         "RestartPolicy": {"Name": "no"},
         "SecurityOpt": ["no-new-privileges"],
     }
+    if spec.privileged:
+        relaxed = privileged(host)
+        relaxed["SecurityOpt"] = [*relaxed.get("SecurityOpt", ()), "no-new-privileges"]
+        host_config.update(relaxed)
     if spec.runtime_handler:
         host_config["Runtime"] = spec.runtime_handler
     return {
@@ -135,9 +215,14 @@ def sandbox_body(
 
 
 def _user(sec: m.SecurityOptions) -> str:
+    """Docker's ``User``; RunAsGroup without RunAsUser or RunAsUsername is refused (CRI)."""
     user = str(sec.run_as_user) if sec.run_as_user is not None else sec.run_as_username
     if sec.run_as_group is not None:
-        user = f"{user or '0'}:{sec.run_as_group}"
+        if not user:
+            raise InvalidArgument(
+                f"user group {sec.run_as_group} is specified without user or username"
+            )
+        user = f"{user}:{sec.run_as_group}"
     return user
 
 
@@ -149,6 +234,7 @@ def container_body(
     image: str,
     labels: Mapping[str, str],
     oom_floor: int | None,
+    host: HostPrivileges = HostPrivileges(),
 ) -> dict[str, Any]:
     ns = sandbox.namespaces
     sec = spec.security
@@ -162,6 +248,7 @@ def container_body(
     security_opt = _seccomp(sec.seccomp) if not sec.privileged else []
     if sec.no_new_privs:
         security_opt.append("no-new-privileges")
+    cap_add, cap_drop = capabilities(sec, host) if not sec.privileged else ([], [])
     host_config: dict[str, Any] = {
         "NetworkMode": "host" if ns.network == NODE else f"container:{infra_id}",
         "IpcMode": "host" if ns.ipc == NODE else f"container:{infra_id}",
@@ -176,9 +263,8 @@ def container_body(
             }
             for d in spec.devices
         ],
-        "CapAdd": list(sec.add_capabilities),
-        "CapDrop": list(sec.drop_capabilities),
-        "Privileged": sec.privileged,
+        "CapAdd": cap_add,
+        "CapDrop": cap_drop,
         "ReadonlyRootfs": sec.readonly_rootfs,
         "SecurityOpt": security_opt,
         "GroupAdd": [str(g) for g in sec.supplemental_groups],
@@ -198,6 +284,13 @@ def container_body(
         host_config["MaskedPaths"] = list(sec.masked_paths)
     if sec.readonly_paths:
         host_config["ReadonlyPaths"] = list(sec.readonly_paths)
+    if sec.privileged:
+        relaxed = privileged(host)
+        # the container's own devices too, where they are not the host's own at that path
+        mine = [d for d in host_config["Devices"] if d["PathInContainer"] not in host.devices]
+        relaxed["Devices"] = [*mine, *relaxed.get("Devices", ())]
+        relaxed["SecurityOpt"] = [*relaxed.get("SecurityOpt", ()), *security_opt]
+        host_config.update(relaxed)
     if sandbox.runtime_handler:
         host_config["Runtime"] = sandbox.runtime_handler
     body: dict[str, Any] = {

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -40,12 +41,15 @@ from runtimes.docker.copiers import LogCopiers
 from runtimes.docker.images import DockerImages
 from runtimes.docker.pause import PauseImage
 from runtimes.docker.streaming import DockerAttach, DockerExec
+from runtimes.native.oci.devices import list_host_devices
+from runtimes.native.oci.host import capabilities_from_mask, parse_status_mask
 
 log = logging.getLogger(__name__)
 
 RUNTIME_NAME: Final = "docker"
 NOT_AVAILABLE: Final = "DockerDaemonNotAvailable"
 SANDBOX_STOP_TIMEOUT: Final = 10  # seconds of SIGTERM for the infra container (pause exits at once)
+_UNKNOWN_CAPABILITY: Final = re.compile(r'unknown capability:? "?(CAP_[A-Z_]+)')
 
 
 def _in_cgroup_of(pid: int, container_id: str) -> bool:
@@ -53,6 +57,20 @@ def _in_cgroup_of(pid: int, container_id: str) -> bool:
         return container_id in Path(f"/proc/{pid}/cgroup").read_text()
     except OSError:
         return False
+
+
+def _host_privileges(pid: int | None, *, devices: bool) -> dockerconfig.HostPrivileges:
+    """The bounding set runc gets (dockerd's, else ours) and, if asked, the host's devices."""
+    capabilities: tuple[str, ...] = ()
+    for who in (pid, None) if pid else (None,):
+        try:
+            status = Path(f"/proc/{who or 'self'}/status").read_text()
+            capabilities = capabilities_from_mask(parse_status_mask(status))
+            break
+        except (OSError, ValueError):
+            continue
+    found = tuple(d.path for d in list_host_devices()) if devices else ()
+    return dockerconfig.HostPrivileges(capabilities, found)
 
 
 def _oom_score_adj_of(pid: int | None) -> int | None:
@@ -79,6 +97,8 @@ class DockerRuntime:
         self._now = clock
         self._logs = LogCopiers(client)
         self._decode = Decoder()
+        #: Capabilities of the bounding set that dockerd refused as unknown.
+        self._unknown_caps: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -172,11 +192,14 @@ class DockerRuntime:
         md = spec.metadata
         image_id = await self.pause.ensure()
         name = lb.sandbox_name(md)
-        body = dockerconfig.sandbox_body(
-            spec, image=image_id, labels=lb.sandbox_labels(spec, self._now())
-        )
+        labels = lb.sandbox_labels(spec, self._now())
+
+        def build(host: dockerconfig.HostPrivileges) -> dict[str, Any]:
+            return dockerconfig.sandbox_body(spec, image=image_id, labels=labels, host=host)
+
+        host = await self._host(privileged=spec.privileged, adds=False)
         try:
-            sandbox_id = await self._client.create_container(name, body)
+            sandbox_id = await self._create(name, build, host, explicit=())
         except AlreadyExists:
             raise sandbox_name_reserved(md, await self._holder(name)) from None
         try:
@@ -268,21 +291,30 @@ class DockerRuntime:
             repo_digest=resolved.repo_digest,
             created_ns=self._now(),
         )
-        body = dockerconfig.container_body(
-            spec,
-            infra_id=sandbox.id,
-            sandbox=sandbox.spec,
-            image=resolved.id,
-            labels=container_labels,
-            oom_floor=await self._oom_floor(),
-        )
+        oom_floor = await self._oom_floor()
+
+        def build(host: dockerconfig.HostPrivileges) -> dict[str, Any]:
+            return dockerconfig.container_body(
+                spec,
+                infra_id=sandbox.id,
+                sandbox=sandbox.spec,
+                image=resolved.id,
+                labels=container_labels,
+                oom_floor=oom_floor,
+                host=host,
+            )
+
+        sec = spec.security
+        host = await self._host(privileged=sec.privileged, adds=bool(sec.add_capabilities))
+        build(host)  # refuse a bad config before the log file is made
         if log_path:
             try:
                 await asyncio.to_thread(core.create_log_file, log_path)
             except OSError as exc:
                 raise InvalidArgument(f"cannot create the log file {log_path}: {exc}") from None
+        explicit = [dockerconfig.cap_name(c) for c in sec.add_capabilities]
         try:
-            container_id = await self._client.create_container(name, body)
+            container_id = await self._create(name, build, host, explicit=explicit)
         except AlreadyExists:
             holder = await self._holder(name)
             raise container_name_reserved(spec.metadata, sandbox.id, holder) from None
@@ -291,6 +323,41 @@ class DockerRuntime:
                 f"container {spec.metadata.name!r}: dockerd refused it: {exc.message}"
             ) from None
         return container_id
+
+    async def _host(self, *, privileged: bool, adds: bool) -> dockerconfig.HostPrivileges:
+        """What privileged (devices too) or added capabilities are checked against."""
+        if not privileged and not adds:
+            return dockerconfig.HostPrivileges()
+        pid = await self._client.daemon_pid()
+        host = await asyncio.to_thread(_host_privileges, pid, devices=privileged)
+        return dockerconfig.HostPrivileges(
+            tuple(c for c in host.capabilities if c not in self._unknown_caps), host.devices
+        )
+
+    async def _create(
+        self,
+        name: str,
+        build: Callable[[dockerconfig.HostPrivileges], dict[str, Any]],
+        host: dockerconfig.HostPrivileges,
+        *,
+        explicit: Sequence[str],
+    ) -> str:
+        """Create the container; a capability of the bounding set dockerd does not know
+        (a dockerd older than the kernel) is left out of privileged and ALL, and remembered.
+        One the client named itself is dockerd's refusal to give."""
+        while True:
+            try:
+                return await self._client.create_container(name, build(host))
+            except InvalidArgument as exc:
+                found = _UNKNOWN_CAPABILITY.search(exc.message)
+                cap = found.group(1) if found else ""
+                if cap not in host.capabilities or cap in explicit:
+                    raise
+                log.info("dockerd does not know %s: privileged and ALL go without it", cap)
+                self._unknown_caps.add(cap)
+                host = dockerconfig.HostPrivileges(
+                    tuple(c for c in host.capabilities if c != cap), host.devices
+                )
 
     async def _oom_floor(self) -> int | None:
         """The lowest oom_score_adj a container may get: the daemon's own (or ours)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from minikubelet import reference
-from minikubelet.errors import InvalidArgument
+from minikubelet.errors import InvalidArgument, Unimplemented
 from minikubelet.logs import crilog
 from runtimes.base import model as m
 from runtimes.docker import dockerconfig
@@ -208,6 +208,78 @@ def test_pid_namespace_modes(pid: int, mode: str) -> None:
 )
 def test_bad_mounts_are_refused(mount: m.Mount, says: str) -> None:
     with pytest.raises(InvalidArgument, match=says):
+        dockerconfig.binds((mount,))
+
+
+def _user_of(security: m.SecurityOptions) -> str:
+    spec = m.ContainerSpec(metadata=m.ContainerMetadata("c"), image="i", security=security)
+    body = dockerconfig.container_body(
+        spec, infra_id="i", sandbox=SANDBOX, image="i", labels={}, oom_floor=0
+    )
+    return str(body["User"])
+
+
+def test_run_as_group_without_a_user_is_refused() -> None:
+    with pytest.raises(InvalidArgument, match="user group 3000 is specified without user"):
+        _user_of(m.SecurityOptions(run_as_group=3000))
+    assert _user_of(m.SecurityOptions(run_as_username="app", run_as_group=3000)) == "app:3000"
+    assert _user_of(m.SecurityOptions(run_as_user=0, run_as_group=3000)) == "0:3000"
+    assert _user_of(m.SecurityOptions()) == ""  # the image's user
+
+
+#: A host whose bounding set lacks CAP_SYS_RESOURCE, with two devices.
+HOST = dockerconfig.HostPrivileges(
+    capabilities=("CAP_CHOWN", "CAP_NET_ADMIN", "CAP_SYS_ADMIN"),
+    devices=("/dev/fuse", "/dev/kmsg"),
+)
+
+
+def test_privileged_is_what_the_host_has_not_dockers_privileged() -> None:
+    sandbox = m.PodSandboxSpec(metadata=POD, privileged=True)
+    security = m.SecurityOptions(privileged=True, seccomp="runtime/default", no_new_privs=True)
+    spec = m.ContainerSpec(
+        metadata=m.ContainerMetadata("c"),
+        image="i",
+        devices=(m.Device("/dev/fuse", "/dev/fuse"), m.Device("/dev/mine", "/dev/null")),
+        security=security,
+    )
+    sandbox_hc = dockerconfig.sandbox_body(sandbox, image="i", labels={}, host=HOST)["HostConfig"]
+    hc = dockerconfig.container_body(
+        spec, infra_id="i", sandbox=sandbox, image="i", labels={}, oom_floor=0, host=HOST
+    )["HostConfig"]
+    for config in (sandbox_hc, hc):
+        assert not config["Privileged"]
+        assert config["CapAdd"] == list(HOST.capabilities) and config["CapDrop"] == []
+        assert config["SecurityOpt"][:2] == ["seccomp=unconfined", "apparmor=unconfined"]
+        assert config["MaskedPaths"] == [] and config["ReadonlyPaths"] == []
+        assert config["DeviceCgroupRules"] == ["a *:* rwm"]
+    assert [d["PathInContainer"] for d in hc["Devices"]] == ["/dev/mine", "/dev/fuse", "/dev/kmsg"]
+    assert hc["SecurityOpt"] == ["seccomp=unconfined", "apparmor=unconfined", "no-new-privileges"]
+
+
+def test_adding_all_capabilities_adds_the_bounding_sets() -> None:
+    def body(*adds: str, drops: tuple[str, ...] = ()) -> dict[str, object]:
+        security = m.SecurityOptions(add_capabilities=adds, drop_capabilities=drops)
+        spec = m.ContainerSpec(metadata=m.ContainerMetadata("c"), image="i", security=security)
+        hc: dict[str, object] = dockerconfig.container_body(
+            spec, infra_id="i", sandbox=SANDBOX, image="i", labels={}, oom_floor=0, host=HOST
+        )["HostConfig"]
+        return hc
+
+    assert body("ALL")["CapAdd"] == list(HOST.capabilities)
+    assert body("net_admin", "ALL", drops=("chown",))["CapAdd"] == [
+        "CAP_NET_ADMIN",
+        "CAP_CHOWN",
+        "CAP_SYS_ADMIN",
+    ]
+    assert body("ALL", drops=("chown",))["CapDrop"] == ["CAP_CHOWN"]
+    with pytest.raises(InvalidArgument, match="CAP_SYS_RESOURCE is not in this host's bounding"):
+        body("SYS_RESOURCE")
+
+
+def test_an_image_volume_is_refused_by_name() -> None:
+    mount = m.Mount("/data", "", image="docker.io/library/busybox:1.36")
+    with pytest.raises(Unimplemented, match=r"image volume 'docker\.io/library/busybox:1\.36'"):
         dockerconfig.binds((mount,))
 
 

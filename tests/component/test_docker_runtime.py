@@ -15,6 +15,7 @@ import contextlib
 import http.client
 import ipaddress
 import os
+import re
 import shutil
 import socket
 import sys
@@ -32,6 +33,7 @@ from minikubelet.errors import (
     FailedPrecondition,
     InvalidArgument,
     Unavailable,
+    Unimplemented,
 )
 from minikubelet.logs import crilog
 from runtimes.docker.client import DockerClient
@@ -541,6 +543,63 @@ async def test_sandbox_and_container_config_reach_the_container(
             return None
 
         assert await wait_until(served, timeout=10, message="the published port") == b"served\n"
+
+
+def _mask(status: str, field: str) -> int:
+    return next(int(line.split()[1], 16) for line in status.splitlines() if line.startswith(field))
+
+
+async def test_privileged_and_all_capabilities_run_with_what_the_host_has(
+    docker_runtime: RuntimeServer, dockerd: Dockerd, busybox: str, log_dir: Path
+) -> None:
+    """Docker's Privileged asks for every capability Docker knows; a host whose bounding set
+    lacks one (CAP_SYS_RESOURCE here) makes runc fail with "unable to apply caps". In the
+    same pod: RunAsGroup without a user and an image volume are refused, naming why."""
+    bounding = _mask(Path(f"/proc/{dockerd.pid}/status").read_text(), "CapBnd")
+    known = (1 << 38) - 1  # CAP_CHOWN .. CAP_AUDIT_READ: what every dockerd knows
+    device = next(  # a host device no container gets unless privileged
+        name for name in ("kmsg", "loop-control", "fuse", "kvm") if Path("/dev", name).exists()
+    )
+    script = (
+        f"grep -E '^(CapEff|Seccomp):' /proc/self/status; ls /dev/{device}; "
+        "echo masked $(grep -c ' /proc/kcore ' /proc/self/mountinfo)"
+    )
+    sb_config = sandbox_config(log_dir, name="privileged")
+    sb_config.linux.security_context.privileged = True
+    async with connected(docker_runtime) as cri, pod(cri, sb_config) as sandbox_id:
+        privileged = container_config(busybox, "privileged", ["sh", "-c", script])
+        privileged.linux.security_context.privileged = True
+        privileged.linux.security_context.seccomp.profile_type = pb.SecurityProfile.RuntimeDefault
+        every = container_config(busybox, "all-caps", ["grep", "^CapEff:", "/proc/self/status"])
+        every.linux.security_context.capabilities.add_capabilities.append("ALL")
+        for config in (privileged, every):
+            cid = await cri.create_container(sandbox_id, config, sb_config)
+            await cri.start_container(cid)
+            status = await wait_exited(cri, cid)
+            assert (status.exit_code, status.message) == (0, "")
+
+        # RunAsGroup without RunAsUser is refused, as the CRI asks, and nothing is made
+        grouped = container_config(busybox, "grouped", ["id"])
+        grouped.linux.security_context.run_as_group.value = 3000
+        with pytest.raises(InvalidArgument, match="without user"):
+            await cri.create_container(sandbox_id, grouped, sb_config)
+        # so is an image volume: dockerd's API 1.41 has no image mounts
+        imaged = container_config(busybox, "imaged", ["true"])
+        imaged.mounts.append(pb.Mount(container_path="/data", image=pb.ImageSpec(image=busybox)))
+        with pytest.raises(Unimplemented, match=f"image volume '{re.escape(busybox)}'"):
+            await cri.create_container(sandbox_id, imaged, sb_config)
+        names = [c.metadata.name for c in await cri.list_containers()]
+        assert "grouped" not in names and "imaged" not in names
+
+    out = "\n".join(line.message for line in log_lines(log_dir / "privileged" / "0.log"))
+    status_text = out.replace("\t", " ")
+    cap_eff = _mask(status_text, "CapEff:")
+    assert cap_eff & ~bounding == 0 and cap_eff & known == bounding & known
+    assert "Seccomp: 0" in status_text  # no profile, RuntimeDefault asked or not
+    assert f"/dev/{device}" in out
+    assert out.endswith("\nmasked 0")  # /proc/kcore not masked
+    all_line = "\n".join(line.message for line in log_lines(log_dir / "all-caps" / "0.log"))
+    assert _mask(all_line.replace("\t", " "), "CapEff:") == cap_eff
 
 
 async def test_an_oom_score_below_the_daemons_is_not_applied_and_the_container_runs(
