@@ -5,6 +5,10 @@ dockerd and appends it to the CRI log file; it ends by itself once the container
 exited and all of its output is written. The registry starts at most one per
 container, lets a status call wait for an exited container's last lines, and
 stops a copier when its container is removed.
+
+A server that starts again resumes the copiers its predecessor left; until it has,
+a status waits for that too, so an exited container is never reported before its
+copier is known (both waits bounded by :data:`LOG_SETTLE_TIMEOUT`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class LogCopiers:
         self._client = client
         self._copiers: dict[str, tuple[LogCopier, asyncio.Task[None]]] = {}
         self._tasks: asyncio.TaskGroup | None = None
+        self._resumed = asyncio.Event()
 
     @contextlib.contextmanager
     def running_in(self, tasks: asyncio.TaskGroup) -> Iterator[None]:
@@ -63,6 +68,10 @@ class LogCopiers:
         self._copiers[container_id] = (copier, task)
         task.add_done_callback(lambda t: self._forget(container_id, t))
 
+    def resumed(self) -> None:
+        """The copiers of containers a previous server left are started."""
+        self._resumed.set()
+
     def _forget(self, container_id: str, task: asyncio.Task[None]) -> None:
         current = self._copiers.get(container_id)
         if current is not None and current[1] is task:
@@ -70,12 +79,13 @@ class LogCopiers:
 
     async def settle(self, container_id: str) -> None:
         """Wait (briefly) until an exited container's output is all in its log file."""
-        current = self._copiers.get(container_id)
-        if current is None:
-            return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(LOG_SETTLE_TIMEOUT):
-                await current[0].done.wait()
+                if self._tasks is not None and not self._resumed.is_set():
+                    await self._resumed.wait()  # its copier may be one still to resume
+                current = self._copiers.get(container_id)
+                if current is not None:
+                    await current[0].done.wait()
 
     async def stop(self, container_id: str) -> None:
         """Stop copying (the container is being removed); returns once the copier ended."""

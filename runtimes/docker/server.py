@@ -110,6 +110,12 @@ class DockerRuntime:
                 await asyncio.Future()
 
     async def _resume_logs(self) -> None:
+        try:
+            await self._resume_copiers()
+        finally:
+            self._logs.resumed()
+
+    async def _resume_copiers(self) -> None:
         delay = 0.2
         while True:
             try:
@@ -415,7 +421,7 @@ class DockerRuntime:
     async def container_status(self, container_id: str) -> m.Container:
         raw = await self._inspect(container_id, lb.CONTAINER)
         container = self._decode.container_from_inspect(raw)
-        if container.state == m.ContainerState.EXITED and container.id in self._logs:
+        if container.state == m.ContainerState.EXITED:
             await self._logs.settle(container.id)
         return container
 
@@ -458,11 +464,7 @@ class DockerRuntime:
         if settle:
             # an exited container is listed once its output is all in its log file
             await asyncio.gather(
-                *(
-                    self._logs.settle(c.id)
-                    for c in out
-                    if c.state == m.ContainerState.EXITED and c.id in self._logs
-                )
+                *(self._logs.settle(c.id) for c in out if c.state == m.ContainerState.EXITED)
             )
         return out
 

@@ -3,11 +3,14 @@ and reading containers back from Docker's JSON."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import struct
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -17,8 +20,9 @@ from minikubelet.logs import crilog
 from runtimes.base import model as m
 from runtimes.docker import dockerconfig
 from runtimes.docker import labels as lb
-from runtimes.docker.client import FrameDecoder, docker_time_ns, registry_auth
+from runtimes.docker.client import DockerClient, FrameDecoder, docker_time_ns, registry_auth
 from runtimes.docker.convert import Decoder, container_state, labels_of
+from runtimes.docker.copiers import LogCopiers
 from runtimes.docker.images import Mirror, _user
 from runtimes.docker.logs import DRIVER_BUFFER, Position, format_frames, position_in, read_position
 from runtimes.docker.pause import docker_archive
@@ -342,6 +346,34 @@ def test_a_message_stamped_before_the_one_written_last_is_written_too() -> None:
     again = [frames[0], frames[2], _frame(2, T2, b"new\n")]
     text, _, _ = format_frames(again, position, position.count)
     assert [crilog.parse_line(x).message for x in text.splitlines()] == ["new"]
+
+
+class _ExitedContainer:
+    """A dockerd that knows one container, exited after writing one line."""
+
+    async def logs(
+        self, container_id: str, *, tty: bool, since: str = "0", follow: bool = True
+    ) -> AsyncIterator[list[tuple[int, bytes]]]:
+        if since == "0":
+            yield [_frame(1, T1, b"bye\n")]
+
+    async def inspect_container(self, container_id: str, *, size: bool = False) -> dict[str, Any]:
+        return {"Id": container_id, "State": {"Running": False, "Status": "exited"}}
+
+
+async def test_a_status_waits_for_the_copiers_a_restarted_server_resumes(tmp_path: Path) -> None:
+    copiers = LogCopiers(cast(DockerClient, _ExitedContainer()))
+    log = tmp_path / "0.log"
+    async with asyncio.TaskGroup() as tg:
+        with copiers.running_in(tg):
+            settled = tg.create_task(copiers.settle("c1"))  # a status right after a restart
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert not settled.done(), "reported before the copiers were resumed"
+            copiers.start("c1", str(log), tty=False)  # resumed: the container had exited
+            copiers.resumed()
+            await settled
+            assert [crilog.parse_line(x).message for x in log.read_text().splitlines()] == ["bye"]
 
 
 def test_position_of_a_file_ignores_lines_that_do_not_parse() -> None:
