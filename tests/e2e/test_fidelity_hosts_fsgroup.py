@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,6 +41,22 @@ spec:
   - name: cat-hosts
     image: busybox:1.36
     command: [sleep, "3600"]
+"""
+
+HOST_NETWORK_ALIASES = """apiVersion: v1
+kind: Pod
+metadata:
+  name: hostnet-aliases
+spec:
+  hostNetwork: true
+  restartPolicy: Never
+  hostAliases:
+  - ip: "10.1.2.3"
+    hostnames: ["foo.remote"]
+  containers:
+  - name: cat-hosts
+    image: busybox:1.36
+    command: [cat, /etc/hosts]
 """
 
 # from "Configure a Security Context for a Pod or Container", with the change policy
@@ -131,6 +148,20 @@ async def test_host_aliases_reach_etc_hosts(node: Node) -> None:
         "10.1.2.3\tfoo.remote\tbar.remote\n"
     )
     assert (node.root_dir / "pods" / pod["metadata"]["uid"] / "etc-hosts").read_text() == hosts
+
+
+async def test_a_host_network_pod_gets_the_nodes_file_and_the_aliases(node: Node) -> None:
+    node.add_manifest("hostnet.yaml", HOST_NETWORK_ALIASES)
+    await node.wait_pod("hostnet-aliases", lambda p: phase(p) == "Succeeded", timeout=60)
+    async with node.client() as c:
+        name = node.pod_name("hostnet-aliases")
+        text = b"".join([x async for x in c.logs("default", name, "cat-hosts")]).decode()
+    assert text == (
+        "# Kubernetes-managed hosts file (host network).\n"
+        + Path("/etc/hosts").read_text()
+        + "\n# Entries added by HostAliases.\n10.1.2.3\tfoo.remote\n"
+    )
+    node.remove_manifest("hostnet.yaml")
 
 
 async def test_fs_group_owns_the_volume_and_what_the_container_writes(node: Node) -> None:
