@@ -63,11 +63,13 @@ def validate_payload_path(path: str) -> None:
         raise PayloadPathError(f"path {path!r} has a segment over {MAX_SEGMENT} chars")
 
 
-def _payload_matches(ts_dir: Path, payload: Mapping[str, tuple[bytes, int]]) -> bool:
+def _payload_matches(
+    ts_dir: Path, payload: Mapping[str, tuple[bytes, int]], mode_mask: int = 0
+) -> bool:
     for rel, (data, mode) in payload.items():
         try:
             st = os.lstat(ts_dir / rel)
-            if not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) != mode:
+            if not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) != mode | mode_mask:
                 return False
             if (ts_dir / rel).read_bytes() != data:
                 return False
@@ -85,20 +87,25 @@ def atomic_write(
     target: Path,
     payload: Mapping[str, tuple[bytes, int]],
     set_perms: Callable[[], None] | None = None,
+    owners: Mapping[str, int] | None = None,
+    mode_mask: int = 0,
 ) -> bool:
     """Write ``payload`` into ``target`` atomically; blocking (call it in a thread).
 
     Returns False when the files on disk already match the payload (nothing written).
     Raises :class:`PayloadPathError` for a bad path before touching anything.
-    ``set_perms`` runs once the new files are written, before they are switched in
-    (the volume's ``fsGroup`` ownership), as the kubelet's writer calls it.
+    ``owners`` gives some files an owner ({relative path: uid}, the ``FsUser`` of a
+    token); ``set_perms`` runs once the new files are written, before they are switched
+    in (the volume's ``fsGroup`` ownership), as the kubelet's writer calls it;
+    ``mode_mask`` is what it adds to the files' modes, so files it changed still match
+    their payload.
     """
     for rel in payload:
         validate_payload_path(rel)
     target.mkdir(parents=True, exist_ok=True)
     data_link = target / DATA_DIR
     old = os.readlink(data_link) if data_link.is_symlink() else None
-    if old is not None and "/" not in old and _payload_matches(target / old, payload):
+    if old is not None and "/" not in old and _payload_matches(target / old, payload, mode_mask):
         return False
     stamp = time.strftime("..%Y_%m_%d_%H_%M_%S.", time.gmtime())
     ts_dir = Path(tempfile.mkdtemp(prefix=stamp, dir=target))
@@ -108,6 +115,8 @@ def atomic_write(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         os.chmod(path, mode)
+        if owners and rel in owners:
+            os.chown(path, owners[rel], -1)
     if set_perms is not None:
         set_perms()
     tmp_link = target / DATA_DIR_TMP

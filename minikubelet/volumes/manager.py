@@ -89,12 +89,18 @@ from minikubelet.volumes.atomic import (
     validate_payload_path,
 )
 from minikubelet.volumes.etchosts import ETC_HOSTS, ETC_HOSTS_FILE, HostsFile, write_hosts_file
-from minikubelet.volumes.ownership import pod_fs_group, set_volume_ownership
+from minikubelet.volumes.ownership import (
+    RO_MASK,
+    pod_fs_group,
+    pod_fs_user,
+    set_volume_ownership,
+)
 from minikubelet.volumes.projection import (
     ProjectionError,
     config_map_payload,
     projected_payload,
     secret_payload,
+    token_paths,
 )
 
 log = logging.getLogger(__name__)
@@ -634,9 +640,16 @@ class VolumeManager:
             # the whole volume, not only the new files: the first write makes its root
             set_volume_ownership(target, fs_group, readonly=True)
 
+        fs_user = pod_fs_user(pod) if kind == "projected" else None
+        owners = {path: fs_user for path in token_paths(source)} if fs_user is not None else None
         try:
             wrote = await asyncio.to_thread(
-                atomic_write, target, payload, set_perms if fs_group is not None else None
+                atomic_write,
+                target,
+                payload,
+                set_perms if fs_group is not None else None,
+                owners,
+                RO_MASK if fs_group is not None else 0,
             )
         except PayloadPathError as err:
             raise VolumeError(f"volume {name}: {err.message}") from None

@@ -15,6 +15,10 @@ when they are made and each time their files are written, and the pod's policy
 applies to volumes with lasting data only (persistent volumes, which this node does
 not mount).
 
+A projected service account token is written 0600 when the pod has an fsGroup or all
+its containers run as one user (:func:`pod_fs_user`), and owned by that user: the
+walk then makes it 0640 for the group, as the kubelet's projected volume does.
+
 Failures to change one file are logged and the walk goes on, as the kubelet does.
 Blocking: call it in a thread.
 """
@@ -27,6 +31,8 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
+
+from minikubelet.api.pod import Pod
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,23 @@ def pod_fs_group(security_context: Mapping[str, Any]) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         return None
     return value
+
+
+def pod_fs_user(pod: Pod) -> int | None:
+    """``FsUserFrom``: the one runAsUser every (init) container runs as, from its own
+    security context or the pod's; None when one has none or two differ. A projected
+    service account token is owned by it."""
+    found: int | None = None
+    for container in (*pod.spec.init_containers, *pod.spec.containers):
+        uid = (container.security_context or {}).get("runAsUser")
+        if uid is None:
+            uid = pod.spec.security_context.get("runAsUser")
+        if isinstance(uid, bool) or not isinstance(uid, int):
+            return None
+        if found is not None and uid != found:
+            return None
+        found = uid
+    return found
 
 
 def requires_permission_change(root: Path | str, fs_group: int, *, readonly: bool) -> bool:

@@ -30,8 +30,10 @@ from minikubelet.api.pod import Pod
 from minikubelet.errors import MinikubeletError
 from minikubelet.kubeapi.objects import ObjectError, ObjectSource, TokenSpec
 from minikubelet.volumes.atomic import Payload, PayloadPathError, validate_payload_path
+from minikubelet.volumes.ownership import pod_fs_group, pod_fs_user
 
 DEFAULT_MODE: Final = 0o644
+TOKEN_OWNED_MODE: Final = 0o600
 DEFAULT_TOKEN_EXPIRATION: Final = 3600
 
 
@@ -49,6 +51,15 @@ def _mode(value: object, default: int, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0o777:
         raise ProjectionError(f"{what}: mode must be between 0 and 0777 (decimal 0 to 511)")
     return value
+
+
+def token_paths(source: Mapping[str, Any]) -> list[str]:
+    """The paths of a ``projected`` volume's service account tokens."""
+    return [
+        str(entry["serviceAccountToken"].get("path", ""))
+        for entry in source.get("sources") or ()
+        if isinstance(entry, Mapping) and isinstance(entry.get("serviceAccountToken"), Mapping)
+    ]
 
 
 def _path(path: object, what: str) -> str:
@@ -232,8 +243,16 @@ async def projected_payload(
                 }
                 payload.update(downward(downward_source))
             elif isinstance(entry.get("serviceAccountToken"), Mapping):
+                # the kubelet writes it 0600 for an fsGroup (which makes it 0640) or fsUser
+                owned = pod_fs_group(pod.spec.security_context) is not None
+                owned = owned or pod_fs_user(pod) is not None
                 payload.update(
-                    await token_payload(pod, entry["serviceAccountToken"], objects, mode=mode)
+                    await token_payload(
+                        pod,
+                        entry["serviceAccountToken"],
+                        objects,
+                        mode=TOKEN_OWNED_MODE if owned else mode,
+                    )
                 )
             else:
                 kinds = ", ".join(sorted(entry)) or "nothing"

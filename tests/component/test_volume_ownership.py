@@ -178,9 +178,83 @@ async def test_written_volumes_get_the_fs_group_read_only_on_every_write(
         real = (root / file).resolve()
         assert (_gid(real), _mode(real)) == (FS_GROUP, mode), name
     assert _gid(paths["info"] / "name") == FS_GROUP
+    # a resync with nothing new writes nothing, though the walk changed the modes
+    written = {name: (paths[name] / "..data").resolve() for name in ("cfg", "creds")}
+    await manager.resync()
+    assert {name: (paths[name] / "..data").resolve() for name in written} == written
     # an update writes new files: they get the group too
     objects.config_maps["shop", "cfg"] = ConfigMapData(data={"app.conf": "v2"})
     await manager.resync()
     target = (paths["cfg"] / "app.conf").resolve()
     assert target.read_text() == "v2"
     assert (target.stat().st_gid, stat.S_IMODE(target.stat().st_mode)) == (FS_GROUP, 0o644)
+
+
+def _token_pod(sc: dict[str, Any], users: list[int | None]) -> Pod:
+    containers = [
+        {
+            "name": f"c{i}",
+            "image": "busybox",
+            **({"securityContext": {"runAsUser": u}} if u else {}),
+        }
+        for i, u in enumerate(users)
+    ]
+    return Pod.from_dict(
+        {
+            "metadata": {"name": "fs", "namespace": "shop", "uid": UID},
+            "spec": {
+                "securityContext": sc,
+                "containers": containers,
+                "volumes": [
+                    {
+                        "name": "kube-api-access",
+                        "projected": {
+                            "sources": [
+                                {"serviceAccountToken": {"path": "token"}},
+                                {
+                                    "downwardAPI": {
+                                        "items": [
+                                            {
+                                                "path": "namespace",
+                                                "fieldRef": {"fieldPath": "metadata.namespace"},
+                                            }
+                                        ]
+                                    }
+                                },
+                            ]
+                        },
+                    }
+                ],
+            },
+        },
+        validate=False,
+    )
+
+
+TOKEN_CASES: list[
+    tuple[dict[str, Any], list[int | None], tuple[int, int, int], tuple[int, int, int] | None]
+] = [
+    # the kubelet writes the token 0600 and the fsGroup walk makes it 0640
+    ({"fsGroup": FS_GROUP}, [None], (0, FS_GROUP, 0o640), (0, FS_GROUP, 0o644)),
+    # every container runs as 1000: the token is its own, 0600
+    ({"runAsUser": 1000}, [None, None], (1000, 0, 0o600), (0, 0, 0o644)),
+    ({}, [1000, 1000], (1000, 0, 0o600), (0, 0, 0o644)),
+    ({"runAsUser": 1000, "fsGroup": FS_GROUP}, [None], (1000, FS_GROUP, 0o640), None),
+    # users that differ, or one that runs as the image says: the default mode
+    ({}, [1000, 1001], (0, 0, 0o644), None),
+    ({}, [1000, None], (0, 0, 0o644), None),
+]
+
+
+async def test_projected_token_owner_and_mode(tmp_path: Path) -> None:
+    for index, (sc, users, token, namespace) in enumerate(TOKEN_CASES):
+        manager = VolumeManager(tmp_path / str(index), mount_tmpfs=False, objects=FakeObjects())
+        path = (await manager.setup(_token_pod(sc, users)))["kube-api-access"]
+
+        def owner(name: str, path: Path = path) -> tuple[int, int, int]:
+            st = (path / name).stat()
+            return (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
+
+        assert owner("token") == token, (sc, users)
+        if namespace is not None:
+            assert owner("namespace") == namespace, (sc, users)
