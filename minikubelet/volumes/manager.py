@@ -764,6 +764,8 @@ class VolumeManager:
         try:
             path.mkdir(mode=EMPTY_DIR_MODE, parents=True)
         except FileExistsError:
+            if not path.is_dir():
+                raise
             return False
         if path.stat().st_mode & 0o777 != EMPTY_DIR_MODE:
             os.chmod(path, EMPTY_DIR_MODE)  # mkdir's mode is cut by the umask
