@@ -174,17 +174,17 @@ async def test_a_recreated_sandbox_keeps_the_last_dead_instance(
     """The sandbox dies; the kubelet makes a new one and starts the container again. The
     garbage collector keeps the old sandbox while it holds the dead instance, so the
     container's lastState stays what it was."""
-    first = await wait_until(
-        lambda: "running" in (c := _app(kubelet)).get("state", {}) and c,
-        timeout=10,
-        message="the app running",
-    )
+
+    def running(restarts: int) -> dict[str, Any] | None:
+        c = _app(kubelet)
+        ok = c.get("restartCount", 0) == restarts and "running" in c.get("state", {})
+        return c if ok else None
+
+    first = await wait_until(lambda: running(0), timeout=10, message="the app running")
     [old_sandbox] = await cri.list_pod_sandbox()
     await cri.stop_pod_sandbox(old_sandbox.id)
     again = await wait_until(
-        lambda: (c := _app(kubelet)).get("restartCount") == 1 and "running" in c["state"] and c,
-        timeout=10,
-        message="the app running in a new sandbox",
+        lambda: running(1), timeout=10, message="the app running in a new sandbox"
     )
     assert again["lastState"]["terminated"]["containerID"] == first["containerID"]
 

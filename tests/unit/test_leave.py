@@ -62,14 +62,14 @@ def too_many(message: str = BUDGET) -> ApiException:
             "message": "Cannot evict pod as it would violate the pod's disruption budget.",
             "details": {"causes": [{"reason": "DisruptionBudget", "message": message}]},
         }
-    )
+    ).encode()
     return exc
 
 
 def test_a_refused_eviction_names_the_budget() -> None:
     assert "web-pdb" in blocked_by(too_many())
     plain = ApiException(status=500, reason="Internal")
-    plain.body = json.dumps({"message": "This pod has more than one PodDisruptionBudget"})
+    plain.body = json.dumps({"message": "This pod has more than one PodDisruptionBudget"}).encode()
     assert blocked_by(plain) == "This pod has more than one PodDisruptionBudget"
     assert blocked_by(ApiException(status=403, reason="Forbidden")) == "Forbidden"
 
