@@ -321,6 +321,7 @@ class Kubelet:
         if self.metrics is not None:
             self._observe_start(self.metrics, pod, api_status)
         self.status_manager.set_pod_status(pod.uid, api_status)
+        log.debug("pod status set pod=%s uid=%s phase=%s", pod, pod.uid, api_status.get("phase"))
         retry_at = result.retry_at
         if retry_at is None and (result.errors or result.waiting):
             # as the kubelet's pod workers: a sync that failed is tried again after ~10 s

@@ -248,6 +248,7 @@ class PodWorkers:
             if update.type is UpdateType.KILL:
                 await self._terminate(worker, update.grace_period)
                 return
+            log.debug("pod worker sync pod=%s uid=%s", update.pod, update.pod.uid)
             try:
                 terminal, retry_at = await self._syncer.sync_pod(update.pod)
             except Exception as exc:  # one pod's failure must not stop its worker

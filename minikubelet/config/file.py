@@ -138,7 +138,8 @@ class FileSource:
                     debounce=400,
                 )
                 async with aclosing(watcher):
-                    async for _ in watcher:
+                    async for changes in watcher:
+                        log.debug("manifest change seen path=%s changes=%d", target, len(changes))
                         wake.set()
                         if is_dir != await asyncio.to_thread(self.path.is_dir):
                             break  # the path turned from file to directory or back: rewatch

@@ -220,6 +220,10 @@ def _describe_request(rec: CallRecord, req: Any) -> None:
                 rec.container = config.metadata.name
         if _has(config, "image") and config.HasField("image"):
             rec.image = config.image.image
+    if _has(req, "filter") and req.HasField("filter") and _has(req.filter, "label_selector"):
+        labels = dict(req.filter.label_selector)  # List* of one pod: its uid
+        if labels:
+            rec.details["labels"] = labels
     if _has(req, "sandbox_config") and req.HasField("sandbox_config"):
         rec.pod = _pod_of(req.sandbox_config.metadata)
     if _has(req, "auth") and req.HasField("auth"):  # PullImage with credentials
