@@ -30,6 +30,14 @@ from minikubelet.config.types import FILE_SOURCE, Pod, PodOperation, SourceUpdat
 
 log = logging.getLogger(__name__)
 
+#: How long the watcher waits for a quiet moment after a change before the path is listed
+#: again (watchfiles' ``step``; it also polls the stop event this often). The kubelet lists at
+#: once on each inotify event; a few milliseconds still group the events of one rename or
+#: write, and a listing that catches a file half-written is followed by another.
+WATCH_STEP_MS = 5
+#: At most this long is spent grouping changes that keep coming (watchfiles' ``debounce``).
+WATCH_DEBOUNCE_MS = 50
+
 
 @dataclass(frozen=True, slots=True)
 class _Listing:
@@ -134,8 +142,8 @@ class FileSource:
                     watch_filter=self._relevant_change,
                     recursive=False,
                     stop_event=control,
-                    step=50,
-                    debounce=400,
+                    step=WATCH_STEP_MS,
+                    debounce=WATCH_DEBOUNCE_MS,
                 )
                 async with aclosing(watcher):
                     async for changes in watcher:
