@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 from minikubelet.api.pod import Container, Pod, TerminationMessagePolicy
 from minikubelet.backoff import Backoff
@@ -35,6 +35,9 @@ from minikubelet.logs import crilog
 from minikubelet.types import ContainerID, PodSandboxID, PodUID
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_U = TypeVar("_U")
 
 #: The kubelet never gives a container less than this to stop (minimumGracePeriodInSeconds).
 MINIMUM_GRACE_PERIOD = 2
@@ -160,6 +163,22 @@ _STATES = {
 }
 
 
+async def _all(*calls: Awaitable[_T]) -> list[_T]:
+    """Every call's result in order, all run together; when any failed, each is still
+    awaited to its end (nothing is left running or unretrieved) and the first error raised."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return cast(list[_T], results)
+
+
+async def _both(first: Awaitable[_T], second: Awaitable[_U]) -> tuple[_T, _U]:
+    """Two calls run together, as :func:`_all`."""
+    a, b = await _all(first, second)
+    return cast(_T, a), cast(_U, b)
+
+
 def backoff_key(pod: Pod, container: Container) -> str:
     """The kubelet's stable back-off key: pod identity, container name and spec hash."""
     return f"{pod.name}_{pod.namespace}_{pod.uid}_{container.name}_{hash_container(container)}"
@@ -283,19 +302,35 @@ class KubeRuntimeManager:
     async def get_pod_status(
         self, uid: PodUID, name: str = "", namespace: str = "", pod: Pod | None = None
     ) -> PodStatus:
-        """The runtime's full view of one pod (the kubelet's GetPodStatus)."""
+        """The runtime's full view of one pod (the kubelet's GetPodStatus).
+
+        The two lists go out together, then every sandbox's and container's status at once:
+        none of these reads depends on another, so the pod's status costs two round trips
+        rather than two plus one per sandbox and container. Results keep the lists' order.
+        """
         selector = {kl.POD_UID_LABEL: str(uid)}
         cri = self._cri_for(uid)
-        sandbox_items = await cri.list_pod_sandbox(pb.PodSandboxFilter(label_selector=selector))
-        sandboxes = []
-        for item in sandbox_items:
+        sandbox_items, container_items = await _both(
+            cri.list_pod_sandbox(pb.PodSandboxFilter(label_selector=selector)),
+            cri.list_containers(pb.ContainerFilter(label_selector=selector)),
+        )
+
+        async def sandbox_status(sandbox_id: str) -> pb.PodSandboxStatus | None:
             with contextlib.suppress(NotFound):  # removed meanwhile
-                sandboxes.append((await cri.pod_sandbox_status(item.id)).status)
-        container_items = await cri.list_containers(pb.ContainerFilter(label_selector=selector))
-        containers = []
-        for ctr in container_items:
-            with contextlib.suppress(NotFound):
-                containers.append((await cri.container_status(ctr.id)).status)
+                return (await cri.pod_sandbox_status(sandbox_id)).status
+            return None
+
+        async def container_status(container_id: str) -> pb.ContainerStatus | None:
+            with contextlib.suppress(NotFound):  # removed meanwhile
+                return (await cri.container_status(container_id)).status
+            return None
+
+        found = await _all(
+            *(sandbox_status(item.id) for item in sandbox_items),
+            *(container_status(ctr.id) for ctr in container_items),
+        )
+        sandboxes = [s for s in found[: len(sandbox_items)] if isinstance(s, pb.PodSandboxStatus)]
+        containers = [c for c in found[len(sandbox_items) :] if isinstance(c, pb.ContainerStatus)]
         status = cri_status.from_cri(
             uid=uid, name=name, namespace=namespace, sandboxes=sandboxes, containers=containers
         )
