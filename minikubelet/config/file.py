@@ -10,6 +10,11 @@ Follows the kubelet's ``pkg/kubelet/config/file.go`` and ``file_linux.go``:
 * a missing path gives an empty ``SET`` (so the source still counts as seen);
 * when the path is a single file that does not decode, nothing is sent and the pods already
   configured stay, as in the kubelet.
+
+Every listing reads every file, but decodes only those whose bytes changed since the last
+listing: what a file's bytes gave (its pod or its error) is kept and used again while the
+file holds the same bytes, so a change in one manifest does not cost decoding, defaulting
+and validating all the others.
 """
 
 from __future__ import annotations
@@ -37,6 +42,14 @@ log = logging.getLogger(__name__)
 WATCH_STEP_MS = 5
 #: At most this long is spent grouping changes that keep coming (watchfiles' ``debounce``).
 WATCH_DEBOUNCE_MS = 50
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    """What one version of a file (its bytes) gave."""
+
+    data: bytes
+    result: Pod | ManifestError
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +109,7 @@ class FileSource:
         self.validate = validate
         self.errors: dict[Path, ManifestError] = {}
         self._watching_dir = True
+        self._decoded: dict[Path, _Decoded] = {}
 
     async def run(self, updates: asyncio.Queue[SourceUpdate]) -> None:
         """List at once, then on every change and every ``period`` seconds, until cancelled."""
@@ -182,6 +196,7 @@ class FileSource:
     def _list_dir(self) -> _Listing:
         pods: list[Pod] = []
         errors: dict[Path, ManifestError] = {}
+        decoded: dict[Path, _Decoded] = {}
         for name in sorted(os.listdir(self.path)):
             if name.startswith("."):
                 continue
@@ -194,19 +209,44 @@ class FileSource:
             if stat.S_ISDIR(info.st_mode):
                 log.debug("not recursing into path=%s", path)
             elif stat.S_ISREG(info.st_mode):
-                try:
-                    pods.append(self._read(path))
-                except ManifestError as error:
-                    errors[path] = error
+                result = self._decode(path, decoded)
+                if isinstance(result, ManifestError):
+                    errors[path] = result
+                else:
+                    pods.append(result)
             else:
                 log.warning("manifest path=%s is neither a directory nor a regular file", path)
+        self._decoded = decoded
         return _Listing(pods, errors, send=True)
+
+    def _decode(self, path: Path, decoded: dict[Path, _Decoded]) -> Pod | ManifestError:
+        """The file's pod or error, noted in ``decoded``; taken from the last listing when
+        the file holds the same bytes as then."""
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            return ManifestError(str(path), None, f"can't read: {exc.strerror or exc}")
+        known = self._decoded.get(path)
+        if known is not None and known.data == data:
+            decoded[path] = known
+            return known.result
+        result: Pod | ManifestError
+        try:
+            result = self._pod(path, data)
+        except ManifestError as error:
+            result = error
+        decoded[path] = _Decoded(data, result)
+        return result
 
     def _read(self, path: Path) -> Pod:
         try:
             data = path.read_bytes()
         except OSError as exc:
             raise ManifestError(str(path), None, f"can't read: {exc.strerror or exc}") from exc
+        return self._pod(path, data)
+
+    def _pod(self, path: Path, data: bytes) -> Pod:
+        """The defaulted (and validated) pod of the manifest ``data`` read from ``path``."""
         (pod,) = decode_manifest(data, str(path))
         pod = apply_static_defaults(
             pod, node_name=self.node_name, source=FILE_SOURCE, source_path=str(path)

@@ -230,3 +230,69 @@ async def test_invalid_pods_are_reported_at_once_and_others_still_arrive(tmp_pat
         latest = await next_set(queue, lambda u: "hungry-node-1" in names(u), timeout=2.0)
         assert names(latest) == ["good-node-1", "hungry-node-1"]
         assert set(p.name for p in source.errors) == set(bad) - {"hungry.yaml"}
+
+
+def counting_decodes(source: FileSource, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the files ``source`` decodes, in order."""
+    decode = source._pod
+    seen: list[str] = []
+
+    def counted(path: Path, data: bytes) -> Pod:
+        seen.append(path.name)
+        return decode(path, data)
+
+    monkeypatch.setattr(source, "_pod", counted)
+    return seen
+
+
+async def test_a_listing_decodes_only_the_files_that_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a.yaml").write_bytes(manifest("a"))
+    (tmp_path / "b.yaml").write_bytes(manifest("b"))
+    (tmp_path / "c.yaml").write_bytes(BROKEN)
+    source = FileSource(tmp_path, node_name=NODE, period=3600)
+    decodes = counting_decodes(source, monkeypatch)
+    queue: asyncio.Queue[SourceUpdate] = asyncio.Queue()
+    await source.list_once(queue)
+    first = queue.get_nowait()
+    assert decodes == ["a.yaml", "b.yaml", "c.yaml"]
+
+    decodes.clear()
+    await source.list_once(queue)
+    again = queue.get_nowait()
+    assert decodes == [], "unchanged files are not decoded again"
+    assert again.pods == first.pods and uids(again) == uids(first)
+    assert set(source.errors) == {tmp_path / "c.yaml"}, "a broken file stays reported"
+
+    write(tmp_path / "b.yaml", manifest("b", image="nginx:1.28"))
+    (tmp_path / "a.yaml").unlink()
+    (tmp_path / "d.yaml").write_bytes(manifest("d"))
+    decodes.clear()
+    await source.list_once(queue)
+    update = queue.get_nowait()
+    assert decodes == ["b.yaml", "d.yaml"]
+    assert names(update) == ["b-node-1", "d-node-1"]
+    b = next(p for p in update.pods if p["metadata"]["name"] == "b-node-1")
+    assert b["spec"]["containers"][0]["image"] == "nginx:1.28"
+
+
+async def test_a_file_rewritten_in_place_with_its_times_kept_is_decoded_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whether a file changed is told by its bytes, not its times: a write within one
+    timestamp tick of the file system leaves them as they were."""
+    web = tmp_path / "web.yaml"
+    web.write_bytes(manifest("web", image="nginx:1.27"))
+    times = os.stat(web)
+    source = FileSource(tmp_path, node_name=NODE, period=3600)
+    decodes = counting_decodes(source, monkeypatch)
+    queue: asyncio.Queue[SourceUpdate] = asyncio.Queue()
+    await source.list_once(queue)
+    web.write_bytes(manifest("web", image="nginx:1.28"))  # same size
+    os.utime(web, ns=(times.st_atime_ns, times.st_mtime_ns))
+    await source.list_once(queue)
+    assert decodes == ["web.yaml", "web.yaml"]
+    first, second = queue.get_nowait(), queue.get_nowait()
+    assert uids(first) != uids(second)
+    assert second.pods[0]["spec"]["containers"][0]["image"] == "nginx:1.28"
