@@ -45,6 +45,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import minikubelet
 from minikubelet.cri.client import CRIClient
 from minikubelet.cri.trace import CallRecord
 from minikubelet.cri.v1 import api_pb2 as pb
@@ -640,11 +641,16 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="mk-bench-lat-"))
     runtimes = Runtimes(work)
     try:
+        code = Path(minikubelet.__file__).parent.parent
         commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+            ["git", "-C", str(code), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            check=False,
         ).stdout.strip()
+        commit = f"{commit or '?'} ({code})"
         print(
-            f"commit {commit or '?'}, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, "
+            f"commit {commit}, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, "
             f"{os.cpu_count()} CPUs, polls every {POLL * 1000:.0f} ms"
         )
         needs_registry = any(t in ("containerd", "native") for t in _targets(args.runtime))
