@@ -376,6 +376,12 @@ def summarize(runs: list[Run], label: str, each: bool) -> None:
         print("\n  the median run (by time to running in the runtime), step by step:")
         print_run(median_run)
 
+    print_tables(runs, "runs")
+    print_totals(runs)
+
+
+def print_tables(runs: list[Run], unit: str) -> None:
+    """Every point of the runs' timelines, and every CRI call, as medians over the runs."""
     # every point, over the runs that have it, in the order of its median time
     offsets: dict[str, list[float]] = {}
     steps: dict[str, list[float]] = {}
@@ -385,8 +391,8 @@ def summarize(runs: list[Run], label: str, each: bool) -> None:
             offsets.setdefault(what, []).append(t - run.written)
             steps.setdefault(what, []).append(t - prev)
             prev = t
-    print("\n  over the runs (ms after the rename; 'step' is from the point before it in each run)")
-    print(f"    {'median':>7} {'p90':>7} {'min':>7} {'max':>7} {'step':>7} {'runs':>5}  what")
+    print(f"\n  over the {unit} (ms after the rename; 'step': from the point before it in each)")
+    print(f"    {'median':>7} {'p90':>7} {'min':>7} {'max':>7} {'step':>7} {unit:>5}  what")
     for what in sorted(offsets, key=lambda k: statistics.median(offsets[k])):
         v = offsets[what]
         print(
@@ -407,9 +413,10 @@ def summarize(runs: list[Run], label: str, each: bool) -> None:
             calls.setdefault(key, []).append((start - run.written, stop - start, start - prev_end))
             order.setdefault(key, []).append(i)
             prev_end = max(prev_end, stop)
-    print("\n  the pod's CRI calls (ms; medians over the runs that made the call; gap: from the")
-    print("  previous call's end, or from the pod worker's start, to this call's start)")
-    print(f"    {'start':>7} {'took':>7} {'p90':>7} {'gap':>7} {'p90':>7} {'runs':>5}  call")
+    print(f"\n  the pod's CRI calls (ms; medians over the {unit} that made the call; gap: from")
+    print("  the previous call's end, or from the pod worker's start, to this call's start;")
+    print("  negative: it overlaps the calls before it)")
+    print(f"    {'start':>7} {'took':>7} {'p90':>7} {'gap':>7} {'p90':>7} {unit:>5}  call")
     for key in sorted(calls, key=lambda k: statistics.median(order[k])):
         made = calls[key]
         took = [x[1] for x in made]
@@ -420,6 +427,8 @@ def summarize(runs: list[Run], label: str, each: bool) -> None:
             f"{len(made):>5}  {key}"
         )
 
+
+def print_totals(runs: list[Run]) -> None:
     to_runtime = [r.in_runtime - r.written for r in runs]
     to_reported = [r.reported - r.written for r in runs]
     started = [
@@ -445,10 +454,11 @@ def summarize(runs: list[Run], label: str, each: bool) -> None:
 
 async def batch_rounds(
     node: BenchNode, cri: CRIClient, image: str, size: int, rounds: int, tag: str
-) -> list[tuple[float, float, float, float]]:
+) -> tuple[list[tuple[float, float, float, float]], list[Run]]:
     """Per round: time to all running in the runtime, to all Running in /pods, and the
-    median per-pod times of both."""
+    median per-pod times of both; and every pod's run."""
     out = []
+    pods: list[Run] = []
     async with node.client() as client:
         for r in range(rounds):
             names = [f"b{tag}-{r}-{i}" for i in range(size)]
@@ -464,6 +474,10 @@ async def batch_rounds(
                 ),
                 timeout=300,
             )
+            pods += [
+                Run(p.removesuffix(f"-{NODE}"), written[p], in_runtime[p], reported[p], uids[p])
+                for p in sorted(full)
+            ]
             out.append(
                 (
                     max(in_runtime.values()) - start,
@@ -476,7 +490,7 @@ async def batch_rounds(
                 node.remove(n)
             await _wait_gone(cri, client, full)
             await asyncio.sleep(0.5)
-    return out
+    return out, pods
 
 
 def print_batch(label: str, size: int, rounds: list[tuple[float, float, float, float]]) -> None:
@@ -599,19 +613,23 @@ async def measure(
         await node.wait_ready()
         async with CRIClient(endpoint, timeout=60) as cri:
             if args.batch:
-                rounds = await batch_rounds(node, cri, image, args.batch, args.batch_rounds, tag)
+                rounds, runs = await batch_rounds(
+                    node, cri, image, args.batch, args.batch_rounds, tag
+                )
             else:
                 runs = await single_runs(node, cri, image, args.runs, tag)
     finally:
         node.stop()
-    if args.batch:
-        print_batch(label, args.batch, rounds)
-        return
     events = _log_events(node.log_path)
     trace = _trace(node.trace_path)
     for run in runs:
         annotate(run, events, trace)
-    summarize(runs, label, args.each)
+    if args.batch:
+        print_batch(label, args.batch, rounds)
+        print(f"\n  each pod of the {len(rounds)} rounds, from its own manifest's rename:")
+        print_tables(runs, "pods")
+    else:
+        summarize(runs, label, args.each)
     sys.stdout.flush()
 
 
