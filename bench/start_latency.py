@@ -260,8 +260,13 @@ def _first(events: list[tuple[float, str]], after: float, needle: str) -> float 
     return next((t for t, msg in events if t >= after - 0.001 and needle in msg), None)
 
 
-def annotate(run: Run, events: list[tuple[float, str]], trace: list[CallRecord]) -> None:
-    """Fill in ``run.points`` and ``run.calls`` from the node's log and trace."""
+def annotate(
+    run: Run, events: list[tuple[float, str]], trace: list[CallRecord], *, image: str = ""
+) -> None:
+    """Fill in ``run.points`` and ``run.calls`` from the node's log and trace.
+
+    Image calls carry no pod: with ``image`` (one pod at a time), those of that image between
+    the pod worker's start and the Running status count as the pod's."""
     w = run.written
     seen = _first(events, w, "manifest change seen")
     merged = _first(events, w, f"config ADD pod=default/{run.full_name} ")
@@ -295,6 +300,15 @@ def annotate(run: Run, events: list[tuple[float, str]], trace: list[CallRecord])
         mine = rec.pod == f"default/{run.full_name}" or (
             run.uid and labels.get("io.kubernetes.pod.uid") == run.uid
         )
+        if (
+            not mine
+            and image
+            and rec.service == "ImageService"
+            and rec.image == image
+            and worker is not None
+            and running_status is not None
+        ):
+            mine = worker - 0.001 <= rec.time <= running_status
         if mine and w - 0.01 <= rec.time <= end:
             run.calls.append((rec.method, rec.time, rec.time + rec.duration_ms / 1000))
     run.calls.sort(key=lambda c: c[1])
@@ -623,7 +637,7 @@ async def measure(
     events = _log_events(node.log_path)
     trace = _trace(node.trace_path)
     for run in runs:
-        annotate(run, events, trace)
+        annotate(run, events, trace, image="" if args.batch else image)
     if args.batch:
         print_batch(label, args.batch, rounds)
         print(f"\n  each pod of the {len(rounds)} rounds, from its own manifest's rename:")

@@ -41,6 +41,7 @@ def test_a_run_is_read_from_the_log_and_the_trace(tmp_path: Path) -> None:
         CallRecord(1, t0 + 0.016, "RuntimeService", "ListPodSandbox", "OK", 1.0,
                    details={"labels": {"io.kubernetes.pod.uid": UID}}),
         CallRecord(2, t0 + 0.017, "RuntimeService", "ListPodSandbox", "OK", 1.0),  # the PLEG's
+        CallRecord(6, t0 + 0.018, "ImageService", "ImageStatus", "OK", 1.0, image="busybox"),
         CallRecord(3, t0 + 0.020, "RuntimeService", "RunPodSandbox", "OK", 80.0,
                    pod="default/p-bench"),
         CallRecord(4, t0 + 0.101, "RuntimeService", "StartContainer", "OK", 20.0,
@@ -49,7 +50,7 @@ def test_a_run_is_read_from_the_log_and_the_trace(tmp_path: Path) -> None:
                    pod="default/other-bench"),
     ]  # fmt: skip
     run = Run("p", written=t0, in_runtime=t0 + 0.15, reported=t0 + 0.25)
-    annotate(run, _log_events(log), trace)
+    annotate(run, _log_events(log), trace, image="busybox")
 
     assert run.uid == UID
     points = {what: round((t - t0) * 1000) for what, t in run.points}
@@ -59,6 +60,8 @@ def test_a_run_is_read_from_the_log_and_the_trace(tmp_path: Path) -> None:
         "pod worker sync": 15,
         "ListPodSandbox start": 16,
         "ListPodSandbox end": 17,
+        "ImageStatus start": 18,
+        "ImageStatus end": 19,
         "RunPodSandbox start": 20,
         "RunPodSandbox end": 100,
         "StartContainer start": 101,
