@@ -323,13 +323,15 @@ async def test_a_hundred_exec_streams_closed_unwaited_leave_nothing_behind(pod: 
     assert [await s.read() for s in streams[:3]] == [None, None, None]
 
     def released() -> bool:
-        assert (open_fds(), threads()) == (fds, tasks), (
+        # nothing more than before (less is fine: the test process may close something of
+        # an earlier test's meanwhile)
+        assert open_fds() <= fds and threads() <= tasks, (
             f"fds {fds} -> {open_fds()}, threads {tasks} -> {threads()}"
         )
         return True
 
     await wait_until(
-        released, timeout=5, message="fds and threads as before", ignoring=(AssertionError,)
+        released, timeout=5, message="fds and threads released", ignoring=(AssertionError,)
     )
 
 

@@ -393,16 +393,18 @@ async def test_a_hundred_abandoned_execs_leave_nothing(pod: Pod) -> None:
     bundle = Path(rt._handles[pod.main].bundle)
     assert not list(bundle.glob("exec-*.pid"))
 
+    # nothing more than before (less is fine: the test process may close something of an
+    # earlier test's meanwhile)
     async def released() -> bool:
         return (
-            len(os.listdir("/proc/self/fd")) == fds_before
-            and threading.active_count() == threads_before
+            len(os.listdir("/proc/self/fd")) <= fds_before
+            and threading.active_count() <= threads_before
         )
 
     with contextlib.suppress(BaseException):
         await wait_until(released, timeout=5, message="descriptors and threads to be released")
-    assert len(os.listdir("/proc/self/fd")) == fds_before
-    assert threading.active_count() == threads_before
+    assert len(os.listdir("/proc/self/fd")) <= fds_before
+    assert threading.active_count() <= threads_before
 
 
 # -- attach ----------------------------------------------------------------------------------
