@@ -76,6 +76,7 @@ from typing import Any, Final
 
 from minikubelet import resources
 from minikubelet.api.pod import default_pull_policy
+from minikubelet.api.validation import VOLUME_TYPES
 
 DEFAULT_DNS_POLICY: Final = "ClusterFirst"
 DEFAULT_RESTART_POLICY: Final = "Always"
@@ -99,40 +100,7 @@ PROBE_DEFAULTS: Final = (
 )
 
 #: Every ``VolumeSource`` member: a volume with none of them set becomes an emptyDir.
-VOLUME_SOURCES: Final = frozenset(
-    {
-        "hostPath",
-        "emptyDir",
-        "gcePersistentDisk",
-        "awsElasticBlockStore",
-        "gitRepo",
-        "secret",
-        "nfs",
-        "iscsi",
-        "glusterfs",
-        "persistentVolumeClaim",
-        "rbd",
-        "flexVolume",
-        "cinder",
-        "cephfs",
-        "flocker",
-        "downwardAPI",
-        "fc",
-        "azureFile",
-        "configMap",
-        "vsphereVolume",
-        "quobyte",
-        "azureDisk",
-        "photonPersistentDisk",
-        "projected",
-        "portworxVolume",
-        "scaleIO",
-        "storageos",
-        "csi",
-        "ephemeral",
-        "image",
-    }
-)
+VOLUME_SOURCES: Final = frozenset(VOLUME_TYPES)
 
 #: String fields of in-tree volume sources and their defaults (declarative ``+default``s).
 _PLUGIN_STRING_DEFAULTS: Final[dict[str, tuple[tuple[str, str], ...]]] = {
