@@ -37,12 +37,11 @@ import base64
 import contextlib
 import datetime
 import enum
-import ipaddress
 import logging
 import random
 import ssl
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -58,6 +57,7 @@ from kubernetes_asyncio.client import rest
 from minikubelet.bootstrap.identity import CLIENT_PREFIX, SERVER_PREFIX, Identity
 from minikubelet.clock import Clock, RealClock
 from minikubelet.kubeapi.client import ApiException, KubeClient
+from minikubelet.server.kubeletapi.tls import split_names
 
 log = logging.getLogger(__name__)
 
@@ -145,23 +145,6 @@ def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def _split_names(names: Iterable[str]) -> tuple[list[str], list[Any]]:
-    dns: list[str] = []
-    ips: list[Any] = []
-    for name in names:
-        if not name:
-            continue
-        try:
-            ip = ipaddress.ip_address(name)
-        except ValueError:
-            if name not in dns:
-                dns.append(name)
-        else:
-            if ip not in ips:
-                ips.append(ip)
-    return dns, ips
-
-
 def node_csr(key: ec.EllipticCurvePrivateKey, node_name: str, names: Sequence[str] = ()) -> bytes:
     """A CSR (PEM) for ``system:node:NAME`` in ``system:nodes``, naming ``names`` (DNS
     names and IPs) as subject alternative names when given (a serving certificate)."""
@@ -172,7 +155,7 @@ def node_csr(key: ec.EllipticCurvePrivateKey, node_name: str, names: Sequence[st
         ]
     )
     builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
-    dns, ips = _split_names(names)
+    dns, ips = split_names(names)
     if dns or ips:
         alt: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
         alt += [x509.IPAddress(ip) for ip in ips]
@@ -612,7 +595,7 @@ class ServingCertificateManager:
             san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         except x509.ExtensionNotFound:
             return None
-        dns, ips = _split_names(self.names)
+        dns, ips = split_names(self.names)
         if not (
             set(dns) <= set(san.get_values_for_type(x509.DNSName))
             and set(ips) <= set(san.get_values_for_type(x509.IPAddress))

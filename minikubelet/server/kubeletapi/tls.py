@@ -31,6 +31,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from minikubelet.bootstrap.identity import write_private
+
 #: How long a generated certificate is valid, as the kubelet's (one year).
 VALIDITY: Final = datetime.timedelta(days=365)
 #: A kept certificate closer than this to its end is made again.
@@ -46,9 +48,11 @@ class ServingCertificate:
     generated: bool  # made by the kubelet (now or on an earlier start)
 
 
-def _split_names(
+def split_names(
     names: Iterable[str],
 ) -> tuple[list[str], list[ipaddress.IPv4Address | ipaddress.IPv6Address]]:
+    """``names`` as DNS names and IPs, each once, empty ones left out (a certificate's
+    subject alternative names)."""
     dns: list[str] = []
     ips: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
     for name in names:
@@ -65,19 +69,6 @@ def _split_names(
     return dns, ips
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` 0600 from the start, then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
@@ -91,7 +82,7 @@ def generate_self_signed(
     """``(certificate chain PEM, key PEM)``: a serving certificate for ``names`` (DNS
     names and IPs) signed by a fresh CA ``HOST-ca@TIMESTAMP``, as the kubelet makes it."""
     now = now or datetime.datetime.now(datetime.UTC)
-    dns, ips = _split_names(names)
+    dns, ips = split_names(names)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name(f"{host}-ca@{int(now.timestamp())}")
     ca_cert = (
@@ -183,7 +174,7 @@ def certificate_covers(
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return False
-    dns, ips = _split_names(names)
+    dns, ips = split_names(names)
     return set(dns) <= set(san.get_values_for_type(x509.DNSName)) and set(ips) <= set(
         san.get_values_for_type(x509.IPAddress)
     )
@@ -228,8 +219,8 @@ def ensure_serving_certificate(
     ):
         return ServingCertificate(cert_file, key_file, generated=True)
     chain, key = generate_self_signed(hostname or node_name, names, now=now)
-    _write_private(key_file, key)
-    _write_private(cert_file, chain)
+    write_private(key_file, key)
+    write_private(cert_file, chain)
     return ServingCertificate(cert_file, key_file, generated=True)
 
 
@@ -258,4 +249,5 @@ __all__ = (
     "generate_self_signed",
     "server_ssl_context",
     "serving_names",
+    "split_names",
 )
